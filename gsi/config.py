@@ -1,0 +1,186 @@
+"""Typed structured configs, registered in Hydra's ConfigStore.
+
+Every config group option in conf/ starts from one of these schemas (its defaults list names the schema), so a
+misspelled key or a wrong type fails at composition, with Hydra naming the key, before anything heavy is
+imported. This module imports nothing but the standard library, OmegaConf and Hydra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+ROLES = ("small", "big", "reward")
+
+
+@dataclass
+class RoleModelConfig:
+    # A hub id (Qwen/Qwen2.5-Math-7B-Instruct), a local folder, or tiny://<role> for the built-in tiny models.
+    path: str = MISSING
+    dtype: str = "auto"
+    # None: the model's own context window.
+    max_model_len: Optional[int] = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class RewardModelConfig(RoleModelConfig):
+    # Which PRM adapter turns (problem, steps) into a score: auto (from the architecture), qwen_prm,
+    # token_classification, skywork_prm, ...
+    adapter: str = "auto"
+    # The system prompt the PRM was trained with (None: the adapter's default).
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    small: RoleModelConfig = field(default_factory=RoleModelConfig)
+    big: RoleModelConfig = field(default_factory=RoleModelConfig)
+    reward: RewardModelConfig = field(default_factory=RewardModelConfig)
+    # Rendered with the model's chat template; the same context for all three roles.
+    system_prompt: str = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+class Placement(str, Enum):
+    gpu3 = "gpu3"  # one GPU per role (big may span tensor_parallel_big GPUs)
+    gpu1 = "gpu1"  # all three roles on one GPU, memory split by gpu_memory_utilization
+    cpu = "cpu"  # vLLM's CPU build
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    placement: Placement = MISSING
+    # GPUs the job has (CUDA_VISIBLE_DEVICES order); must fit the placement: gpu3 needs 2 + tensor_parallel_big.
+    gpus: int = 0
+    tensor_parallel_big: int = 1
+    # Fraction of a GPU's memory each role's engine may take.
+    gpu_memory_utilization: Dict[str, float] = field(
+        default_factory=lambda: {"small": 0.9, "big": 0.9, "reward": 0.9})
+    # GiB of KV cache per engine on the CPU (VLLM_CPU_KVCACHE_SPACE).
+    cpu_kvcache_gb: float = 2.0
+    enforce_eager: bool = False
+    max_num_seqs: int = 256
+    # Above any one batch's prompt tokens: seeded requests must not have their prefill split (vllm-facts §4).
+    max_num_batched_tokens: int = 65536
+    enable_prefix_caching: bool = True
+    # Launcher hints (SLURM): CPUs and memory per task.
+    cpus_per_task: int = 8
+    mem_gb: int = 64
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING  # key in gsi.data's registry
+    hub_path: str = MISSING
+    hub_config: Optional[str] = None
+    split: str = "test"
+    # Local JSONL folder (tests and offline machines); null reads from the hub.
+    data_dir: Optional[str] = "${oc.env:GSI_DATA_DIR,null}"
+    local_file: str = MISSING
+    limit: Optional[int] = None
+    offset: int = 0
+    # Appended to the system prompt for datasets that need an answer-format instruction (Minerva).
+    instruction: Optional[str] = None
+
+
+@dataclass
+class GenerationConfig:
+    temperature: float = 0.7  # both models sample, and are scored, at this temperature
+    step_delimiter: str = "\n\n"
+    max_step_tokens: int = 512
+    max_steps: int = 45
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    n: int = 16
+    beta: float = "${beta}"  # type: ignore[assignment]  # the top-level beta, so `beta=0.5,1,2` sweeps
+
+
+@dataclass
+class GSIConfig(MethodConfig):
+    name: str = "gsi"
+    n_big: int = "${.n}"  # type: ignore[assignment]
+    threshold: float = 0.5
+    # Compare the tilted reward r + (log pi_B - log pi_S)/beta with the threshold (the paper), or the raw r.
+    threshold_on: str = "tilted"
+    # Fall back to pi_B on rejection (false: importance-weighted soft best-of-n from pi_S only).
+    fallback: bool = True
+
+
+@dataclass
+class RSDConfig(MethodConfig):
+    name: str = "rsd"
+    n: int = 1  # drafts per step; n > 1 picks one by softmax(beta * r) first
+    delta: float = 0.7
+    n_big: int = 1  # pi_B samples on rejection; > 1 is soft best-of-n
+    # Reproduce the RSD code's batch-global patience (ends every unfinished problem); 0 turns it off.
+    patience: int = 0
+
+
+@dataclass
+class BoNConfig(MethodConfig):
+    name: str = "bon"
+    policy: str = "small"  # small | big
+    selection: str = "soft"  # soft | hard | majority | weighted_majority
+    level: str = "step"  # step | response
+    aggregate: str = "last"  # response-level PRM aggregation: last | min | prod
+
+
+@dataclass
+class BaselineConfig(MethodConfig):
+    name: str = "baseline"
+    n: int = 1
+    policy: str = "small"  # small | big
+    greedy: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+    project: str = "gsi"
+    entity: Optional[str] = None
+    mode: str = "${oc.env:WANDB_MODE,online}"
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    method: Any = MISSING  # one of the MethodConfig subclasses, chosen by the `method` group
+    dataset: DatasetConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = MISSING
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    beta: float = 20.0
+    seed: int = 0
+    # "i/k": this job runs the i-th of k disjoint shards of the selected problems.
+    shard: Optional[str] = None
+    # Record every step's candidates, rewards, log-probs and selection probabilities in results.jsonl.
+    trace: bool = False
+    # Problems advanced together per round (one engine call per role per round).
+    batch_size: int = 64
+    output_dir: str = "${hydra:runtime.output_dir}"
+
+
+METHOD_SCHEMAS = {"gsi": GSIConfig, "rsd": RSDConfig, "bon": BoNConfig, "baseline": BaselineConfig}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    # Schemas live in their own groups (schema/<group>), so they are not offered as options of the real groups;
+    # each option's defaults list pulls its schema in with `- /schema/<group>@_here_: <name>`.
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
+    cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
+    for name, schema in METHOD_SCHEMAS.items():
+        cs.store(group="schema/method", name=name, node=schema)

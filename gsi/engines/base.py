@@ -1,0 +1,127 @@
+"""The role interface every method talks to: two generators (small, big) and a reward model.
+
+All calls take a batch of many problems at once: the scheduler makes one call per role per round for every
+active problem. Contexts are token ids (the rendered prompt followed by the accepted steps' ids): small and
+big share a tokenizer, and nothing is re-tokenised between roles.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+FINISH_DELIMITER = "delimiter"  # the last token's text contains the step delimiter
+FINISH_EOS = "eos"
+FINISH_LENGTH = "length"  # max_tokens reached
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    context: Sequence[int]  # prompt + accepted steps, token ids
+    n: int  # continuations to sample
+    seed: int  # continuation i is sampled with seed + i: callers space seeds at least n apart
+    max_tokens: int  # cap for this step (max_step_tokens, or less when the context window is nearly full)
+
+
+@dataclass(frozen=True)
+class Step:
+    token_ids: tuple[int, ...]
+    text: str
+    logprob: float  # sum over the step's tokens of log pi(token | ...) under the sampled (tempered) distribution
+    finish: str  # FINISH_DELIMITER | FINISH_EOS | FINISH_LENGTH
+
+
+@dataclass(frozen=True)
+class RewardRequest:
+    problem: str  # the problem as the user turn shows it
+    steps: Sequence[str]  # accepted steps and, last, the step to score; a trailing delimiter is not a step
+
+
+@dataclass
+class RoleStats:
+    """Token and time accounting for one role (compute.py turns it into FLOPs)."""
+
+    calls: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0  # context tokens sent, including those read from the prefix cache
+    cached_tokens: int = 0  # context tokens read from the prefix cache: not recomputed
+    generated_tokens: int = 0
+    busy_s: float = 0.0  # wall time inside this role's engine calls
+
+    @property
+    def prefilled_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "prefilled_tokens": self.prefilled_tokens}
+
+    @contextmanager
+    def timed(self, requests: int):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.busy_s += time.perf_counter() - start
+            self.calls += 1
+            self.requests += requests
+
+
+class Generator(ABC):
+    """A policy (pi_S or pi_B) at a fixed temperature: sample steps and score given steps."""
+
+    role: str
+    temperature: float
+    max_model_len: int
+    eos_token_ids: frozenset[int]
+    stats: RoleStats
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerateRequest], *, greedy: bool = False) -> list[list[Step]]:
+        """For each request, `n` continuations, each stopped at the first token whose text contains the step
+        delimiter, at EOS, or at `max_tokens`; the stop token is part of the step."""
+
+    @abstractmethod
+    def score(self, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]) -> list[float]:
+        """Teacher forcing: sum of log pi(continuation tokens | context) at this generator's temperature."""
+
+
+class RewardModel(ABC):
+    """A process reward model: the probability that the last step of each request is correct."""
+
+    role = "reward"
+    max_model_len: int
+    stats: RoleStats
+
+    @abstractmethod
+    def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
+        """One value in [0, 1] per request, for its last step."""
+
+
+@dataclass
+class Engines:
+    """The registry of the three roles that every method plugin shares."""
+
+    small: Generator
+    big: Generator
+    reward: RewardModel
+    tokenizer: object = None  # the tokenizer small and big share (renders prompts, decodes)
+    closers: list = field(default_factory=list)
+
+    def roles(self) -> dict:
+        return {"small": self.small, "big": self.big, "reward": self.reward}
+
+    def stats(self) -> dict[str, dict]:
+        return {name: role.stats.as_dict() for name, role in self.roles().items()}
+
+    def close(self) -> None:
+        while self.closers:
+            self.closers.pop()()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
