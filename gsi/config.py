@@ -167,7 +167,6 @@ class Config:
     trace: bool = False
     # Problems advanced together per round (one engine call per role per round).
     batch_size: int = 64
-    output_dir: str = "${hydra:runtime.output_dir}"
 
 
 METHOD_SCHEMAS = {"gsi": GSIConfig, "rsd": RSDConfig, "bon": BoNConfig, "baseline": BaselineConfig}

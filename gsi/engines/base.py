@@ -109,6 +109,8 @@ class Engines:
     reward: RewardModel
     tokenizer: object = None  # the tokenizer small and big share (renders prompts, decodes)
     closers: list = field(default_factory=list)
+    # Non-embedding parameter count per role (FLOPs = 2 * params * tokens); filled by the registry.
+    params: dict = field(default_factory=dict)
 
     def roles(self) -> dict:
         return {"small": self.small, "big": self.big, "reward": self.reward}

@@ -1,0 +1,33 @@
+"""FLOPs accounting (methods.md): 2 * P * (tokens prefilled + tokens generated) per role, with P the model's
+parameter count without the input embeddings, counted from the model's own config.
+
+P includes the output head (lm_head, or the PRM's score head): it is a matmul every token pays. The input
+embedding is a table lookup and costs nothing.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=None)
+def non_embedding_params(path: str, trust_remote_code: bool = False) -> int:
+    import torch
+    import transformers
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    with torch.device("meta"):  # shapes only: nothing is allocated or loaded
+        if cls is not None:
+            model = cls(config)
+        else:
+            from transformers import AutoModel
+            model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    return sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name
+               and "wte" not in name and "word_embeddings" not in name)
+
+
+def flops_per_token(params: int) -> float:
+    return 2.0 * params

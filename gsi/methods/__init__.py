@@ -1,0 +1,24 @@
+"""The method registry: a method is one module here (decorated with @register) and one file in conf/method/."""
+
+from __future__ import annotations
+
+import importlib
+
+METHODS: dict[str, type] = {}
+_MODULES = ("gsi", "rsd", "bon", "baseline")
+
+
+def register(name: str):
+    def wrap(cls):
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+    return wrap
+
+
+def build_method(cfg, engines, ctx):
+    for module in _MODULES:
+        importlib.import_module(f"gsi.methods.{module}")
+    if cfg.name not in METHODS:
+        raise KeyError(f"method.name={cfg.name!r} is not registered; known: {sorted(METHODS)}")
+    return METHODS[cfg.name](cfg, engines, ctx)

@@ -1,0 +1,22 @@
+"""One model alone, greedy or sampled, one step at a time (no reward model calls)."""
+
+from __future__ import annotations
+
+from gsi.methods import register
+from gsi.methods.base import Method
+
+
+@register("baseline")
+class Baseline(Method):
+    has_acceptance = False
+
+    def __init__(self, cfg, engines, ctx):
+        super().__init__(cfg, engines, ctx)
+        if cfg.policy not in ("small", "big"):
+            raise ValueError(f"method.policy must be 'small' or 'big', got {cfg.policy!r}")
+        self.policy = engines.small if cfg.policy == "small" else engines.big
+
+    def step(self, states):
+        out = self.sample(self.policy, states, 1, greedy=self.cfg.greedy)
+        for s, steps in zip(states, out):
+            self.ctx.append(s, steps[0], source=self.cfg.policy, accepted=None)

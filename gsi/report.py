@@ -1,0 +1,44 @@
+"""The results table printed at the end of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt_flops(x: float) -> str:
+    for unit, scale in (("PF", 1e15), ("TF", 1e12), ("GF", 1e9), ("MF", 1e6)):
+        if x >= scale:
+            return f"{x / scale:.2f} {unit}"
+    return f"{x:.0f}"
+
+
+def print_summary(summary: dict, out: Path | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    head = Table(title=f"{summary['method']} on {summary['dataset']} ({summary['model']}, seed {summary['seed']})")
+    for col in ("problems", "accuracy", "95% CI", "acceptance (steps)", "acceptance (draft tokens)", "steps",
+                "wall time"):
+        head.add_column(col, justify="right")
+    ci = summary.get("accuracy_ci95")
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    head.add_row(str(summary["n_problems"]), pct(summary["accuracy"]),
+                 "-" if not ci else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%",
+                 pct(summary["acceptance_rate"]), pct(summary["acceptance_rate_tokens"]), str(summary["steps"]),
+                 f"{summary['wall_time_s']:.1f} s")
+    console.print(head)
+
+    engine = summary.get("measured", {}).get("engine", {})
+    roles = Table(title="compute by role")
+    for col in ("role", "tokens generated", "context tokens", "FLOPs", "prefilled (after cache)", "engine busy"):
+        roles.add_column(col, justify="right")
+    for role in ("small", "big", "reward"):
+        tok = summary["tokens"][role]
+        e = engine.get(role, {})
+        roles.add_row(role, f"{tok['generated']:,}", f"{tok['context']:,}", _fmt_flops(summary["flops"][role]),
+                      f"{e['prefilled_tokens']:,}" if e else "-", f"{e['busy_s']:.1f} s" if e else "-")
+    roles.add_row("total", "", "", _fmt_flops(summary["flops"]["total"]), "", "")
+    console.print(roles)
+    if out is not None:
+        console.print(f"results: {out / 'results.jsonl'}\nsummary: {out / 'summary.json'}")

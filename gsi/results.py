@@ -1,0 +1,111 @@
+"""results.jsonl (one line per finished problem, flushed as it finishes; resume reads it) and summary.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Keys of summary.json that measure this process rather than the results: they differ between an
+# uninterrupted run and a resumed one, and between machines.
+MEASURED_KEYS = ("wall_time_s", "measured")
+
+
+class ResultsFile:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> dict[str, dict]:
+        """Finished problems by id. A corrupt line (a kill mid-write leaves a half line at the end) is reported and
+        dropped, so that its problem is redone; the file is rewritten without it."""
+        if not self.path.exists():
+            return {}
+        records: dict[str, dict] = {}
+        bad, dup = [], []
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        complete = raw.endswith(b"\n")
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict) or "id" not in rec:
+                    raise ValueError("not a result record")
+            except ValueError:
+                bad.append(lineno)
+                continue
+            if lineno == len(lines) and not complete:
+                bad.append(lineno)  # parses, but the newline never made it: treat as unfinished
+                continue
+            if rec["id"] in records:
+                dup.append(lineno)
+                continue
+            records[rec["id"]] = rec
+        if bad or dup:
+            log.warning("%s: dropping %s; those problems will be redone", self.path,
+                        ", ".join([f"corrupt line {n}" for n in bad] + [f"duplicate at line {n}" for n in dup]))
+            self.rewrite(records.values())
+        return records
+
+    def rewrite(self, records) -> None:
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w") as f:
+            for rec in records:
+                f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def bootstrap_ci(values, *, n_boot: int = 2000, seed: int = 0) -> list[float] | None:
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    means = x[idx].mean(axis=1)
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
+def summarize(records: list[dict], *, flops_per_token: dict[str, float], has_acceptance: bool) -> dict:
+    """Everything here is a function of the per-problem records, so a resumed run reproduces it exactly."""
+    n = len(records)
+    correct = [bool(r["correct"]) for r in records]
+    steps = sum(r["steps"] for r in records)
+    accepted = sum(r["accepted_steps"] for r in records)
+    draft = sum(r["draft_tokens"] for r in records)
+    draft_kept = sum(r["accepted_draft_tokens"] for r in records)
+    roles = ("small", "big", "reward")
+    tokens = {role: {k: sum(r["tokens"][role][k] for r in records) for k in ("generated", "context")}
+              for role in roles}
+    flops = {role: flops_per_token[role] * (tokens[role]["generated"] + tokens[role]["context"]) for role in roles}
+    flops["total"] = sum(flops.values())
+    return {
+        "n_problems": n,
+        "accuracy": sum(correct) / n if n else None,
+        "accuracy_ci95": bootstrap_ci(correct),
+        "acceptance_rate": (accepted / steps if steps else None) if has_acceptance else None,
+        "acceptance_rate_tokens": (draft_kept / draft if draft else None) if has_acceptance else None,
+        "steps": steps,
+        "stop_reasons": {k: sum(r["stop_reason"] == k for r in records)
+                         for k in sorted({r["stop_reason"] for r in records})},
+        "tokens": tokens,
+        "flops": flops,
+    }
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)

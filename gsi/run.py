@@ -1,0 +1,154 @@
+"""Wires one run: problems in, engines up, the method stepped by the scheduler, results out. Nothing else."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from gsi.results import ResultsFile, summarize, write_json
+
+log = logging.getLogger(__name__)
+
+# Keys whose change makes earlier results in the same folder a different experiment.
+_IDENTITY_KEYS = ("model", "method", "dataset", "generation", "seed", "shard", "beta")
+
+
+def output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not under @hydra.main
+        return Path.cwd()
+
+
+def check_same_experiment(out: Path, cfg: DictConfig) -> None:
+    """Refuse to resume into a folder that holds another experiment's results."""
+    ident = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+             for k in _IDENTITY_KEYS}
+    ident["dataset"].pop("data_dir", None)  # where the files are is not what they are
+    path = out / "experiment.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
+        if diff:
+            raise SystemExit(f"{out} holds results of a different experiment (differs in: {', '.join(diff)}); "
+                             "use another hydra.run.dir")
+    else:
+        write_json(path, ident)
+
+
+def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
+    """Run (or resume) one experiment into `out`; returns the summary. `engines` lets tests pass their own."""
+    from tqdm import tqdm
+
+    import grading
+    from gsi.data import load_problems
+    from gsi.methods import build_method
+    from gsi.methods.base import StepContext
+    from gsi.prompts import render_prompt, system_prompt
+    from gsi.report import print_summary
+    from gsi.scheduler import run_steps
+    from gsi.state import ProblemState
+
+    start = time.perf_counter()
+    out = Path(out or output_dir())
+    out.mkdir(parents=True, exist_ok=True)
+    check_same_experiment(out, cfg)
+    problems = load_problems(cfg.dataset, shard=cfg.shard)
+    results = ResultsFile(out / "results.jsonl")
+    done = results.load()
+    todo = [p for p in problems if p.id not in done]
+    log.info("%d problems, %d already in %s, %d to run", len(problems), len(done), results.path, len(todo))
+
+    own_engines = engines is None and bool(todo)
+    if own_engines:
+        from gsi.engines.registry import build_engines
+        engines = build_engines(cfg)
+    try:
+        if todo:
+            system = system_prompt(cfg.model.system_prompt, cfg.dataset.instruction)
+            index = {p.id: i for i, p in enumerate(problems)}
+            states = []
+            for p in todo:
+                prompt = render_prompt(engines.tokenizer, system, p.problem) if engines.tokenizer else [0]
+                states.append(ProblemState(index=index[p.id], id=p.id, problem=p.problem, reference=p.reference,
+                                           prompt_ids=prompt, context=list(prompt)))
+            window = min(r.max_model_len for r in engines.roles().values())
+            ctx = StepContext(seed=cfg.seed, max_step_tokens=cfg.generation.max_step_tokens,
+                              max_steps=cfg.generation.max_steps, window=window, trace=cfg.trace)
+            method = build_method(cfg.method, engines, ctx)
+            bar = tqdm(total=len(problems), initial=len(done), desc=f"{cfg.method.name} {cfg.dataset.name}",
+                       unit="problem", dynamic_ncols=True)
+            tally = {"steps": 0, "accepted": 0, "correct": sum(bool(r["correct"]) for r in done.values())}
+
+            def on_finish(state: ProblemState, seconds: float) -> None:
+                rec = make_record(state, grading.grade(state.response_text, state.reference), seconds,
+                                  method.has_acceptance, cfg.trace)
+                results.append(rec)
+                done[rec["id"]] = rec
+                tally["steps"] += rec["steps"]
+                tally["accepted"] += rec["accepted_steps"]
+                tally["correct"] += rec["correct"]
+                bar.update(1)
+                bar.set_postfix(acc=f"{tally['correct'] / len(done):.3f}",
+                                accept=f"{tally['accepted'] / max(tally['steps'], 1):.2f}"
+                                if method.has_acceptance else "-")
+
+            run_steps(states, method, ctx, batch_size=cfg.batch_size, on_finish=on_finish)
+            bar.close()
+        records = sorted(done.values(), key=lambda r: r["index"])
+        params = engines.params if engines is not None else {}
+        summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ("small", "big", "reward")},
+                            has_acceptance=records[0]["acceptance"] if records else False)
+        summary.update(method=cfg.method.name, dataset=cfg.dataset.name, model=cfg.model.name, seed=cfg.seed,
+                       beta=cfg.beta, params=params)
+        summary["wall_time_s"] = time.perf_counter() - start
+        summary["measured"] = measured(engines, params) if engines is not None else {}
+        write_json(out / "summary.json", summary)
+        print_summary(summary, out)
+        return summary
+    finally:
+        if own_engines:
+            engines.close()
+
+
+def make_record(state, verdict, seconds: float, has_acceptance: bool, trace: bool) -> dict:
+    roles = ("small", "big", "reward")
+    rec = {
+        "index": state.index,
+        "id": state.id,
+        "problem": state.problem,
+        "reference": state.reference,
+        "final_text": state.response_text,
+        "extracted": verdict.extracted,
+        "correct": bool(verdict.correct),
+        "grade_rule": verdict.rule,
+        "stop_reason": state.stop_reason,
+        "steps": len(state.steps),
+        "acceptance": has_acceptance,
+        "accepted_steps": sum(bool(s.accepted) for s in state.steps) if has_acceptance else 0,
+        "steps_by": {r: sum(s.source == r for s in state.steps) for r in ("small", "big")},
+        "draft_tokens": sum(s.draft_tokens for s in state.steps) if has_acceptance else 0,
+        "accepted_draft_tokens": sum(len(s.token_ids) for s in state.steps if s.accepted) if has_acceptance else 0,
+        "tokens": {r: dict(state.tokens[r]) for r in roles},
+        "time_s": seconds,
+    }
+    if trace:
+        rec["trace"] = state.trace
+    return rec
+
+
+def measured(engines, params: dict) -> dict:
+    """What this process measured: engine busy time, tokens actually prefilled after prefix-cache hits, and the
+    FLOPs executed (cache hits not recomputed). A resumed run reports its own session only."""
+    stats = engines.stats()
+    return {
+        "engine": stats,
+        "flops_executed": {r: 2.0 * params.get(r, 0) * (s["prefilled_tokens"] + s["generated_tokens"])
+                           for r, s in stats.items()},
+    }
