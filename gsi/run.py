@@ -54,6 +54,7 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
     from gsi.report import print_summary
     from gsi.scheduler import run_steps
     from gsi.state import ProblemState
+    from gsi.tracking import build_tracker
 
     start = time.perf_counter()
     out = Path(out or output_dir())
@@ -65,6 +66,7 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
     todo = [p for p in problems if p.id not in done]
     log.info("%d problems, %d already in %s, %d to run", len(problems), len(done), results.path, len(todo))
 
+    tracker = build_tracker(cfg, out)
     own_engines = engines is None and bool(todo)
     if own_engines:
         from gsi.engines.registry import build_engines
@@ -94,6 +96,8 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
                 tally["steps"] += rec["steps"]
                 tally["accepted"] += rec["accepted_steps"]
                 tally["correct"] += rec["correct"]
+                tracker.on_problem(rec, done_count=len(done), total=len(problems), tally=tally,
+                                   engine_stats=engines.stats())
                 bar.update(1)
                 bar.set_postfix(acc=f"{tally['correct'] / len(done):.3f}",
                                 accept=f"{tally['accepted'] / max(tally['steps'], 1):.2f}"
@@ -111,8 +115,10 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
         summary["measured"] = measured(engines, params) if engines is not None else {}
         write_json(out / "summary.json", summary)
         print_summary(summary, out)
+        tracker.finish(summary, records)
         return summary
     finally:
+        tracker.close()
         if own_engines:
             engines.close()
 
