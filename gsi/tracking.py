@@ -1,7 +1,52 @@
 """Experiment tracking: W&B or nothing. Never the only copy of a number (results.jsonl and summary.json are),
-and a tracker failure never fails the run."""
+and a tracker failure never fails the run.
+
+`logger=wandb` makes one W&B run per Hydra job:
+- name: the method and the job's overrides (hydra.job.override_dirname), or method_dataset outside Hydra;
+- group: the sweep folder's name under `-m` (one group per sweep); job_type: the method;
+- config: the whole composed config, resolved, plus where the run's files are (`_run`);
+- tags: method, dataset, model config and the small/big model pair, plus `logger.tags`;
+- live, per finished problem (x axis `progress/problems_done`): running accuracy and acceptance rate, tokens
+  and FLOPs by role (FLOPs need the parameter counts: `params=` to `on_problem`, else they come at the end),
+  engine busy time by role;
+- at the end: summary.json as the run summary, and a per-problem table `problems`.
+
+Everything wandb writes goes under `<run folder>/wandb/`: its run files, cache, config and data folders and its
+temporary files (staging, and its service's sockets when the folder's path is short enough for a Unix socket;
+else those go to a private folder in the system temp folder, removed when the run closes). Nothing goes under
+the home folder. `WANDB_MODE=offline` (or
+`logger.mode=offline`) needs no network: `wandb sync <run folder>/wandb/wandb/offline-run-*` uploads later.
+An online run that cannot start (no API key, no network) is started offline instead; if that fails too, or
+wandb is missing, the run goes on with a warning and without a tracker.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+ROLES = ("small", "big", "reward")
+# Columns of the per-problem table, from a results.jsonl record (see gsi.run.make_record).
+TABLE_COLUMNS = (
+    ["index", "id", "correct", "extracted", "reference", "steps", "accepted_steps", "steps_small", "steps_big",
+     "draft_tokens", "accepted_draft_tokens"]
+    + [f"tokens_{role}_{kind}" for role in ROLES for kind in ("generated", "context")]
+    + [f"flops_{role}" for role in ROLES]
+    + ["time_s", "stop_reason", "grade_rule", "final_text"]
+)
+# Where wandb would otherwise write (defaults under ~ and the working folder): all inside <out>/wandb.
+_WANDB_DIRS = {"WANDB_DIR": "", "WANDB_CACHE_DIR": "cache", "WANDB_CONFIG_DIR": "config",
+               "WANDB_DATA_DIR": "data", "WANDB_ARTIFACT_DIR": "artifacts"}
 
 
 class NullTracker:
@@ -16,6 +61,374 @@ class NullTracker:
 
 
 def build_tracker(cfg, out):
-    if cfg.logger.name == "none":
+    name = cfg.logger.name
+    if name == "none":
         return NullTracker()
-    raise ValueError(f"logger={cfg.logger.name!r} is not implemented")
+    if name == "wandb":
+        try:
+            return WandbTracker(cfg, Path(out))
+        except Exception as e:  # noqa: BLE001 - a tracker never fails the run
+            log.warning("W&B tracking is off for this run (%s: %s); results are still written to %s",
+                        type(e).__name__, e, out)
+            return NullTracker()
+    raise ValueError(f"logger={name!r} is not implemented (none | wandb)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Naming
+
+
+def hydra_job_info() -> dict:
+    """What Hydra knows about this job ({} outside @hydra.main)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except Exception:  # noqa: BLE001 - not under Hydra (or no Hydra at all)
+        return {}
+    info = {"override_dirname": hc.job.override_dirname or "", "overrides": list(hc.overrides.task),
+            "job_num": hc.job.get("num"), "mode": str(hc.mode.name if hc.mode is not None else "")}
+    if hc.mode == RunMode.MULTIRUN:
+        info["sweep_dir"] = str(hc.sweep.dir)
+    return info
+
+
+def sweep_group(sweep_dir: str | None) -> str | None:
+    """The sweep folder's name; under a date folder (the default `<date>/<time>...` layout) the date joins it, so
+    that groups stay unique from one day to the next."""
+    if not sweep_dir:
+        return None
+    p = Path(sweep_dir)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.parent.name):
+        return f"{p.parent.name}_{p.name}"
+    return p.name
+
+
+def run_name(cfg, info: dict) -> str:
+    method = cfg.method.name
+    overrides = info.get("override_dirname", "")
+    return f"{method}:{overrides}" if overrides else f"{method}_{cfg.dataset.name}"
+
+
+def run_tags(cfg) -> list[str]:
+    def short(path: str) -> str:
+        path = str(path).rstrip("/")
+        return path.replace("tiny://", "tiny-") if path.startswith("tiny://") else path.split("/")[-1]
+
+    pair = f"{short(cfg.model.small.path)}>{short(cfg.model.big.path)}"
+    tags = [f"method:{cfg.method.name}", f"dataset:{cfg.dataset.name}", f"model:{cfg.model.name}", pair]
+    tags += [str(t) for t in (cfg.logger.tags or [])]
+    return list(dict.fromkeys(t[:64] for t in tags))  # W&B caps tags at 64 characters
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Keeping wandb's files inside the run folder
+
+
+@contextlib.contextmanager
+def _temp_dir_in(path: Path, service_dir: Path | None = None):
+    """tempfile uses `path` as its temp folder, and child processes started meanwhile (wandb's service: its
+    sockets and port files) use `service_dir` (default: `path`)."""
+    path.mkdir(parents=True, exist_ok=True)
+    old_env, old_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(service_dir or path)
+    tempfile.tempdir = str(path)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = old_tempdir
+        if old_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_env
+
+
+# A Unix socket's path has at most 107 bytes; wandb's service puts "/wandb_symon-<pid>-<pid>-<13 digits>.sock"
+# (47 bytes at most) in its temp folder.
+_MAX_SOCKET_DIR = 107 - 47
+
+
+def _repo_root() -> str | None:
+    for parent in Path(__file__).resolve().parents:
+        if (parent / ".git").exists():
+            return str(parent)
+    return None
+
+
+def record_flops(record: dict, params: dict) -> dict[str, float]:
+    return {role: 2.0 * params.get(role, 0) * (record["tokens"][role]["generated"] + record["tokens"][role]["context"])
+            for role in ROLES}
+
+
+def table_row(record: dict, params: dict) -> list:
+    flops = record_flops(record, params)
+    steps_by = record.get("steps_by", {})
+    return ([record.get("index"), str(record["id"]), bool(record["correct"]), record.get("extracted"),
+             record.get("reference"), record["steps"], record["accepted_steps"], steps_by.get("small", 0),
+             steps_by.get("big", 0), record.get("draft_tokens", 0), record.get("accepted_draft_tokens", 0)]
+            + [record["tokens"][role][kind] for role in ROLES for kind in ("generated", "context")]
+            + [flops[role] for role in ROLES]
+            + [record.get("time_s"), record.get("stop_reason"), record.get("grade_rule"), record.get("final_text")])
+
+
+class RunningTotals:
+    """Running accuracy, acceptance, tokens and FLOPs over the finished problems (what W&B shows live). The same
+    arithmetic as gsi.results.summarize, so the last values equal the summary's."""
+
+    def __init__(self):
+        self.problems = self.correct = self.steps = self.accepted = self.draft = self.draft_kept = 0
+        self.has_acceptance = False
+        self.tokens = {role: {"generated": 0, "context": 0} for role in ROLES}
+
+    def add(self, rec: dict) -> None:
+        self.problems += 1
+        self.correct += bool(rec["correct"])
+        self.steps += rec["steps"]
+        self.accepted += rec["accepted_steps"]
+        self.draft += rec.get("draft_tokens", 0)
+        self.draft_kept += rec.get("accepted_draft_tokens", 0)
+        self.has_acceptance = self.has_acceptance or bool(rec.get("acceptance"))
+        for role in ROLES:
+            for kind in ("generated", "context"):
+                self.tokens[role][kind] += rec["tokens"][role][kind]
+
+    def metrics(self, params: dict | None = None, *, done_count: int | None = None, total: int | None = None,
+                engine_stats: dict | None = None) -> dict:
+        done = done_count if done_count is not None else self.problems
+        m = {"progress/problems_done": done, "running/accuracy": self.correct / max(self.problems, 1),
+             "running/steps_per_problem": self.steps / max(self.problems, 1)}
+        if total:
+            m["progress/total"] = total
+            m["progress/fraction"] = done / total
+        if self.has_acceptance:
+            m["running/acceptance_rate"] = self.accepted / max(self.steps, 1)
+            m["running/acceptance_rate_tokens"] = self.draft_kept / max(self.draft, 1)
+        for role in ROLES:
+            m[f"running/tokens/{role}/generated"] = self.tokens[role]["generated"]
+            m[f"running/tokens/{role}/context"] = self.tokens[role]["context"]
+        if params:
+            flops = {role: 2.0 * params.get(role, 0) * (self.tokens[role]["generated"] + self.tokens[role]["context"])
+                     for role in ROLES}
+            m.update({f"running/flops/{role}": f for role, f in flops.items()})
+            m["running/flops/total"] = sum(flops.values())
+        for role, st in (engine_stats or {}).items():
+            for key in ("busy_s", "generated_tokens", "prefilled_tokens", "cached_tokens"):
+                if key in st:
+                    m[f"engine/{role}/{key}"] = st[key]
+        return m
+
+
+class WandbTracker:
+    """One W&B run per job. Every call is guarded: the first W&B error is logged and turns the tracker off."""
+
+    def __init__(self, cfg, out: Path):
+        self.out = Path(out)
+        self.root = self.out / "wandb"
+        self.tmp = self.root / "tmp"
+        self.service_tmp = self.tmp
+        self._private_tmp: Path | None = None
+        self.params: dict = {}
+        self.run = None
+        self.wandb = None
+        self._old_env = {k: os.environ.get(k) for k in _WANDB_DIRS}
+        try:
+            self._start(cfg)
+        except BaseException:
+            self.close()  # whatever got started, and the environment as it was
+            raise
+
+    def _start(self, cfg) -> None:
+        from omegaconf import OmegaConf
+
+        for key, sub in _WANDB_DIRS.items():
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            os.environ[key] = str(self.root / sub)
+
+        info = hydra_job_info()
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config["_run"] = {"output_dir": str(self.out.resolve()), **info}
+        mode = str(cfg.logger.mode or "online")
+        run_id_file = self.root / "run_id"
+        self.kwargs = dict(
+            project=cfg.logger.project, entity=cfg.logger.entity or None, name=run_name(cfg, info),
+            group=sweep_group(info.get("sweep_dir")), job_type=cfg.method.name, tags=run_tags(cfg), config=config,
+            dir=str(self.root),
+            # A resumed run (same folder) continues the same W&B run.
+            id=None,
+        )
+        if run_id_file.exists():
+            self.kwargs.update(id=run_id_file.read_text().strip(), resume="allow")
+        # Running totals over every finished problem, including those a resumed run found on disk.
+        self.totals = RunningTotals()
+        results = self.out / "results.jsonl"
+        if results.exists():
+            for line in results.read_text().splitlines():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    self.totals.add(json.loads(line))
+
+        if len(str(self.tmp.resolve())) > _MAX_SOCKET_DIR:
+            # Too deep for a Unix socket (wandb would fall back to /tmp and leave it to chance): a private folder
+            # in the system temp folder, for the service's sockets only, removed when the run closes.
+            self._private_tmp = self.service_tmp = Path(tempfile.mkdtemp(prefix="gsi-wandb-"))
+        with _temp_dir_in(self.tmp, self.service_tmp):
+            import wandb  # lazily: only logger=wandb pays for it
+
+            self.wandb = wandb
+            try:
+                self.run = self._init(mode)
+            except Exception as e:  # noqa: BLE001
+                if mode in ("offline", "disabled"):
+                    raise
+                log.warning("W&B could not start %s (%s: %s); logging offline into %s instead (upload it "
+                            "later with `wandb sync`)", mode, type(e).__name__, e, self.root)
+                mode = "offline"
+                self.run = self._init(mode)
+        run_id_file.write_text(self.run.id + "\n")
+        self.run.define_metric("progress/problems_done")
+        for prefix in ("progress/total", "progress/fraction", "running/*", "engine/*"):
+            self.run.define_metric(prefix, step_metric="progress/problems_done")
+        log.info("W&B run %s (%s, %s mode) in %s", self.run.name, self.run.id, mode, self.root)
+
+    def _init(self, mode: str):
+        settings = self.wandb.Settings(mode=mode, init_timeout=30, quiet=True, git_root=_repo_root())
+        return self.wandb.init(**self.kwargs, settings=settings)
+
+    # -- guarded calls --------------------------------------------------------------------------------------------
+    def _guard(self, what: str, fn, *args) -> None:
+        if self.run is None:
+            return
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001
+            log.warning("W&B %s failed (%s: %s); tracking is off for the rest of this run (results are on disk)",
+                        what, type(e).__name__, e)
+            self._shutdown(exit_code=1)
+
+    def on_problem(self, record: dict, *, done_count: int | None = None, total: int | None = None,
+                   engine_stats: dict | None = None, params: dict | None = None, **_) -> None:
+        if params:
+            self.params = dict(params)
+        self._guard("log", self._log_progress, record, done_count, total, engine_stats)
+
+    def finish(self, summary: dict, records: list[dict]) -> None:
+        if summary.get("params"):
+            self.params = dict(summary["params"])
+        self._guard("finish", self._finish, summary, records)
+
+    def close(self) -> None:
+        self._shutdown(exit_code=0)
+        for key, value in self._old_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    # -- the work ---------------------------------------------------------------------------------------------------
+    def _log_progress(self, record, done_count, total, engine_stats) -> None:
+        self.totals.add(record)
+        self.run.log(self.totals.metrics(self.params, done_count=done_count, total=total, engine_stats=engine_stats))
+
+    def _finish(self, summary: dict, records: list[dict]) -> None:
+        table = self.wandb.Table(columns=list(TABLE_COLUMNS),
+                                 data=[table_row(r, self.params) for r in records])
+        with _temp_dir_in(self.tmp, self.service_tmp):  # the table is staged through a temporary file
+            self.run.log({"problems": table})
+        # Exactly summary.json's keys and values (nested dicts stay nested).
+        self.run.summary.update(json.loads(json.dumps(summary)))
+
+    def _shutdown(self, exit_code: int) -> None:
+        run, self.run = self.run, None
+        wandb, self.wandb = self.wandb, None
+        if wandb is None:
+            self._remove_private_tmp()
+            return
+        with _temp_dir_in(self.tmp, self.service_tmp):
+            if run is not None:
+                try:
+                    run.finish(exit_code=exit_code)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("W&B finish failed (%s: %s)", type(e).__name__, e)
+            try:
+                wandb.teardown()  # stop wandb's service too: the next job of a sweep starts its own, in its folder
+            except Exception as e:  # noqa: BLE001
+                log.warning("W&B teardown failed (%s: %s)", type(e).__name__, e)
+        with contextlib.suppress(OSError):
+            self.tmp.rmdir()  # empty once wandb has cleaned up after itself (else when the process exits)
+        self._remove_private_tmp()
+
+    def _remove_private_tmp(self) -> None:
+        if self._private_tmp is not None:
+            shutil.rmtree(self._private_tmp, ignore_errors=True)
+            self._private_tmp = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading an offline run back (tests, debugging): the .wandb file is a LevelDB-style log of protobuf Records.
+
+_BLOCK = 32768
+_HEADER = struct.Struct("<4sHB")  # ":W&B", magic 0xBEE1, version
+_RECORD = struct.Struct("<IHB")  # crc32, length, type (1 full, 2 first, 3 middle, 4 last)
+
+
+def iter_wandb_records(path) -> Iterator:
+    """Yield the wandb.proto Record messages of a `run-<id>.wandb` file, in order."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    ident, magic, _version = _HEADER.unpack_from(data, 0)
+    if ident != b":W&B" or magic != 0xBEE1:
+        raise ValueError(f"{path} is not a W&B run file")
+    pos, parts = _HEADER.size, []
+    while pos + _RECORD.size <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _RECORD.size:  # block trailer: zero padding
+            pos += left
+            continue
+        _crc, length, kind = _RECORD.unpack_from(data, pos)
+        pos += _RECORD.size
+        if kind == 0:  # preallocated, unwritten space
+            break
+        chunk, pos = data[pos:pos + length], pos + length
+        if kind in (1, 2):
+            parts = [chunk]
+        else:
+            parts.append(chunk)
+        if kind in (1, 4):
+            rec = pb.Record()
+            rec.ParseFromString(b"".join(parts))
+            yield rec
+            parts = []
+
+
+def read_offline_run(run_dir) -> dict:
+    """The essentials of an offline run folder (`.../wandb/offline-run-*`): run (name, group, tags, id), config,
+    summary (last value per key, nested keys joined with '/'), history rows, and logged files."""
+    run_dir = Path(run_dir)
+    files = list(run_dir.glob("run-*.wandb"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"expected one run-*.wandb file in {run_dir}, found {len(files)}")
+    out = {"run": {}, "config": {}, "summary": {}, "history": [], "files": []}
+
+    def key_of(item):
+        return "/".join(item.nested_key) if item.nested_key else item.key
+
+    for rec in iter_wandb_records(files[0]):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            r = rec.run
+            out["run"] = {"id": r.run_id, "name": r.display_name, "group": r.run_group, "project": r.project,
+                          "job_type": r.job_type, "tags": list(r.tags)}
+            for item in r.config.update:
+                out["config"][key_of(item)] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in rec.config.update:
+                out["config"][key_of(item)] = json.loads(item.value_json)
+        elif kind == "summary":
+            for item in rec.summary.update:
+                out["summary"][key_of(item)] = json.loads(item.value_json)
+        elif kind == "history":
+            out["history"].append({key_of(item): json.loads(item.value_json) for item in rec.history.item})
+        elif kind == "files":
+            out["files"] += [f.path for f in rec.files.files]
+    return out

@@ -1,0 +1,72 @@
+"""Shared test fixtures.
+
+Fixtures (all session-scoped; reuse them instead of starting engines or composing configs yourself):
+
+- `make_cfg(*overrides)` -> a function that composes the run config with Hydra's compose API, like
+  `python run.py <overrides>` would (without Hydra's runtime: `output_dir` stays unresolved). Cheap: no model
+  loads. Example: `make_cfg("model=tiny", "hardware=gpu3", "hardware.gpus=1")`.
+- `tiny_cfg` -> the composed config for `model=tiny hardware=cpu` (a DictConfig; do not mutate it: copy it with
+  `OmegaConf.to_container`/`copy.deepcopy` first).
+- `tiny_engines` -> `gsi.engines.base.Engines` for the three tiny models on vLLM-CPU (`build_engines(tiny_cfg)`),
+  started ONCE per test session (~25-60 s on 2 cores, all three in parallel) and closed at the end of the
+  session. Mark tests that use it `@pytest.mark.vllm`; they are skipped with a message when vLLM is not
+  importable. The engines are shared: a test must leave them as it found them. In particular change a
+  generator's temperature only inside `with engines.small.temperature_scope(T): ...`, and read `stats` as
+  differences (other tests' calls are counted too). Prefix caches are shared too: never assume a cold cache.
+
+The tiny models are built on first use into $GSI_CACHE_DIR (default ~/.cache/gsi); export GSI_CACHE_DIR to share
+one build between checkouts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pytest` without an installed package still imports gsi from the checkout
+    sys.path.insert(0, str(ROOT))
+
+
+def compose_cfg(*overrides: str):
+    """Compose conf/config.yaml with `overrides` (Hydra's compose API); no Hydra runtime, nothing resolved."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gsi.config import register_configs
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def make_cfg():
+    return compose_cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    return compose_cfg("model=tiny", "hardware=cpu")
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+@pytest.fixture(scope="session")
+def tiny_engines(tiny_cfg):
+    if not vllm_available():
+        pytest.skip("vLLM is not importable in this environment (install the CPU build: scripts/setup.sh)")
+    from gsi.engines.registry import build_engines
+
+    engines = build_engines(tiny_cfg)
+    try:
+        yield engines
+    finally:
+        engines.close()

@@ -1,0 +1,211 @@
+"""The report command on a small sweep of real run folders (the run wiring on exact-table engines): its table
+says what the summaries say, and its figures plot exactly the runs' values."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402
+import pytest  # noqa: E402
+
+from experiments.report import (fmt_flops, fmt_pct, make_report, markdown_table, pareto_front,  # noqa: E402
+                                variant_name)
+from experiments.synthetic import synthetic_run, synthetic_sweep  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEP = {"methods": [["method=gsi"], ["method=rsd", "method.delta=0.6"], ["method=bon", "method.policy=small"],
+                     ["method=bon", "method.policy=big"]],
+         "n": [1, 4], "beta": [1.0, 4.0]}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """16 runs (4 methods x 2 n x 2 beta) on one dataset, a GSI threshold sweep on another, nested a level
+    deeper, and one unfinished run (results.jsonl, no summary.json)."""
+    root = tmp_path_factory.mktemp("runs")
+    dirs = synthetic_sweep(root / "sweep_a", n_problems=30, sweep=SWEEP)
+    for i, u in enumerate((0.3, 0.6, 0.75)):
+        out = root / "nested" / "thresholds" / f"{i}_u={u}"
+        synthetic_run(["dataset=olympiad", "method=gsi", "method.n=4", "beta=4", f"method.threshold={u}"], out,
+                      n_problems=30)
+        dirs.append(out)
+    unfinished = root / "nested" / "killed"
+    synthetic_run(["method=gsi", "method.n=2"], unfinished, n_problems=5)
+    (unfinished / "summary.json").unlink()
+    return {"root": root, "dirs": dirs, "unfinished": unfinished}
+
+
+@pytest.fixture(scope="module")
+def report(sweep, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return make_report([sweep["root"]], out), out
+
+
+def summaries(sweep) -> dict[str, dict]:
+    out = {}
+    for d in sweep["dirs"]:
+        s = json.loads((d / "summary.json").read_text())
+        s["_method"] = json.loads((d / "experiment.json").read_text())["method"]
+        out[str(d)] = s
+    return out
+
+
+def parse_markdown_table(text: str) -> tuple[list[str], list[list[str]]]:
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    split = lambda line: [c.strip() for c in line.strip("|").split(" | ")]  # noqa: E731
+    return split(lines[0]), [split(line) for line in lines[2:]]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_finds_every_run_recursively_and_lists_the_unfinished(sweep, report):
+    rep, out = report
+    assert sorted(r.path for r in rep["runs"]) == sorted(str(d) for d in sweep["dirs"])
+    assert rep["unfinished"] == [sweep["unfinished"]]
+    md = (out / "report.md").read_text()
+    assert "## Unfinished runs" in md and "nested/killed`: 5 problems done" in md
+
+
+def test_markdown_table_rows_match_the_summaries(sweep, report):
+    rep, out = report
+    header, rows = parse_markdown_table((out / "report.md").read_text())
+    assert header[:10] == ["method", "dataset", "model", "n", "β", "threshold/δ", "problems", "accuracy % [95% CI]",
+                           "acceptance %", "total FLOPs"]
+    assert len(rows) == len(sweep["dirs"]) == 19
+    by_path = {str((out / row[-1].strip("`")).resolve()): dict(zip(header, row)) for row in rows}
+    for path, s in summaries(sweep).items():
+        row = by_path[str(Path(path).resolve())]
+        m = s["_method"]
+        assert row["method"] == variant_name(m)
+        assert row["dataset"] == s["dataset"] and row["model"] == s["model"]
+        assert row["n"] == str(m["n"]) and float(row["β"]) == s["beta"]
+        want_thr = {"gsi": m.get("threshold"), "rsd": m.get("delta")}.get(m["name"])
+        assert row["threshold/δ"] == ("-" if want_thr is None else f"{want_thr:g}")
+        assert row["problems"] == str(s["n_problems"])
+        lo, hi = s["accuracy_ci95"]
+        assert row["accuracy % [95% CI]"] == f"{100 * s['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+        assert row["acceptance %"] == fmt_pct(s["acceptance_rate"])
+        assert (row["acceptance %"] == "-") == (m["name"] == "bon")
+        assert row["total FLOPs"] == fmt_flops(s["flops"]["total"])
+        assert row["FLOPs π_S"] == fmt_flops(s["flops"]["small"])
+        assert row["FLOPs π_B"] == fmt_flops(s["flops"]["big"])
+        assert row["FLOPs PRM"] == fmt_flops(s["flops"]["reward"])
+        assert row["wall time"] == f"{s['wall_time_s']:.1f} s"
+    # Soft BoN with pi_S never calls pi_B, with pi_B never pi_S: the role columns show it.
+    for row in by_path.values():
+        if row["method"] == "soft BoN π_S":
+            assert row["FLOPs π_B"] == "0"
+        if row["method"] == "soft BoN π_B":
+            assert row["FLOPs π_S"] == "0"
+
+
+def test_runs_csv_holds_the_exact_numbers(sweep, report):
+    rep, out = report
+    rows = {r["path"]: r for r in read_csv(out / "runs.csv")}
+    for path, s in summaries(sweep).items():
+        r = rows[path]
+        assert float(r["accuracy"]) == s["accuracy"]
+        assert float(r["flops_total"]) == s["flops"]["total"]
+        for role in ("small", "big", "reward"):
+            assert float(r[f"flops_{role}"]) == s["flops"][role]
+        assert float(r["wall_time_s"]) == s["wall_time_s"]
+
+
+def test_accuracy_vs_flops_plots_every_run(sweep, report):
+    rep, out = report
+    fig = rep["figures"]["accuracy_vs_flops"]
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title().split(" (")[0] for ax in axes] == ["math500", "olympiad"]  # one panel per dataset
+    for ax in axes:
+        assert ax.get_xscale() == "log" and ax.get_ylabel() == "accuracy (%)" and "FLOPs" in ax.get_xlabel()
+    # The drawn points (error-bar data lines) are exactly (total FLOPs, 100 * accuracy) of the runs.
+    drawn = sorted((round(x, 3), round(y, 6)) for ax in axes for c in ax.containers
+                   for x, y in c.lines[0].get_xydata())
+    want = sorted((round(s["flops"]["total"], 3), round(100 * s["accuracy"], 6)) for s in summaries(sweep).values())
+    assert drawn == want
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"GSI", "RSD", "soft BoN π_S", "soft BoN π_B", "β = 1", "β = 4", "Pareto frontier"} <= set(legend)
+    # The sidecar CSV: the same points, and a frontier that no run beats.
+    points = read_csv(out / "accuracy_vs_flops.csv")
+    runs = [p for p in points if p["series"] != "Pareto frontier"]
+    assert sorted((round(float(p["x"]), 3), round(float(p["y"]), 6)) for p in runs) == want
+    for panel in ("math500", "olympiad"):
+        front = [(float(p["x"]), float(p["y"])) for p in points if p["series"] == "Pareto frontier"
+                 and p["panel"] == panel]
+        mine = [(float(p["x"]), float(p["y"])) for p in runs if p["panel"] == panel]
+        assert front and all(not (x2 <= x and y2 > y) for x, y in front for x2, y2 in mine)
+        assert front == pareto_front(mine)
+
+
+def test_acceptance_vs_threshold_plots_the_gsi_and_rsd_runs(sweep, report):
+    rep, out = report
+    points = read_csv(out / "acceptance_vs_threshold.csv")
+    thr = lambda m: float(m["threshold"] if m["name"] == "gsi" else m["delta"])  # noqa: E731
+    want = sorted((thr(s["_method"]), round(100 * s["acceptance_rate"], 6)) for s in summaries(sweep).values()
+                  if s["_method"]["name"] in ("gsi", "rsd"))
+    assert sorted((float(p["x"]), round(float(p["y"]), 6)) for p in points) == want
+    assert {p["series"].split(",")[0] for p in points} == {"GSI", "RSD"}
+    fig = rep["figures"]["acceptance_vs_threshold"]
+    drawn = sorted((float(x), round(float(y), 6)) for ax in fig.axes for line in ax.lines
+                   for x, y in line.get_xydata())
+    assert drawn == want
+    # The threshold sweep is one line of three points on the olympiad panel.
+    olympiad = [ax for ax in fig.axes if ax.get_title() == "olympiad"][0]
+    assert sorted(len(line.get_xdata()) for line in olympiad.lines) == [3]
+
+
+def test_accuracy_vs_n(sweep, report):
+    rep, out = report
+    points = read_csv(out / "accuracy_vs_n.csv")
+    want = sorted((s["_method"]["n"], round(100 * s["accuracy"], 6)) for s in summaries(sweep).values())
+    assert sorted((int(p["n"]), round(float(p["y"]), 6)) for p in points) == want
+    math500 = [ax for ax in rep["figures"]["accuracy_vs_n"].axes if ax.get_title() == "math500"][0]
+    assert [t.get_text() for t in math500.get_xticklabels()] == ["1", "4"]
+    assert len([line for line in math500.lines if len(line.get_xdata()) == 2]) == 8  # 4 methods x 2 beta
+
+
+def test_pngs_are_images(report):
+    rep, out = report
+    names = {p.name for p in rep["files"]}
+    assert {"report.md", "runs.csv", "accuracy_vs_flops.png", "acceptance_vs_threshold.png", "accuracy_vs_n.png",
+            "accuracy_vs_flops.csv", "acceptance_vs_threshold.csv", "accuracy_vs_n.csv"} <= names
+    for name in ("accuracy_vs_flops", "acceptance_vs_threshold", "accuracy_vs_n"):
+        img = mpimg.imread(out / f"{name}.png")
+        assert img.shape[0] > 300 and img.shape[1] > 500 and img.std() > 0.05  # drawn, not blank
+        assert f"({name}.png)" in (out / "report.md").read_text()
+
+
+def test_pareto_front():
+    pts = [(1, 10), (2, 5), (3, 20), (3, 15), (5, 20), (8, 30)]
+    assert pareto_front(pts) == [(1, 10), (3, 20), (8, 30)]
+
+
+def test_markdown_escapes_pipes():
+    text = markdown_table(["a", "b", "c", "d"], [["x|y", "1", "2", "3"]])
+    assert "x\\|y" in text and text.count("\n") == 3
+
+
+def test_cli_and_empty_input(tmp_path, sweep):
+    out = tmp_path / "rep"
+    cmd = [sys.executable, "-m", "experiments.report", str(sweep["root"] / "nested"), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("3 runs")
+    _, rows = parse_markdown_table((out / "report.md").read_text())
+    assert len(rows) == 3 and {r[5] for r in rows} == {"0.3", "0.6", "0.75"}
+    # Nothing to report: a report that says so, no figures, no crash.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rep = make_report([empty], tmp_path / "rep_empty")
+    assert rep["runs"] == [] and all(f is None for f in rep["figures"].values())
+    assert "_No runs with the needed values._" in (tmp_path / "rep_empty" / "report.md").read_text()
