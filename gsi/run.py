@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
     tracker = build_tracker(cfg, out)
     own_engines = engines is None and bool(todo)
     if own_engines:
+        # vLLM logs every engine step at INFO: keep the console for progress and results (users can override).
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from gsi.engines.registry import build_engines
         engines = build_engines(cfg)
     try:

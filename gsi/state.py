@@ -20,7 +20,7 @@ class StepRecord:
     source: str  # the role that wrote it: small | big
     accepted: bool | None  # the accept decision (None for methods without one)
     reward: float | None = None
-    draft_tokens: int = 0  # tokens pi_S drafted for this step (all candidates)
+    draft_tokens: int = 0  # tokens of the pi_S draft that was put to the accept test
 
 
 @dataclass

@@ -31,7 +31,8 @@ class GSI(Method):
             trace = {"candidates": candidate_trace(cands, r=r, logp_small=[c.logprob for c in cands],
                                                    logp_big=lb, prob=p),
                      "chosen": i, "tilted": tilted, "accepted": bool(accept or not cfg.fallback)}
-            draft_tokens = sum(len(c.token_ids) for c in cands)
+            # The draft put to the accept test (for n = 1 the RSD paper's "draft tokens").
+            draft_tokens = len(cands[i].token_ids)
             if accept or not cfg.fallback:
                 self.ctx.append(s, cands[i], source="small", accepted=bool(accept), reward=r[i],
                                 draft_tokens=draft_tokens, trace=trace)

@@ -26,7 +26,8 @@ class RSD(Method):
                 i, p = 0, [1.0]
             accept = r[i] >= cfg.delta
             trace = {"candidates": candidate_trace(cands, r=r, prob=p), "chosen": i, "accepted": bool(accept)}
-            draft_tokens = sum(len(c.token_ids) for c in cands)
+            # The draft put to the accept test (for n = 1 the RSD paper's "draft tokens").
+            draft_tokens = len(cands[i].token_ids)
             if accept:
                 self.ctx.append(s, cands[i], source="small", accepted=True, reward=r[i], draft_tokens=draft_tokens,
                                 trace=trace)

