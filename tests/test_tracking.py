@@ -375,4 +375,6 @@ def test_tiny_models_run_logs_offline(tiny_engines, make_cfg, tmp_path, monkeypa
     assert summary["flops"]["total"] > 0
     table = json.loads((run_dir / "files" / logged["summary"]["problems/path"]).read_text())
     assert [row[1] for row in table["data"]] == [r["id"] for r in sorted(results(out), key=lambda r: r["index"])]
-    assert all_files(tmp_path / "home") == []
+    # Nothing of W&B's under HOME (the dataset loader may keep its own cache there: not this test's business).
+    home = all_files(tmp_path / "home")
+    assert [p for p in home if "wandb" in str(p).lower() or p.name == ".netrc"] == [], home
