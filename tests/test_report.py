@@ -209,3 +209,36 @@ def test_cli_and_empty_input(tmp_path, sweep):
     rep = make_report([empty], tmp_path / "rep_empty")
     assert rep["runs"] == [] and all(f is None for f in rep["figures"].values())
     assert "_No runs with the needed values._" in (tmp_path / "rep_empty" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("preset,method,swept", [
+    ("paper_gsi", "gsi", {"dataset", "method.n", "beta"}),
+    ("paper_rsd", "rsd", {"dataset", "method.n", "beta"}),
+    ("paper_bon_small", "bon", {"dataset", "method.n", "beta"}),
+    ("paper_bon_big", "bon", {"dataset", "method.n", "beta"}),
+    ("gsi_threshold", "gsi", {"dataset", "method.threshold"}),
+    ("rsd_delta", "rsd", {"dataset", "method.delta"}),
+    ("tiny_sweep", None, {"method", "method.n", "beta"}),
+])
+def test_experiment_presets_compose_with_their_sweeps(preset, method, swept):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from gsi.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert set(params) == swept
+    if "dataset" in params:
+        assert params["dataset"] == "math500,olympiad,minerva"
+    if method is not None:
+        assert cfg.method.name == method and cfg.model.name == "qwen25_math"
+    resolved = OmegaConf.to_container(cfg.method, resolve=True)
+    if preset == "paper_rsd":
+        assert resolved["n_big"] == resolved["n"] and resolved["delta"] == 0.7
+    if preset == "paper_bon_big":
+        assert resolved["policy"] == "big" and resolved["selection"] == "soft"
