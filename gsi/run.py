@@ -100,7 +100,7 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
                 tally["accepted"] += rec["accepted_steps"]
                 tally["correct"] += rec["correct"]
                 tracker.on_problem(rec, done_count=len(done), total=len(problems), tally=tally,
-                                   engine_stats=engines.stats())
+                                   engine_stats=engines.stats(), params=engines.params)
                 bar.update(1)
                 bar.set_postfix(acc=f"{tally['correct'] / len(done):.3f}",
                                 accept=f"{tally['accepted'] / max(tally['steps'], 1):.2f}"
@@ -109,7 +109,7 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
             run_steps(states, method, ctx, batch_size=cfg.batch_size, on_finish=on_finish)
             bar.close()
         records = sorted(done.values(), key=lambda r: r["index"])
-        params = engines.params if engines is not None else {}
+        params = engines.params if engines is not None else known_params(out, cfg)
         summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ("small", "big", "reward")},
                             has_acceptance=records[0]["acceptance"] if records else False)
         summary.update(method=cfg.method.name, dataset=cfg.dataset.name, model=cfg.model.name, seed=cfg.seed,
@@ -150,6 +150,19 @@ def make_record(state, verdict, seconds: float, has_acceptance: bool, trace: boo
     if trace:
         rec["trace"] = state.trace
     return rec
+
+
+def known_params(out: Path, cfg: DictConfig) -> dict:
+    """Parameter counts when no engine was started (a resume with nothing left): from the earlier summary, else
+    counted from the models' configs."""
+    path = out / "summary.json"
+    if path.exists():
+        params = json.loads(path.read_text()).get("params")
+        if params:
+            return params
+    from gsi.engines.registry import model_params, validate
+
+    return model_params(cfg, validate(cfg, check_devices=False))
 
 
 def measured(engines, params: dict) -> dict:
