@@ -27,8 +27,8 @@ def tilted(pi, beta):
 
 
 def run_table(method_cfg, *, problems=2000, max_steps=1, batch_size=4096, seed=0, pi_s=PI_S, pi_b=PI_B,
-              eos_step=None):
-    engines = table_engines(pi_s, pi_b, R, eos_step=eos_step)
+              eos_step=None, texts=None):
+    engines = table_engines(pi_s, pi_b, R, eos_step=eos_step, texts=texts)
     ctx = StepContext(seed=seed, max_step_tokens=8, max_steps=max_steps, window=10_000, trace=True)
     method = build_method(OmegaConf.structured(method_cfg), engines, ctx)
     states = [ProblemState(index=i, id=f"p{i}", problem="x", reference="0", prompt_ids=[0], context=[0])
@@ -191,6 +191,30 @@ def test_response_level_majority_vote_and_aggregation():
     for s in states:
         scores = [r["score"] for r in s.trace[0]["responses"]]
         assert min(x.reward for x in s.steps) == max(scores)
+
+
+def test_response_level_votes_count_answers():
+    # Step types 0 and 2 both answer 1/2 (written two ways), 1 answers 3, 3 answers 7: each response is one boxed step.
+    texts = ["$\\boxed{1/2}$\n\n", "$\\boxed{3}$\n\n", "$\\boxed{\\frac{1}{2}}$\n\n", "$\\boxed{7}$\n\n"]
+    answer = {0: "1/2", 1: "3", 2: "1/2", 3: "7"}
+    for selection in ("majority", "weighted_majority"):
+        cfg = BoNConfig(beta=1.0, n=5, policy="small", selection=selection, level="response")
+        states, _ = run_table(cfg, problems=300, max_steps=4, texts=texts)
+        decided = 0
+        for s in states:
+            assert s.stop_reason == "boxed" and len(s.steps) == 1
+            tracks = [r for r in s.trace[0]["responses"]]
+            # Each response is one step, and rewards are distinct: its score names its step type.
+            kinds = [int(np.flatnonzero(R == r["score"])[0]) for r in tracks]
+            votes = {}
+            for k, sc in zip(kinds, [r["score"] for r in tracks]):
+                votes[answer[k]] = votes.get(answer[k], 0) + (1.0 if selection == "majority" else sc)
+            best = max(votes.values())
+            winners = [a for a, v in votes.items() if v == best]
+            if len(winners) == 1:
+                decided += 1
+                assert answer[s.steps[0].token_ids[0]] == winners[0]
+        assert decided > 200
 
 
 def test_baseline_uses_one_policy_and_no_reward():

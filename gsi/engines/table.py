@@ -22,12 +22,13 @@ def step_text(k: int) -> str:
 
 class TableGenerator(Generator):
     def __init__(self, role: str, probs: Sequence[float], *, eos_step: int | None = None,
-                 max_model_len: int = 100_000):
+                 max_model_len: int = 100_000, texts: Sequence[str] | None = None):
         p = np.asarray(probs, dtype=np.float64)
         if np.any(p <= 0) or abs(p.sum() - 1) > 1e-9:
             raise ValueError(f"{role}: step probabilities must be positive and sum to 1")
         self.role, self.probs, self.logp = role, p, np.log(p)
         self.eos_step = eos_step
+        self.texts = list(texts) if texts is not None else [step_text(k) for k in range(len(p))]
         self.temperature = 1.0
         self.max_model_len = max_model_len
         self.eos_token_ids = frozenset([eos_step] if eos_step is not None else [])
@@ -35,7 +36,7 @@ class TableGenerator(Generator):
 
     def _step(self, k: int) -> Step:
         finish = FINISH_EOS if k == self.eos_step else FINISH_DELIMITER
-        return Step(token_ids=(k,), text=step_text(k), logprob=float(self.logp[k]), finish=finish)
+        return Step(token_ids=(k,), text=self.texts[k], logprob=float(self.logp[k]), finish=finish)
 
     def generate(self, requests: Sequence[GenerateRequest], *, greedy: bool = False) -> list[list[Step]]:
         with self.stats.timed(len(requests)):
@@ -55,8 +56,10 @@ class TableGenerator(Generator):
 
 
 class TableReward(RewardModel):
-    def __init__(self, rewards: Sequence[float], max_model_len: int = 100_000):
+    def __init__(self, rewards: Sequence[float], max_model_len: int = 100_000, texts: Sequence[str] | None = None):
         self.r = np.asarray(rewards, dtype=np.float64)
+        texts = texts if texts is not None else [step_text(k) for k in range(len(self.r))]
+        self.index = {t.strip(): k for k, t in enumerate(texts)}
         self.max_model_len = max_model_len
         self.stats = RoleStats()
 
@@ -64,13 +67,14 @@ class TableReward(RewardModel):
         with self.stats.timed(len(requests)):
             out = []
             for req in requests:
-                last = req.steps[-1].strip()
-                out.append(float(self.r[int(last[1:])]))
+                out.append(float(self.r[self.index[req.steps[-1].strip()]]))
                 self.stats.prompt_tokens += len(req.steps)
             return out
 
 
-def table_engines(pi_small, pi_big, rewards, *, eos_step: int | None = None) -> Engines:
-    return Engines(small=TableGenerator("small", pi_small, eos_step=eos_step),
-                   big=TableGenerator("big", pi_big, eos_step=eos_step),
-                   reward=TableReward(rewards))
+def table_engines(pi_small, pi_big, rewards, *, eos_step: int | None = None,
+                  texts: Sequence[str] | None = None) -> Engines:
+    """`texts` (one per step type) replaces the default "s<k>" step texts, e.g. to put answers in \\boxed{}."""
+    return Engines(small=TableGenerator("small", pi_small, eos_step=eos_step, texts=texts),
+                   big=TableGenerator("big", pi_big, eos_step=eos_step, texts=texts),
+                   reward=TableReward(rewards, texts=texts))

@@ -102,7 +102,8 @@ class BestOfN(Method):
         return math.prod(rs)
 
     def _finish(self, s: ProblemState, ts: list[ProblemState]) -> None:
-        from grading import extract_answer
+        from grading.extract import extract_answer
+        from grading.normalize import normalize
 
         scores = [self._aggregate(t) for t in ts]
         rng = self.ctx.rng(s, "select-response")
@@ -110,16 +111,18 @@ class BestOfN(Method):
             i, p = self._pick(scores, rng)
         else:
             votes: dict[str, float] = defaultdict(float)
+            # Votes go to normalised answers, so "1/2" and "\\frac{1}{2}" count as one.
             answers = [extract_answer(t.response_text) for t in ts]
+            answers = [normalize(a) if a is not None else None for a in answers]
             for a, sc in zip(answers, scores):
                 if a is not None:
-                    votes[a.strip()] += 1.0 if self.cfg.selection == "majority" else sc
+                    votes[a] += 1.0 if self.cfg.selection == "majority" else sc
             if votes:
                 best = max(votes.values())
                 winners = sorted(a for a, v in votes.items() if v == best)
                 winner = winners[int(rng.integers(len(winners)))]
                 # Among the responses with the winning answer, the best-scored one is reported.
-                i = max((k for k, a in enumerate(answers) if a is not None and a.strip() == winner),
+                i = max((k for k, a in enumerate(answers) if a == winner),
                         key=lambda k: scores[k])
             else:
                 i = int(max(range(len(ts)), key=lambda k: scores[k]))
