@@ -1,0 +1,49 @@
+"""Grading of final answers for math reasoning: `grade(generated_text, reference)` -> `Verdict`.
+
+    >>> from grading import grade
+    >>> v = grade("... so the answer is \\\\boxed{\\\\frac{1}{2}}.", "0.5")
+    >>> bool(v), v.rule, v.extracted
+    (True, 'math_verify', '\\\\frac{1}{2}')
+
+Pipeline (one module each): extract.py (the last \\\\boxed{} of the text, else "the answer is ..."),
+normalize.py (MATH/PRM800K-style normaliser), equivalence.py (math-verify first, then a rule-based second
+opinion with a safe sympy check from safe_sympy.py), safety.py (every call runs in a worker process under a
+time limit and a memory cap; model output is never evaluated as code). `python -m grading check FILE`
+re-grades a results file.
+
+Workers are started with multiprocessing's 'forkserver' method (or 'spawn'), which re-imports the calling
+script: keep a script's top-level code under `if __name__ == "__main__":`. Environment knobs:
+GRADING_WORKER_MEMORY_MB (address-space cap per worker, default 4096; 0 = none), GRADING_START_METHOD.
+
+No dependency on the `gsi` package.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable
+
+from grading.safety import close_pool, default_workers, get_pool
+from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, RULES, Verdict
+
+__all__ = ["grade", "grade_many", "Verdict", "RULES", "MAX_TEXT_CHARS", "MAX_ANSWER_CHARS", "close_pool"]
+
+
+def grade(generated_text: str, reference_answer: str, *, timeout: float = 5.0) -> Verdict:
+    """Grade one generated text against a reference answer, in a worker process under `timeout` seconds.
+
+    Never raises for bad input: an answer that runs too long gives Verdict(False, "timeout"), an over-long input
+    Verdict(False, "refused_too_long"), no answer Verdict(False, "no_answer"). Safe to call from any thread.
+    """
+    return get_pool().grade(generated_text, reference_answer, timeout=timeout)
+
+
+def grade_many(pairs: Iterable[tuple[str, str]], *, timeout: float = 5.0, workers: int | None = None) -> list[Verdict]:
+    """Grade (generated_text, reference) pairs in parallel worker processes; results are in input order."""
+    pairs = list(pairs)
+    n = max(1, workers or default_workers())
+    pool = get_pool(min_size=n)
+    if n == 1 or len(pairs) <= 1:
+        return [pool.grade(t, r, timeout=timeout) for t, r in pairs]
+    with ThreadPoolExecutor(max_workers=min(n, len(pairs)), thread_name_prefix="grade") as ex:
+        return list(ex.map(lambda tr: pool.grade(tr[0], tr[1], timeout=timeout), pairs))

@@ -1,0 +1,259 @@
+"""Time and memory limits for grading untrusted text: a persistent pool of worker processes.
+
+math-verify's own timeout uses SIGALRM, which only works on the main thread of the main interpreter; it is
+disabled (grading.equivalence passes ``parsing_timeout=None`` / ``timeout_seconds=None``) and the limit is
+enforced here instead, from outside: every grading call runs in a worker process, and a worker that does not
+answer within the limit is killed (SIGKILL) and replaced. The caller gets ``Verdict(False, "timeout")``.
+
+* Workers are started with the 'forkserver' method where available (the fork server preloads sympy and
+  math-verify once, so a replacement worker is ready in milliseconds), else 'spawn'. Never plain 'fork': the
+  caller may have threads (vLLM, tqdm, the grade_many thread pool).
+* Each worker caps its address space (RLIMIT_AS, default 4 GiB, env GRADING_WORKER_MEMORY_MB) so that a
+  hostile answer cannot exhaust the machine's memory; a MemoryError becomes ``Verdict(False, "error")``.
+* The pool is thread-safe: any thread may call `WorkerPool.grade`; a worker serves one call at a time and a
+  caller waits for an idle worker when all are busy. The time limit counts from the moment the task is handed
+  to a ready worker (not the wait for a free one, nor a worker's start-up).
+* Like every non-fork multiprocessing start method, this re-imports the caller's main script in each worker:
+  scripts that grade must keep their top-level code under ``if __name__ == "__main__":`` (run.py, pytest and
+  ``python -m grading`` do).
+* Nothing untrusted is parsed in the calling process: the worker first reports the extracted answer and the
+  normalised reference (fast, linear-time code), then the verdict; on a timeout the caller still knows them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing as mp
+import os
+import threading
+import time
+
+from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, Verdict
+
+__all__ = ["WorkerPool", "get_pool", "close_pool", "default_workers"]
+
+STARTUP_TIMEOUT = 180.0
+_PRELOAD = ["grading.verdict", "grading.equivalence", "grading.extract", "grading.normalize", "grading.safe_sympy",
+            "sympy", "math_verify", "latex2sympy2_extended"]
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _memory_limit_bytes() -> int | None:
+    mb = os.environ.get("GRADING_WORKER_MEMORY_MB", "4096")
+    try:
+        v = int(mb)
+    except ValueError:
+        return None
+    return v * 2**20 if v > 0 else None
+
+
+def _worker_main(conn, memory_limit: int | None) -> None:  # pragma: no cover - runs in the worker process
+    if memory_limit:
+        try:
+            import resource
+
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            cap = memory_limit if hard == resource.RLIM_INFINITY else min(memory_limit, hard)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+        except (ImportError, ValueError, OSError):
+            pass
+    from grading import equivalence
+    from grading.verdict import grade_local
+
+    equivalence._mv()  # import math-verify now, not during the first timed call
+    conn.send(("ready",))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        text, ref = msg
+        try:
+            v = grade_local(text, ref, on_extracted=lambda e, r: conn.send(("prep", e, r)))
+            conn.send(("ok", v.correct, v.rule, v.extracted, v.reference))
+        except BaseException as e:  # noqa: BLE001 - MemoryError, RecursionError, anything: report, keep serving
+            try:
+                conn.send(("error", type(e).__name__))
+            except BaseException:  # noqa: BLE001
+                return
+
+
+class _Worker:
+    def __init__(self, ctx, memory_limit: int | None):
+        parent, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, memory_limit), daemon=True,
+                                name="grading-worker")
+        self.proc.start()
+        child.close()
+        self.conn = parent
+        self.ready = False
+
+    def wait_ready(self, timeout: float) -> bool:
+        if self.ready:
+            return True
+        try:
+            if self.conn.poll(timeout):
+                self.ready = self.conn.recv() == ("ready",)
+        except (EOFError, OSError):
+            self.ready = False
+        return self.ready
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.join(5)
+        except (OSError, ValueError, AssertionError):
+            pass
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+class WorkerPool:
+    """A fixed set of grading worker processes (grows with `ensure_size`, never shrinks)."""
+
+    def __init__(self, size: int | None = None, *, start_method: str | None = None,
+                 memory_limit: int | None = -1):
+        method = start_method or os.environ.get("GRADING_START_METHOD") or (
+            "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        self._ctx = mp.get_context(method)
+        if method == "forkserver":
+            self._ctx.set_forkserver_preload(_PRELOAD)
+        self._memory_limit = _memory_limit_bytes() if memory_limit == -1 else memory_limit
+        self._cond = threading.Condition(threading.Lock())
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+        self._closed = False
+        self.ensure_size(size or default_workers())
+
+    @property
+    def size(self) -> int:
+        return len(self._all)
+
+    def ensure_size(self, n: int) -> None:
+        with self._cond:
+            while len(self._all) < n:
+                w = _Worker(self._ctx, self._memory_limit)
+                self._all.add(w)
+                self._idle.append(w)
+            self._cond.notify_all()
+
+    def _replace(self, w: _Worker) -> _Worker:
+        w.kill()
+        nw = _Worker(self._ctx, self._memory_limit)
+        with self._cond:
+            self._all.discard(w)
+            self._all.add(nw)
+        return nw
+
+    def _acquire(self) -> _Worker:
+        with self._cond:
+            while not self._idle:
+                if self._closed:
+                    raise RuntimeError("grading worker pool is closed")
+                self._cond.wait()
+            if self._closed:
+                raise RuntimeError("grading worker pool is closed")
+            for i, w in enumerate(self._idle):
+                if w.ready:
+                    return self._idle.pop(i)
+            return self._idle.pop()
+
+    def _release(self, w: _Worker) -> None:
+        with self._cond:
+            if self._closed:
+                w.kill()
+                return
+            self._idle.append(w)
+            self._cond.notify()
+
+    def grade(self, generated_text, reference_answer, *, timeout: float | None = 5.0) -> Verdict:
+        """Grade in a worker process; a call that runs past `timeout` seconds gives Verdict(False, "timeout")."""
+        text = generated_text if isinstance(generated_text, str) else (
+            "" if generated_text is None else str(generated_text))
+        if len(text) > MAX_TEXT_CHARS:
+            text = text[: MAX_TEXT_CHARS + 1]  # the worker refuses it; no need to ship megabytes
+        ref = reference_answer
+        if isinstance(ref, str) and len(ref) > MAX_ANSWER_CHARS:
+            ref = ref[: MAX_ANSWER_CHARS + 1]
+        w = self._acquire()
+        extracted, norm_ref = None, ""
+        try:
+            for attempt in range(2):
+                if w.wait_ready(STARTUP_TIMEOUT):
+                    break
+                w = self._replace(w)
+            else:
+                raise RuntimeError(
+                    "grading worker process failed to start. Workers are started with multiprocessing's "
+                    f"{self._ctx.get_start_method()!r} method, which re-imports the main script: guard a script's "
+                    "top-level code with `if __name__ == \"__main__\":`.")
+            try:
+                w.conn.send((text, ref))
+                deadline = None if timeout is None else time.monotonic() + max(float(timeout), 0.0)
+                while True:
+                    remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                    if not w.conn.poll(remaining):
+                        w = self._replace(w)
+                        return Verdict(False, "timeout", extracted, norm_ref)
+                    msg = w.conn.recv()
+                    if msg[0] == "prep":
+                        extracted, norm_ref = msg[1], msg[2]
+                        continue
+                    if msg[0] == "ok":
+                        return Verdict(bool(msg[1]), msg[2], msg[3], msg[4])
+                    # "error": the worker survived an exception (MemoryError...); a fresh one is safer
+                    w = self._replace(w)
+                    return Verdict(False, "error", extracted, norm_ref)
+            except (EOFError, OSError, BrokenPipeError):
+                w = self._replace(w)  # the worker died (crash, OOM kill)
+                return Verdict(False, "error", extracted, norm_ref)
+        finally:
+            self._release(w)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            workers = list(self._all)
+            self._idle.clear()
+            self._all.clear()
+            self._cond.notify_all()
+        for w in workers:
+            try:
+                if w.ready:
+                    w.conn.send(None)
+            except (OSError, ValueError):
+                pass
+            w.kill()
+
+
+_POOL: WorkerPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def get_pool(min_size: int | None = None) -> WorkerPool:
+    """The process-wide pool, started on first use (and grown to `min_size` workers)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._closed:
+            _POOL = WorkerPool(max(min_size or 0, default_workers()))
+        elif min_size and _POOL.size < min_size:
+            _POOL.ensure_size(min_size)
+        return _POOL
+
+
+def close_pool() -> None:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.close()
+            _POOL = None
+
+
+atexit.register(close_pool)
