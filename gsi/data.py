@@ -1,0 +1,362 @@
+"""Benchmark registry and loading: dataset name -> `DatasetSpec`, rows -> `Problem`.
+
+Adding a benchmark is one `register(DatasetSpec(...))` entry below (lm-evaluation-harness style): where the
+data lives (a local JSONL file under the data directory, and a dataset-hub path/config/split) and how a row maps
+to a `Problem` (the problem text, the reference answer, a worked solution if there is one, an id).
+
+Reference answers follow Qwen2.5-Math / RSD (`parse_ground_truth`), except where noted:
+
+| name     | reference                                              | solution                         |
+|----------|--------------------------------------------------------|----------------------------------|
+| math500  | `answer` (the solution's last \\boxed{} agrees with it  | `solution`                       |
+|          |  on every row; tests/test_grading_benchmarks.py checks) |                                  |
+| olympiad | `final_answer[0]` with every `$` removed (Qwen's        | `solution` list, joined by blank |
+|          |  `.strip("$")` leaves inner ones: "$69$,$84$")          |  lines                           |
+| minerva  | last \\boxed{} of `solution` (hub copies: `answer`)     | `solution`                       |
+| aime24   | `answer` as a string ("025" stays "025")                | `solution`                       |
+| amc23    | `answer` float as a clean string: 27.0 -> "27"          | none                             |
+| gsm8k    | text after "####" in `answer`, commas removed           | `answer` (the worked solution)   |
+
+Loading goes through the `datasets` library both ways: `load_dataset("json", data_files=..., split="train")` for
+a local file (validated line by line first, so a malformed line is reported as FILE:LINE), and
+`load_dataset(hub_path, hub_config, split=split)` for the hub. The datasets cache is the library's default
+(~/.cache/huggingface/datasets, or HF_DATASETS_CACHE).
+
+`load_problems(cfg, shard=None)` then selects: `offset`/`limit` take a contiguous slice of the dataset, and
+`shard="i/k"` takes every k-th problem of that slice starting at i (strided, so shards are balanced).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = [
+    "Problem", "DatasetSpec", "DatasetError", "REGISTRY", "register", "get_spec", "load_problems", "select",
+    "parse_shard", "validate_jsonl", "rows_to_problems", "last_boxed",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    problem: str
+    reference: str
+    solution: str | None = None
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be loaded: unknown name, malformed file, missing fields or rows, duplicate ids."""
+
+
+# ---------------------------------------------------------------------------------------------- field helpers
+
+
+def _first(row: dict, names: Sequence[str]) -> Any:
+    """The value of the first of `names` present in `row` with a non-empty value, else None."""
+    for n in names:
+        v = row.get(n, None)
+        if v is None:
+            continue
+        if isinstance(v, str) and not v.strip():
+            continue
+        if isinstance(v, (list, tuple)) and len(v) == 0:
+            continue
+        return v
+    return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete \\boxed{...} (or \\fbox{...}) of `text`, braces balanced; None if none."""
+    best = None
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth, i = 0, m.end() - 1
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    best = text[m.end() : i]
+                    break
+            i += 1
+    return best.strip() if best is not None else None
+
+
+def clean_number(v: Any) -> str | None:
+    """A numeric answer as a clean string: 27.0 -> '27', 0.5 -> '0.5', '27.0' -> '27', '204' -> '204'."""
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() else repr(v)
+    s = str(v).strip()
+    m = re.fullmatch(r"(-?\d+)\.0*", s)
+    return m.group(1) if m else s
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        parts = [str(x) for x in v if x is not None and str(x).strip()]
+        return "\n\n".join(parts) if parts else None
+    s = str(v)
+    return s if s.strip() else None
+
+
+# ---------------------------------------------------------------------------------------------- references
+def _ref_math500(row: dict) -> str | None:
+    v = _first(row, ("answer",))
+    if v is not None:
+        return str(v).strip()
+    sol = _first(row, ("solution",))
+    return last_boxed(sol) if isinstance(sol, str) else None
+
+
+def _ref_olympiad(row: dict) -> str | None:
+    v = _first(row, ("final_answer", "answer"))
+    if isinstance(v, (list, tuple)):
+        v = v[0] if v else None
+    if v is None:
+        return None
+    s = re.sub(r"(?<!\\)\$", "", str(v)).strip()
+    return s or None
+
+
+def _ref_minerva(row: dict) -> str | None:
+    sol = _first(row, ("solution",))
+    if isinstance(sol, str):
+        b = last_boxed(sol)
+        if b:
+            return b
+    v = _first(row, ("answer", "final_answer"))
+    return str(v).strip() if v is not None else None
+
+
+def _ref_plain(row: dict) -> str | None:
+    return clean_number(_first(row, ("answer", "final_answer", "expected_answer")))
+
+
+def _ref_gsm8k(row: dict) -> str | None:
+    v = _first(row, ("answer",))
+    if not isinstance(v, str) or "####" not in v:
+        return None
+    s = v.split("####")[-1].strip().replace(",", "")
+    return s or None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to find a benchmark and turn its rows into Problems."""
+
+    name: str
+    hub_path: str
+    hub_config: str | None
+    split: str
+    local_file: str
+    reference: Callable[[dict], str | None]
+    reference_fields: tuple[str, ...]  # the fields `reference` reads (any one suffices), for error messages
+    problem_fields: tuple[str, ...] = ("problem", "question", "Problem")
+    solution_fields: tuple[str, ...] = ("solution",)
+    id_fields: tuple[str, ...] = ("unique_id", "id", "idx")
+    description: str = ""
+
+
+REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    if spec.name in REGISTRY:
+        raise ValueError(f"dataset {spec.name!r} is already registered")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+register(DatasetSpec(
+    name="math500", hub_path="HuggingFaceH4/MATH-500", hub_config=None, split="test",
+    local_file="math500/test.jsonl", reference=_ref_math500, reference_fields=("answer", "solution"),
+    description="MATH-500 (PRM800K test split of MATH)",
+))
+register(DatasetSpec(
+    name="olympiad", hub_path="Hothan/OlympiadBench", hub_config="OE_TO_maths_en_COMP", split="train",
+    local_file="olympiadbench/test.jsonl", reference=_ref_olympiad, reference_fields=("final_answer", "answer"),
+    problem_fields=("question", "problem"),
+    description="OlympiadBench, English open-ended competition math, text only",
+))
+register(DatasetSpec(
+    name="minerva", hub_path="math-ai/minervamath", hub_config=None, split="test",
+    local_file="minerva_math/test.jsonl", reference=_ref_minerva, reference_fields=("solution", "answer"),
+    description="Minerva Math (MIT OCW STEM problems)",
+))
+register(DatasetSpec(
+    name="aime24", hub_path="HuggingFaceH4/aime_2024", hub_config=None, split="train",
+    local_file="aime24/test.jsonl", reference=_ref_plain, reference_fields=("answer",),
+    description="AIME 2024 (I and II)",
+))
+register(DatasetSpec(
+    name="amc23", hub_path="math-ai/amc23", hub_config=None, split="test",
+    local_file="amc23/test.jsonl", reference=_ref_plain, reference_fields=("answer",),
+    problem_fields=("question", "problem"), solution_fields=(),
+    description="AMC 2023 (12A/12B)",
+))
+register(DatasetSpec(
+    name="gsm8k", hub_path="openai/gsm8k", hub_config="main", split="test",
+    local_file="gsm8k/test.jsonl", reference=_ref_gsm8k, reference_fields=("answer",),
+    problem_fields=("question", "problem"), solution_fields=("answer",),
+    description="GSM8K test",
+))
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise DatasetError(f"unknown dataset {name!r}; registered: {', '.join(sorted(REGISTRY))}") from None
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def validate_jsonl(path: Path) -> int:
+    """Check that every non-blank line of `path` is a JSON object; returns the number of records."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    n = 0
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}:{lineno}: malformed JSON line ({e.msg}, column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{path}:{lineno}: a JSON object was expected, got {type(obj).__name__}")
+            n += 1
+    return n
+
+
+def _load_local(path: Path) -> list[dict]:
+    import datasets
+
+    validate_jsonl(path)
+    try:
+        ds = datasets.load_dataset("json", data_files=str(path), split="train")
+    except Exception as e:  # noqa: BLE001 - arrow schema errors etc.
+        raise DatasetError(f"{path}: the datasets library could not read it: {e}") from e
+    return ds.to_list()
+
+
+def _load_hub(name: str, hub_path: str, hub_config: str | None, split: str) -> list[dict]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub_path, hub_config, split=split)
+    except Exception as e:  # noqa: BLE001
+        raise DatasetError(
+            f"dataset {name!r}: cannot load {hub_path!r} (config {hub_config!r}, split {split!r}) from the hub: "
+            f"{e}. Set dataset.data_dir (or GSI_DATA_DIR) to read local JSONL instead.") from e
+    return ds.to_list()
+
+
+def rows_to_problems(spec: DatasetSpec, rows: list[dict], source: str) -> list[Problem]:
+    """Map raw rows to Problems; missing fields, rows without problem/answer and duplicate ids are errors."""
+    columns = set().union(*(r.keys() for r in rows)) if rows else set()
+    if rows and not columns & set(spec.problem_fields):
+        raise DatasetError(f"dataset {spec.name!r} ({source}): no problem field; looked for "
+                           f"{', '.join(spec.problem_fields)}; columns are {', '.join(sorted(columns))}")
+    if rows and not columns & set(spec.reference_fields):
+        raise DatasetError(f"dataset {spec.name!r} ({source}): no answer field; looked for "
+                           f"{', '.join(spec.reference_fields)}; columns are {', '.join(sorted(columns))}")
+    problems, bad, seen, dups = [], [], {}, []
+    for i, row in enumerate(rows):
+        raw_id = _first(row, spec.id_fields)
+        pid = str(raw_id) if raw_id is not None else str(i)
+        text = _text(_first(row, spec.problem_fields))
+        ref = spec.reference(row)
+        missing = [what for what, v in (("problem", text), ("answer", ref)) if v is None or not str(v).strip()]
+        if missing:
+            bad.append(f"id={pid} (row {i}): no {' or '.join(missing)}")
+            continue
+        if pid in seen:
+            dups.append(f"{pid} (rows {seen[pid]} and {i})")
+        seen.setdefault(pid, i)
+        solution = _text(_first(row, spec.solution_fields)) if spec.solution_fields else None
+        problems.append(Problem(id=pid, problem=text, reference=str(ref).strip(), solution=solution))
+    if bad:
+        shown = "; ".join(bad[:50]) + (f"; ... ({len(bad) - 50} more)" if len(bad) > 50 else "")
+        raise DatasetError(f"dataset {spec.name!r} ({source}): {len(bad)} row(s) without a problem or answer: "
+                           f"{shown}")
+    if dups:
+        raise DatasetError(f"dataset {spec.name!r} ({source}): duplicate ids: {'; '.join(dups[:20])}")
+    return problems
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """'i/k' -> (i, k) with 0 <= i < k; None -> None; anything else raises ValueError naming `shard`."""
+    if shard is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
+    if not m:
+        raise ValueError(f"shard must look like 'i/k' (0-based i < k), got shard={shard!r}")
+    i, k = int(m.group(1)), int(m.group(2))
+    if k < 1 or i >= k:
+        raise ValueError(f"shard must satisfy 0 <= i < k, got shard={shard!r}")
+    return i, k
+
+
+def select(problems: Sequence[Problem], offset: int = 0, limit: int | None = None,
+           shard: str | None = None) -> list[Problem]:
+    """offset/limit pick a contiguous slice; then shard 'i/k' takes every k-th item of it starting at i."""
+    offset = int(offset or 0)
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got offset={offset}")
+    if limit is not None and int(limit) < 0:
+        raise ValueError(f"limit must be >= 0 or None, got limit={limit}")
+    sl = list(problems[offset:]) if limit is None else list(problems[offset : offset + int(limit)])
+    sh = parse_shard(shard)
+    if sh is None:
+        return sl
+    i, k = sh
+    return sl[i::k]
+
+
+def _cfg(cfg: Any, key: str, default: Any = None) -> Any:
+    try:
+        v = cfg[key] if isinstance(cfg, dict) else getattr(cfg, key)
+    except Exception:  # noqa: BLE001 - missing key, omegaconf MISSING value
+        return default
+    if v is None or (isinstance(v, str) and (v == "" or v == "???")):
+        return default
+    return v
+
+
+def load_problems(cfg: Any, shard: str | None = None) -> list[Problem]:
+    """Load the dataset that `cfg` names (fields: name, hub_path, hub_config, split, data_dir, local_file,
+    limit, offset) and select offset/limit, then `shard` ('i/k').
+
+    With `data_dir` set, `<data_dir>/<local_file>` is read (a relative data_dir is relative to the current
+    directory); otherwise the hub. hub_path / hub_config / split / local_file left null or empty in `cfg` fall
+    back to the registry's defaults."""
+    name = _cfg(cfg, "name")
+    spec = get_spec(name)
+    data_dir = _cfg(cfg, "data_dir")
+    if data_dir:
+        path = Path(str(data_dir)) / str(_cfg(cfg, "local_file", spec.local_file))
+        rows = _load_local(path)
+        source = str(path)
+    else:
+        hub_path = str(_cfg(cfg, "hub_path", spec.hub_path))
+        hub_config = _cfg(cfg, "hub_config", spec.hub_config)
+        split = str(_cfg(cfg, "split", spec.split))
+        rows = _load_hub(spec.name, hub_path, hub_config, split)
+        source = f"{hub_path}:{hub_config or 'default'}:{split}"
+    problems = rows_to_problems(spec, rows, source)
+    return select(problems, offset=_cfg(cfg, "offset", 0), limit=_cfg(cfg, "limit", None), shard=shard)
