@@ -60,6 +60,17 @@ def child(mode: str, roles: list[str], overrides: list[str]) -> dict:
             out["roles"][spec.role] = seconds[spec.role]
             shutdown_llms(list(llms.values()))
             out["cpu_s"][spec.role] = _cpu_seconds() - c0
+    elif mode == "inprocess":
+        # For reference only (build_engines does not do this): VLLM_ENABLE_V1_MULTIPROCESSING=0 runs each engine
+        # core and worker inside this process, so no engine pays for spawned processes' imports, but the three
+        # share one interpreter's global vLLM state and cannot run calls concurrently.
+        c0 = _cpu_seconds()
+        t = time.perf_counter()
+        llms, seconds = start_llms(specs, parallel=False)
+        out["parallel_s"] = time.perf_counter() - t
+        out["roles"] = seconds
+        shutdown_llms(list(llms.values()))
+        out["cpu_s"]["all"] = _cpu_seconds() - c0
     else:
         c0 = _cpu_seconds()
         t = time.perf_counter()
@@ -83,6 +94,8 @@ def _cpu_seconds() -> float:
 def run_child(mode: str, roles: list[str], overrides: list[str], verbose: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--roles", ",".join(roles), *overrides]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if mode == "inprocess":
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if verbose:
         sys.stderr.write(proc.stderr)
@@ -96,7 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=1, help="measurements of each kind (median reported)")
     parser.add_argument("--roles", default=",".join(ROLES))
-    parser.add_argument("--child", choices=["alone", "parallel"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["alone", "parallel", "inprocess"], help=argparse.SUPPRESS)
+    parser.add_argument("--inprocess", action="store_true",
+                        help="also time the three started one after another inside one process (reference row)")
     parser.add_argument("--verbose", action="store_true", help="show the engines' logs")
     parser.add_argument("overrides", nargs="*", default=[], help="Hydra overrides (default: model=tiny hardware=cpu)")
     args = parser.parse_args()
@@ -112,6 +127,8 @@ def main() -> None:
     parallel: list[float] = []
     par_roles: dict[str, list[float]] = {r: [] for r in roles}
     imports: list[float] = []
+    inproc: list[float] = []
+    inproc_cpu: list[float] = []
     load_before = os.getloadavg()
     for i in range(args.repeats):
         a = run_child("alone", roles, overrides, args.verbose)
@@ -124,6 +141,10 @@ def main() -> None:
         par_cpu.append(p["cpu_s"]["all"])
         for r, s in p["roles"].items():
             par_roles[r].append(s)
+        if args.inprocess:
+            q = run_child("inprocess", roles, overrides, args.verbose)
+            inproc.append(q["parallel_s"])
+            inproc_cpu.append(q["cpu_s"]["all"])
         print(f"repeat {i + 1}/{args.repeats}: alone {a['roles']}, parallel {p['parallel_s']:.1f}s", file=sys.stderr)
     load_after = os.getloadavg()
 
@@ -144,6 +165,9 @@ def main() -> None:
     print(f"{'slowest alone':24s}{slowest:9.1f}")
     print(f"{'all three in parallel':24s}{par:9.1f}{med(par_cpu):9.1f}"
           f"   = {par / total:.2f} x sum, {par / slowest:.2f} x slowest")
+    if inproc:
+        print(f"{'[ref] one process, serial':24s}{med(inproc):9.1f}{med(inproc_cpu):9.1f}"
+              "   (VLLM_ENABLE_V1_MULTIPROCESSING=0; not what build_engines does)")
     print(f"lower bound for parallel on {cpus} CPUs: max(slowest, CPU s / CPUs) = "
           f"{max(slowest, cpu_total / cpus):.1f}   (CPU s include start and shutdown)")
     print(f"load average (1, 5, 15 min) before {tuple(round(x, 1) for x in load_before)}, "

@@ -133,6 +133,40 @@ def test_small_and_big_must_share_a_tokenizer(tiny_cfg, no_engine_start, tmp_pat
         build_engines(_edit(tiny_cfg, **{"model.big.path": str(big)}))
 
 
+@pytest.mark.vllm
+def test_placement_engine_arguments(make_cfg, monkeypatch):
+    """What each placement asks vLLM for (no engine is started)."""
+    pytest.importorskip("vllm", reason="vLLM is not importable")
+    import gsi.engines.registry as registry
+
+    monkeypatch.setattr(registry, "visible_cuda_devices", lambda: 8)
+    cfg = make_cfg("model=tiny", "hardware=gpu3", "hardware.gpus=4", "hardware.tensor_parallel_big=2")
+    plan = validate(cfg)
+    specs = {s.role: s for s in registry.engine_specs(cfg, plan)}
+    assert {r: s.kwargs["device_ids"] for r, s in specs.items()} == {"small": [0], "big": [1, 2], "reward": [3]}
+    assert specs["big"].kwargs["tensor_parallel_size"] == 2
+    assert {r: s.kwargs["gpu_memory_utilization"] for r, s in specs.items()} == dict(cfg.hardware.gpu_memory_utilization)
+    assert not any(s.env for s in specs.values()) and registry.start_parallel(plan, list(specs.values()))
+    assert "enable_chunked_prefill" not in specs["small"].kwargs  # seeds are safe with chunked prefill on GPUs
+
+    cfg = make_cfg("model=tiny", "hardware=gpu1")
+    plan = validate(cfg)
+    specs = {s.role: s for s in registry.engine_specs(cfg, plan)}
+    assert {r: s.kwargs["gpu_memory_utilization"] for r, s in specs.items()} == {"small": 0.15, "big": 0.45,
+                                                                                 "reward": 0.3}
+    assert not any("device_ids" in s.kwargs for s in specs.values())
+    assert not registry.start_parallel(plan, list(specs.values()))  # one GPU: vLLM's memory profiling needs serial
+
+    cfg = make_cfg("model=tiny", "hardware=cpu")
+    plan = validate(cfg)
+    specs = {s.role: s for s in registry.engine_specs(cfg, plan)}
+    assert all(s.kwargs["kv_cache_memory_bytes"] == int(cfg.hardware.cpu_kvcache_gb * 2**30) for s in specs.values())
+    assert specs["small"].kwargs["enable_chunked_prefill"] is False and specs["big"].kwargs["enable_chunked_prefill"] is False
+    assert specs["reward"].kwargs["runner"] == "pooling"
+    assert specs["small"].kwargs["worker_extension_cls"] == "gsi.engines.worker.TemperatureExtension"
+    assert registry.start_parallel(plan, list(specs.values()))
+
+
 def test_hub_ids_and_paths():
     assert not looks_local("Qwen/Qwen2.5-Math-7B-Instruct")
     assert looks_local("/abs/model") and looks_local("./rel") and looks_local("~/m") and looks_local("a/b/c")
@@ -424,6 +458,24 @@ def test_seeded_generation_is_batch_independent(tiny_engines, contexts, long_con
 
 
 @pytest.mark.vllm
+def test_seeded_batch_beyond_the_token_budget_survives(tiny_engines, tiny_cfg):
+    """More seeded prompt tokens in one call than hardware.max_num_batched_tokens: on vLLM-CPU a seeded prefill
+    split across scheduler steps kills the engine (vllm-facts §4); with chunked prefill off the scheduler keeps
+    each prompt whole, and the results do not depend on the batch."""
+    import random
+
+    small = tiny_engines.small
+    rng = random.Random(0)
+    budget = tiny_cfg.hardware.max_num_batched_tokens
+    ctxs = [[rng.randrange(3, 500) for _ in range(270)] for _ in range(budget // (270 * 8) + 2)]
+    assert sum(8 * len(c) for c in ctxs) > budget
+    out = small.generate([GenerateRequest(c, 8, 1000 * k, 2) for k, c in enumerate(ctxs)])
+    alone = small.generate([GenerateRequest(ctxs[5], 8, 5000, 2)])[0]
+    assert [s.token_ids for s in out[5]] == [s.token_ids for s in alone]
+    assert small.generate([GenerateRequest(ctxs[0], 1, 0, 1)])  # the engine is still alive
+
+
+@pytest.mark.vllm
 def test_score_with_prefix_cache_equals_score_without(tiny_engines, long_contexts):
     big = tiny_engines.big
     conts = [big.generate([GenerateRequest(c, 1, 5 + k, 24)])[0][0].token_ids for k, c in enumerate(long_contexts)]
@@ -481,6 +533,11 @@ def test_reward_is_a_probability_per_request_and_ignores_a_trailing_delimiter(ti
                for r in reqs]
     assert reward.reward(flipped) == pytest.approx(values, abs=1e-5)
     assert reward.reward([RewardRequest(PROBLEMS[0], steps[:2] + [DELIM])]) == pytest.approx([values[1]], abs=1e-5)
+    # nothing to score (a first step that is only a delimiter): EMPTY_STEP_REWARD, and the batch is unaffected
+    from gsi.engines.vllm import EMPTY_STEP_REWARD
+
+    assert reward.reward([RewardRequest(PROBLEMS[0], [DELIM]), reqs[0]]) == pytest.approx(
+        [EMPTY_STEP_REWARD, values[0]], abs=1e-5)
     # the score is the sigmoid of transformers' logit at the last step's last token
     for r, v in zip(reqs, values):
         ids = reward.adapter.build(r).token_ids
@@ -518,3 +575,106 @@ def test_stats_count_tokens(tiny_engines, contexts):
     assert after["generated_tokens"] - before["generated_tokens"] == sum(len(s.token_ids) for s in out[0])
     assert after["busy_s"] > before["busy_s"]
     assert set(tiny_engines.stats()) == {"small", "big", "reward"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The other PRM adapters end to end on vLLM, with tiny stand-ins of their architectures (opt-in: two more engine
+# starts; GSI_TEST_PRM_ENGINES=1)
+# ---------------------------------------------------------------------------------------------------------------
+def _fake_prm(out: Path, kind: str):
+    """A tiny checkpoint with Qwen2.5-Math-PRM's (`qwen_prm`) or Skywork-PRM's (`skywork_prm`) architecture and
+    head, on the tiny reward model's backbone; returns (weights, config) for a reference forward."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    shutil.copytree(tiny_paths()["reward"], out)
+    cfg = json.loads((out / "config.json").read_text())
+    w = load_file(out / "model.safetensors")
+    for k in ("score.weight", "score.bias"):
+        w.pop(k, None)
+    g = torch.Generator().manual_seed(7)
+    h = cfg["hidden_size"]
+    if kind == "qwen_prm":
+        tok = AutoTokenizer.from_pretrained(out)
+        tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<extra_0>"]})
+        tok.save_pretrained(out)
+        vocab = 576  # room for <extra_0>
+        emb = w["model.embed_tokens.weight"]
+        extra = torch.randn(vocab - emb.shape[0], h, generator=g)
+        extra[:, 0] = 4.0
+        w["model.embed_tokens.weight"] = torch.cat([emb, extra])
+        w["score.0.weight"] = torch.randn(h, h, generator=g) / h ** 0.5
+        w["score.0.bias"] = torch.randn(h, generator=g) * 0.1
+        w["score.2.weight"] = torch.randn(2, h, generator=g) * 2 / h ** 0.5
+        w["score.2.bias"] = torch.zeros(2)
+        cfg.update(architectures=["Qwen2ForProcessRewardModel"], num_labels=2, vocab_size=vocab,
+                   id2label={"0": "LABEL_0", "1": "LABEL_1"}, label2id={"LABEL_0": 0, "LABEL_1": 1})
+    else:
+        w["lm_head.weight"] = torch.randn(cfg["vocab_size"], h, generator=g)
+        w["v_head.summary.weight"] = torch.randn(1, h, generator=g) * 1.5 / h ** 0.5
+        w["v_head.summary.bias"] = torch.tensor([0.3])
+        cfg["architectures"] = ["Qwen2ForPrmModel"]
+        cfg.pop("id2label", None)
+        cfg.pop("label2id", None)
+    (out / "config.json").write_text(json.dumps(cfg))
+    save_file({k: v.contiguous() for k, v in w.items()}, out / "model.safetensors")
+    return w, cfg
+
+
+def _fake_prm_reference(w, cfg, kind: str, ids) -> float:
+    import torch
+    from transformers import Qwen2Config, Qwen2Model
+
+    backbone = Qwen2Model(Qwen2Config(**{k: v for k, v in cfg.items() if k != "architectures"})).eval()
+    backbone.load_state_dict({k[len("model."):]: v for k, v in w.items() if k.startswith("model.")})
+    with torch.no_grad():
+        hidden = backbone(torch.tensor([ids])).last_hidden_state[0, -1].double()
+        if kind == "qwen_prm":
+            x = torch.relu(hidden @ w["score.0.weight"].double().T + w["score.0.bias"].double())
+            logits = x @ w["score.2.weight"].double().T + w["score.2.bias"].double()
+            return float(torch.softmax(logits, -1)[1])
+        value = hidden @ w["v_head.summary.weight"].double()[0] + w["v_head.summary.bias"].double()[0]
+        return float(torch.sigmoid(value))
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(os.environ.get("GSI_TEST_PRM_ENGINES") != "1",
+                    reason="starts two more engines (~30-60 s): set GSI_TEST_PRM_ENGINES=1")
+def test_qwen_and_skywork_prm_adapters_on_vllm(tiny_cfg, tmp_path):
+    from transformers import AutoTokenizer
+
+    from gsi.engines.registry import engine_specs, needs_custom_models
+    from gsi.engines.vllm import VLLMRewardModel, shutdown_llms, start_llms
+    from gsi.engines.worker import register_custom_models
+
+    fakes, specs, plans = {}, [], {}
+    for kind in ("qwen_prm", "skywork_prm"):
+        folder = tmp_path / kind
+        fakes[kind] = _fake_prm(folder, kind)
+        cfg = _edit(tiny_cfg, **{"model.reward.path": str(folder), "model.reward.adapter": "auto"})
+        plan = validate(cfg, check_devices=False)
+        assert plan.adapter == kind  # auto-detected from config.json
+        plans[kind] = plan
+        (spec,) = engine_specs(cfg, plan, roles=("reward",))
+        spec.role = kind
+        specs.append(spec)
+    assert needs_custom_models(plans["skywork_prm"]) and not needs_custom_models(plans["qwen_prm"])
+    register_custom_models()
+    llms, _ = start_llms(specs)
+    try:
+        reqs = [RewardRequest(PROBLEMS[0], ["We add.\n\n", "So the sum is $5$.\n\n"]),
+                RewardRequest(PROBLEMS[0], ["We add."]),
+                RewardRequest(PROBLEMS[1], ["$x = 7$.", "\n\n", "Done.\n\n"])]
+        for kind in ("qwen_prm", "skywork_prm"):
+            folder = tmp_path / kind
+            adapter = (QwenPRMAdapter if kind == "qwen_prm" else SkyworkPRMAdapter)(
+                AutoTokenizer.from_pretrained(folder), delimiter=DELIM)
+            model = VLLMRewardModel(llms[kind], adapter)
+            got = model.reward(reqs)
+            w, cfg = fakes[kind]
+            want = [_fake_prm_reference(w, cfg, kind, adapter.build(r).token_ids) for r in reqs]
+            assert got == pytest.approx(want, abs=1e-5), kind
+            assert len(set(round(v, 5) for v in got)) == len(got)
+    finally:
+        shutdown_llms(list(llms.values()))

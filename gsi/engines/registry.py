@@ -21,11 +21,13 @@ whose message names every offending config key:
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import re
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,6 +369,8 @@ def engine_specs(cfg, plan: Plan, roles=ROLES) -> list:
             kw["max_model_len"] = int(_get(mcfg, "max_model_len"))
         if role == "reward":
             kw["runner"] = "pooling"
+            if needs_custom_models(plan):
+                kw["worker_extension_cls"] = CUSTOM_MODELS_EXTENSION
         else:
             kw["worker_extension_cls"] = WORKER_EXTENSION
         env: dict[str, str] = {}
@@ -390,6 +394,17 @@ def engine_specs(cfg, plan: Plan, roles=ROLES) -> list:
                     env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
         specs.append(EngineSpec(role=role, model=rm.path, kwargs=kw, env=env))
     return specs
+
+
+CUSTOM_MODELS_EXTENSION = "gsi.engines.worker.CustomModelsExtension"
+
+
+def needs_custom_models(plan: Plan) -> bool:
+    """Whether the reward model is an architecture vLLM lacks and gsi.engines.worker registers (Skywork's PRM)."""
+    from gsi.engines.worker import CUSTOM_MODELS
+
+    archs = plan.models["reward"].config.get("architectures") or []
+    return plan.adapter == "skywork_prm" or any(a in CUSTOM_MODELS for a in archs)
 
 
 def prepare_process_env(placement: str) -> None:
@@ -450,6 +465,10 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
 
     model, hw, gen = _get(cfg, "model"), _get(cfg, "hardware"), _get(cfg, "generation")
     prepare_process_env(plan.placement)
+    if needs_custom_models(plan):
+        from gsi.engines.worker import register_custom_models
+
+        register_custom_models()  # this process; the workers register through their extension
     specs = engine_specs(cfg, plan)
     if parallel is None:
         parallel = start_parallel(plan, specs)
@@ -486,8 +505,18 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
     log.info("engines up in %.1fs (%s): %s", t2 - t1, "parallel" if parallel else "serial",
              {r: round(s, 1) for r, s in seconds.items()})
     order = [llms[r] for r in ROLES]
-    return Engines(small=generators["small"], big=generators["big"], reward=reward, tokenizer=shared,
-                   closers=[lambda: shutdown_llms(order)], params=params)
+    engines = Engines(small=generators["small"], big=generators["big"], reward=reward, tokenizer=shared,
+                      closers=[lambda: shutdown_llms(order)], params=params)
+    # A caller that never closes them still gets an explicit shutdown before the interpreter tears down (vLLM's
+    # own exit-time cleanup is what prints "terminate called without an active exception").
+    atexit.register(_close_at_exit, weakref.ref(engines))
+    return engines
+
+
+def _close_at_exit(ref) -> None:
+    engines = ref()
+    if engines is not None:
+        engines.close()
 
 
 def model_params(cfg, plan: Plan) -> dict[str, int]:

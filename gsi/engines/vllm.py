@@ -58,7 +58,7 @@ from gsi.engines.base import (
     RoleStats,
     Step,
 )
-from gsi.engines.rewards import PRMAdapter
+from gsi.engines.rewards import PRMAdapter, split_steps
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +168,18 @@ def shutdown_llms(llms: Sequence[Any]) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Generators
 # ---------------------------------------------------------------------------------------------------------------
+_DELIMITER_IDS: dict[tuple[int, int, str], list[int]] = {}
+
+
 def delimiter_token_ids(tokenizer, delimiter: str) -> list[int]:
     """Every id whose decoded text contains the delimiter (the published GSI code's stop set)."""
     n = len(tokenizer)
-    texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False,
-                                   clean_up_tokenization_spaces=False)
-    return [i for i, t in enumerate(texts) if delimiter in t]
+    key = (id(tokenizer), n, delimiter)
+    if key not in _DELIMITER_IDS:
+        texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False,
+                                       clean_up_tokenization_spaces=False)
+        _DELIMITER_IDS[key] = [i for i, t in enumerate(texts) if delimiter in t]
+    return list(_DELIMITER_IDS[key])
 
 
 def _flat_entries(logprobs, pos: int):
@@ -378,6 +384,70 @@ class VLLMGenerator(Generator):
         return failed
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Skywork-o1-Open-PRM (`Qwen2ForPrmModel`) for vLLM
+# ---------------------------------------------------------------------------------------------------------------
+SKYWORK_ARCH = "Qwen2ForPrmModel"
+SKYWORK_CLASS = "gsi.engines.vllm:SkyworkQwen2PrmModel"
+
+
+def _build_skywork_model_cls():
+    """vLLM has no `Qwen2ForPrmModel` (Skywork serves it with a vLLM-0.6 plugin): a Qwen2 backbone and a value head
+    `v_head.summary` = Linear(hidden, 1) with bias, one raw value per token (ALL pooling, prefix caching on)."""
+    import torch
+    from torch import nn
+    from vllm.model_executor.layers.pooler.tokwise import pooler_for_token_classify
+    from vllm.model_executor.models.interfaces_base import default_pooling_type
+    from vllm.model_executor.models.qwen2 import Qwen2Model
+    from vllm.model_executor.models.utils import AutoWeightsLoader, maybe_prefix
+
+    @default_pooling_type(tok_pooling_type="ALL")
+    class SkyworkQwen2PrmModel(nn.Module):
+        is_pooling_model = True
+        hf_to_vllm_mapper = Qwen2Model.hf_to_vllm_mapper
+        packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
+
+        def __init__(self, *, vllm_config, prefix: str = ""):
+            super().__init__()
+            config = vllm_config.model_config.hf_config
+            self.config = config
+            self.model = Qwen2Model(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
+            head_dtype = vllm_config.model_config.head_dtype
+            self.v_head = nn.Linear(config.hidden_size, 1, bias=True, dtype=head_dtype)
+            self.pooler = pooler_for_token_classify(vllm_config.model_config.pooler_config)
+            self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
+
+        def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.model.embed_input_ids(input_ids)
+
+        def forward(self, input_ids, positions, intermediate_tensors=None, inputs_embeds=None):
+            hidden = self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
+            return self.v_head(hidden.to(self.v_head.weight.dtype))
+
+        def load_weights(self, weights):
+            def renamed():
+                for name, tensor in weights:
+                    if name.startswith("v_head.summary."):
+                        name = "v_head." + name[len("v_head.summary."):]
+                    yield name, tensor
+
+            loader = AutoWeightsLoader(self, ignore_unexpected_prefixes=["lm_head."])
+            return loader.load_weights(renamed())
+
+    return SkyworkQwen2PrmModel
+
+
+_LAZY_CLASSES = {"SkyworkQwen2PrmModel": _build_skywork_model_cls}
+
+
+def __getattr__(name: str):  # PEP 562: vLLM imports "gsi.engines.vllm:SkyworkQwen2PrmModel" lazily, by name
+    if name in _LAZY_CLASSES:
+        cls = _LAZY_CLASSES[name]()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _raise_on_error(out, role: str) -> None:
     err = getattr(out, "error", None)
     if err is not None:
@@ -387,6 +457,9 @@ def _raise_on_error(out, role: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Reward model
 # ---------------------------------------------------------------------------------------------------------------
+EMPTY_STEP_REWARD = 0.0  # the reward of a request whose steps are all empty (nothing to score)
+
+
 class VLLMRewardModel(RewardModel):
     """A PRM on vLLM's pooling runner; the adapter decides input layout and read-out."""
 
@@ -406,16 +479,21 @@ class VLLMRewardModel(RewardModel):
 
         if not requests:
             return []
-        inputs = [self.adapter.build(r) for r in requests]
+        scores: list[float] = [EMPTY_STEP_REWARD] * len(requests)
+        # A request with no non-empty step (a candidate that is only a delimiter, and no accepted step) has
+        # nothing for the PRM to score: it gets EMPTY_STEP_REWARD without a model call.
+        live = [k for k, r in enumerate(requests) if split_steps(r.steps, self.adapter.delimiter)]
+        if not live:
+            return scores
+        inputs = [self.adapter.build(requests[k]) for k in live]
         kwargs = self.adapter.pooling_params()
         if "skip_reading_prefix_cache" in kwargs:
             kwargs["skip_reading_prefix_cache"] = not self.prefix_caching
         params = PoolingParams(**kwargs)
         prompts = [TokensPrompt(prompt_token_ids=x.token_ids) for x in inputs]
-        with self._lock, self.stats.timed(len(requests)):
+        with self._lock, self.stats.timed(len(live)):
             outputs = self.llm.encode(prompts, params, pooling_task=self.adapter.pooling_task, use_tqdm=False)
-        scores = []
-        for out, x in zip(outputs, inputs):
+        for k, out, x in zip(live, outputs, inputs):
             _raise_on_error(out, "reward")
             self.stats.prompt_tokens += len(x.token_ids)
             self.stats.cached_tokens += int(out.num_cached_tokens or 0)
@@ -425,5 +503,5 @@ class VLLMRewardModel(RewardModel):
             score = self.adapter.score_rows(data.float().cpu())
             if not 0.0 <= score <= 1.0 or score != score:
                 raise RuntimeError(f"reward: {self.adapter.name} produced {score}, not a probability")
-            scores.append(score)
+            scores[k] = score
         return scores

@@ -15,6 +15,27 @@ and called with `llm.collective_rpc("gsi_set_temperature", args=(T,))`: calling 
 
 from __future__ import annotations
 
+import sys
+
+# Model classes vLLM does not ship, registered by architecture name (module:class, imported lazily by vLLM).
+CUSTOM_MODELS = {"Qwen2ForPrmModel": "gsi.engines.vllm:SkyworkQwen2PrmModel"}
+
+
+def register_custom_models() -> None:
+    """Make this process's vLLM model registry know CUSTOM_MODELS (idempotent).
+
+    Registered as classes, not as lazy "module:class" strings: vLLM inspects a lazy model in a fresh
+    `python -m vllm...` subprocess, which cannot import `gsi` unless it is installed.
+    """
+    import importlib
+
+    from vllm import ModelRegistry
+
+    for arch, target in CUSTOM_MODELS.items():
+        if arch not in ModelRegistry.get_supported_archs():
+            module, name = target.split(":")
+            ModelRegistry.register_model(arch, getattr(importlib.import_module(module), name))
+
 
 def _logits_processors(model):
     """Every LogitsProcessor-like module of the model (one for decoders; a model with a draft head may have more)."""
@@ -46,3 +67,19 @@ class TemperatureExtension:
     def gsi_get_scale(self) -> list[float]:
         """The `scale` of every logits processor (tests read it back to check a temperature switch)."""
         return [float(p.scale) for p in _logits_processors(self.get_model())]
+
+
+class CustomModelsExtension:
+    """Worker extension of engines that serve a CUSTOM_MODELS architecture: vLLM imports this module in each worker
+    process before it loads the model, and importing it registers the architectures there (a spawned worker starts
+    with vLLM's own registry only). A `vllm.general_plugins` entry point would do the same from packaging."""
+
+    def gsi_custom_models(self) -> list[str]:
+        return sorted(CUSTOM_MODELS)
+
+
+if "vllm" in sys.modules:  # inside a vLLM process (never in a plain `import gsi`)
+    try:
+        register_custom_models()
+    except Exception:  # noqa: BLE001 - a vLLM without this API just lacks the custom models
+        pass
