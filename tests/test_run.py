@@ -17,6 +17,8 @@ from gsi.results import MEASURED_KEYS
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[1]
+# The benchmarks ship beside the checkout (no dataset hub here); `make test` sets the same default.
+os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 SMALL_RUN = ["dataset=math500", "dataset.limit=4", "method.n=2", "generation.max_steps=3",
              "generation.max_step_tokens=12"]
 
