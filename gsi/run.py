@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -106,7 +110,13 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
                                 accept=f"{tally['accepted'] / max(tally['steps'], 1):.2f}"
                                 if method.has_acceptance else "-")
 
-            run_steps(states, method, ctx, batch_size=cfg.batch_size, on_finish=on_finish)
+            with StopOnSignal() as stop:
+                try:
+                    run_steps(states, stop.guard(method), ctx, batch_size=cfg.batch_size, on_finish=on_finish)
+                except BaseException as exc:
+                    bar.close()
+                    stopped(exc, stop, engines, len(done), len(problems), results.path)
+                    raise
             bar.close()
         records = sorted(done.values(), key=lambda r: r["index"])
         params = engines.params if engines is not None else known_params(out, cfg)
@@ -124,6 +134,89 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
         tracker.close()
         if own_engines:
             engines.close()
+
+
+class _StopRequested(Exception):
+    """Raised between rounds once SIGINT/SIGTERM arrived: everything finished so far is saved."""
+
+
+def under_submitit() -> bool:
+    """submitit installs its own SIGTERM/SIGUSR2 handlers (preemption, requeue): leave SIGTERM to them."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR") or os.environ.get("SUBMITIT_FOLDER"))
+
+
+class StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM: let the current round finish (its finished problems are saved), then stop.
+    A second signal stops at once (KeyboardInterrupt). Only in the main thread; under submitit SIGTERM is left
+    to submitit's handler so that preemption and requeue keep working."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            sigs = [signal.SIGINT] + ([] if under_submitit() else [signal.SIGTERM])
+            for sig in sigs:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s: finishing the current round, then stopping (send it again to stop now)",
+                    signal.Signals(signum).name)
+
+    def guard(self, method):
+        stop = self
+
+        class Guarded:
+            def __getattr__(self, name):
+                return getattr(method, name)
+
+            def step(self, live):
+                if stop.signum is not None:
+                    raise _StopRequested
+                return method.step(live)
+
+        return Guarded()
+
+
+def failed_role(exc: BaseException, engines) -> str | None:
+    """The role whose engine call raised `exc` (the deepest frame whose `self` is one of the role engines)."""
+    roles = {id(e): r for r, e in engines.roles().items()}
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        me = tb.tb_frame.f_locals.get("self")
+        if me is not None and id(me) in roles:
+            found = roles[id(me)]
+        tb = tb.tb_next
+    return found
+
+
+def stopped(exc: BaseException, stop: StopOnSignal, engines, saved: int, total: int, path: Path) -> None:
+    """Turn a signal or an engine failure in the step loop into a clear message and an exit status; anything
+    else is re-raised unchanged by the caller."""
+    where = f"{saved} of {total} problems saved in {path}; rerun the same command to resume"
+    if stop.signum is not None or isinstance(exc, (_StopRequested, KeyboardInterrupt)):
+        # (a Ctrl-C in a terminal also reaches vLLM's engine processes, which shut down: their error counts as
+        # the interruption)
+        signum = stop.signum or signal.SIGINT
+        msg = f"interrupted ({signal.Signals(signum).name}): {where}"
+        print(msg, file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum) from None
+    role = failed_role(exc, engines) if isinstance(exc, Exception) else None
+    if role is not None:
+        traceback.print_exception(exc, file=sys.stderr)
+        msg = f"the {role} engine failed ({type(exc).__name__}: {exc}); {where}"
+        print(msg, file=sys.stderr, flush=True)
+        raise SystemExit(1) from exc
 
 
 def make_record(state, verdict, seconds: float, has_acceptance: bool, trace: bool) -> dict:
