@@ -164,7 +164,8 @@ def test_placement_engine_arguments(make_cfg, monkeypatch):
     assert specs["small"].kwargs["enable_chunked_prefill"] is False and specs["big"].kwargs["enable_chunked_prefill"] is False
     assert specs["reward"].kwargs["runner"] == "pooling"
     assert specs["small"].kwargs["worker_extension_cls"] == "gsi.engines.worker.TemperatureExtension"
-    assert registry.start_parallel(plan, list(specs.values()))
+    # parallel, unless the opt-in in-process mode (GSI_VLLM_INPROCESS=1) runs them inside this process
+    assert registry.start_parallel(plan, list(specs.values())) == (not registry.cpu_inprocess())
 
 
 def test_hub_ids_and_paths():

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -416,11 +417,18 @@ def prepare_process_env(placement: str) -> None:
             del os.environ["VLLM_CPU_KVCACHE_SPACE"]
         # vLLM's default binds every engine's worker to the same core; let the OS schedule the three instead.
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        if cpu_inprocess():
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+
+
+def cpu_inprocess() -> bool:
+    """Opt-in (GSI_VLLM_INPROCESS=1): the CPU engines run inside this process (see gsi.engines.vllm)."""
+    return os.environ.get("GSI_VLLM_INPROCESS", "0") == "1"
 
 
 def start_parallel(plan: Plan, specs) -> bool:
     """Whether the engines can start at the same time (see gsi.engines.vllm's docstring)."""
-    if plan.placement == "gpu1":
+    if plan.placement == "gpu1" or (plan.placement == "cpu" and cpu_inprocess()):
         return False
     return not any(s.env for s in specs)
 
@@ -482,11 +490,13 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
         temperature = float(_get(gen, "temperature", 0.7))
         caching = bool(_get(hw, "enable_prefix_caching", True))
         shared = tokenizers["small"]
+        # in-process engines share vLLM's global state: one call at a time across all three
+        lock = threading.Lock() if plan.placement == "cpu" and cpu_inprocess() else None
         generators = {}
         for role in ("small", "big"):
             generators[role] = VLLMGenerator(
                 role, llms[role], shared, temperature=temperature, delimiter=delimiter,
-                eos_token_ids=_eos_ids(plan.models[role], tokenizers[role]), prefix_caching=caching)
+                eos_token_ids=_eos_ids(plan.models[role], tokenizers[role]), prefix_caching=caching, lock=lock)
         reward_cfg = _get(model, "reward")
         system_prompt = _get(reward_cfg, "system_prompt")
         if system_prompt is None and plan.adapter == "token_classification":
@@ -495,7 +505,7 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
 
             system_prompt = full_system_prompt(_get(model, "system_prompt"), _get(_get(cfg, "dataset"), "instruction"))
         adapter = make_adapter(plan.adapter, tokenizers["reward"], delimiter=delimiter, system_prompt=system_prompt)
-        reward = VLLMRewardModel(llms["reward"], adapter, prefix_caching=caching)
+        reward = VLLMRewardModel(llms["reward"], adapter, prefix_caching=caching, lock=lock)
         params = model_params(cfg, plan)
     except BaseException:
         shutdown_llms(list(llms.values()))

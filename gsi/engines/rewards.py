@@ -25,8 +25,14 @@ Adapters, chosen by `model.reward.adapter` (`auto`: from config.json's `architec
 - `skywork_prm`: Skywork/Skywork-o1-Open-PRM-Qwen-2.5-{1.5B,7B} (`Qwen2ForPrmModel`: a Qwen2 backbone with a
   scalar value head, as the RSD code serves it). Input as Skywork's `prepare_input`: BOS + problem + "\\n", then
   each step's own tokens followed by the step-token id (the last id of the delimiter's encoding). Score:
-  sigmoid(value) at the last step token. vLLM 0.32 has no `Qwen2ForPrmModel`; `gsi.engines.skywork` registers
-  one (see there). Not runnable on this machine (no weights): its formatting is unit-tested.
+  sigmoid(value) at the last step token. vLLM 0.32 has no `Qwen2ForPrmModel`: `gsi.engines.vllm` defines one
+  (backbone + `v_head.summary`) and `gsi.engines.worker` registers it in every engine process. The real weights
+  are not on this machine: the layout is unit-tested against Skywork's `prepare_input`, and the model class
+  end to end with a tiny stand-in checkpoint (tests/test_engines.py, GSI_TEST_PRM_ENGINES=1); the same test
+  runs `qwen_prm` on a tiny `Qwen2ForProcessRewardModel`.
+
+A request with no non-empty step at all (a first candidate that is only a delimiter) has nothing to score:
+`VLLMRewardModel` gives it `EMPTY_STEP_REWARD` (0.0) without a model call; `PRMAdapter.build` raises for it.
 """
 
 from __future__ import annotations

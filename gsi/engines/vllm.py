@@ -23,17 +23,25 @@ One `vllm.LLM` per role, all in this process. What decides how they are written 
 Placement (`hardware.placement`):
 - `cpu`: vLLM-CPU, `kv_cache_memory_bytes = hardware.cpu_kvcache_gb` GiB per engine (what VLLM_CPU_KVCACHE_SPACE
   sets, but per engine and fractional; a VLLM_CPU_KVCACHE_SPACE in the environment would override all three
-  and is removed), OpenMP thread binding off (`VLLM_CPU_OMP_THREADS_BIND=nobind` unless set: the default binds
-  every engine's worker to the same core, which made a parallel start 2.3x slower and serialises inference).
+  and is removed), OpenMP thread binding off (`VLLM_CPU_OMP_THREADS_BIND=nobind` unless set: the default "auto"
+  pins every engine's worker to the same core 0, which made the parallel start of the three 2.3x slower, 57 s
+  against 25 s on 2 cores).
 - `gpu3`: one GPU per role via vLLM's `device_ids` (small 0, big 1..tp, reward tp+1, as indices into
   CUDA_VISIBLE_DEVICES), so no process-global CUDA_VISIBLE_DEVICES is touched and the three start in parallel.
-  A vLLM without `device_ids` falls back to setting CUDA_VISIBLE_DEVICES around each engine, one at a time.
+  A vLLM without `device_ids` falls back to setting CUDA_VISIBLE_DEVICES around each engine, one at a time
+  (the engine-core process inherits the environment when it is spawned). Not yet run on GPUs.
 - `gpu1`: all three on GPU 0 with `hardware.gpu_memory_utilization[role]`. Started one after another: vLLM
   sizes its KV cache from the free-memory drop during its own profiling run, which another engine starting at
   the same time on the same GPU would corrupt.
 
 Engines start in parallel threads: each `LLM()` spends its time in its own engine-core and worker processes
 (spawned), so threads overlap. Close with `shutdown_llms` (parallel, explicit: no interpreter-exit noise).
+
+Opt-in on the CPU, `GSI_VLLM_INPROCESS=1`: every engine core and worker runs inside this process
+(VLLM_ENABLE_V1_MULTIPROCESSING=0), started one after another. No spawned process has to import torch and vLLM
+again, so the three tiny engines start in ~4 s instead of ~25 s (bench/engine_startup.py --inprocess), but the
+engines share this interpreter's global vLLM state (forward context, distributed groups): their calls are
+serialised through one lock, and it is not the default.
 """
 
 from __future__ import annotations
@@ -205,7 +213,7 @@ class VLLMGenerator(Generator):
     """A policy served by one `vllm.LLM` at a fixed (switchable) temperature. See the module docstring."""
 
     def __init__(self, role: str, llm, tokenizer, *, temperature: float, delimiter: str,
-                 eos_token_ids: Sequence[int], prefix_caching: bool = True):
+                 eos_token_ids: Sequence[int], prefix_caching: bool = True, lock: threading.Lock | None = None):
         self.role = role
         self.llm = llm
         self.tokenizer = tokenizer
@@ -218,7 +226,8 @@ class VLLMGenerator(Generator):
             raise ValueError(f"{role}: no token of the vocabulary contains the step delimiter {delimiter!r}")
         self.stop_token_ids = sorted(self.delimiter_ids | self.eos_token_ids)
         self.prefix_caching = prefix_caching
-        self._lock = threading.Lock()  # one call at a time per engine
+        # One call at a time per engine; engines that share a process's vLLM state share one lock.
+        self._lock = lock or threading.Lock()
         self.temperature = float("nan")
         self.set_temperature(temperature)
         # how many teacher-forced requests had to be resent without the prefix cache (diagnostics)
@@ -463,7 +472,7 @@ EMPTY_STEP_REWARD = 0.0  # the reward of a request whose steps are all empty (no
 class VLLMRewardModel(RewardModel):
     """A PRM on vLLM's pooling runner; the adapter decides input layout and read-out."""
 
-    def __init__(self, llm, adapter: PRMAdapter, *, prefix_caching: bool = True):
+    def __init__(self, llm, adapter: PRMAdapter, *, prefix_caching: bool = True, lock: threading.Lock | None = None):
         self.llm = llm
         self.adapter = adapter
         self.stats = RoleStats()
@@ -471,7 +480,7 @@ class VLLMRewardModel(RewardModel):
         if adapter.max_model_len is None:
             adapter.max_model_len = self.max_model_len
         self.prefix_caching = prefix_caching and adapter.uses_prefix_cache
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()
 
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
         from vllm import PoolingParams
