@@ -124,37 +124,78 @@ def table(rows: list[dict], title: str) -> None:
     Console().print(t)
 
 
+def markdown(rows: list[dict]) -> str:
+    """One line per measured run, for docs/benchmarks.md: context tokens sent vs actually prefilled by role."""
+    head = ["run", "prefix cache", "n", "max steps", "problems/s", "wall s", "in engine calls", "steps",
+            "big sent", "big prefilled", "PRM sent", "PRM prefilled", "small sent", "small prefilled",
+            "loadavg (1 min)"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ro = r["roles"]
+        cells = [r["label"], r["caching"], r["n"], r["max_steps"], f"{r['problems'] / r['wall_s']:.2f}",
+                 f"{r['wall_s']:.1f}", f"{100 * r['busy_s'] / r['wall_s']:.0f}%", r["steps"]]
+        for role in ("big", "reward", "small"):
+            cells += [f"{ro[role]['prompt_tokens']:,}", f"{ro[role]['prefilled_tokens']:,}"]
+        cells.append(f"{r['load_before']:.1f} / {r['load_after']:.1f}")
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", type=int, default=64)
     ap.add_argument("--n", type=int, nargs="+", default=[8])
     ap.add_argument("--max-steps", type=int, nargs="+", default=[6])
+    ap.add_argument("--max-step-tokens", type=int, default=32)
     ap.add_argument("--skip-loop", action="store_true", help="only our scheduler (for the n / steps scans)")
+    ap.add_argument("--prefix-cache", choices=["on", "off", "both"], default="on",
+                    help="both: the same runs on engines with and without prefix caching, one after the other")
+    ap.add_argument("--json", type=Path, help="also write every measured row here")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=qwen25_math hardware=gpu3")
     args = ap.parse_args()
 
+    import json
+    import os
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from gsi.data import load_problems
     from gsi.engines.registry import build_engines
 
-    base = ["model=tiny", "hardware=cpu", "dataset=math500", "method=gsi", "generation.max_step_tokens=32",
+    base = ["model=tiny", "hardware=cpu", "dataset=math500", f"generation.max_step_tokens={args.max_step_tokens}", "method=gsi",
             *args.overrides]
-    cfg = compose(base + [f"dataset.limit={args.problems}"])
-    problems = load_problems(cfg.dataset)
-    with build_engines(cfg) as engines:
-        measure(cfg, engines, problems[:2], batch_size=64, label="warm-up")
-        for n in args.n:
-            for steps in args.max_steps:
-                cfg = compose(base + [f"dataset.limit={args.problems}", f"method.n={n}",
-                                      f"generation.max_steps={steps}"])
-                rows = [measure(cfg, engines, problems, batch_size=cfg.batch_size,
-                                label=f"(a) scheduler, batch {cfg.batch_size}")]
-                if not args.skip_loop:
-                    rows.append(measure(cfg, engines, problems, batch_size=1, label="(b) per-problem loop"))
-                    assert rows[0]["choices"] == rows[1]["choices"], "both runs must make the same choices"
-                table(rows, f"{cfg.method.name}, n = {n}, max_steps = {steps}, {len(problems)} problems, "
-                            f"{cfg.model.name} on {cfg.hardware.name}")
-                if len(rows) == 2:
-                    print(f"ratio (a)/(b) in problems/s: {rows[1]['wall_s'] / rows[0]['wall_s']:.1f}x")
+    all_rows = []
+    for caching in (["on", "off"] if args.prefix_cache == "both" else [args.prefix_cache]):
+        cache = [f"hardware.enable_prefix_caching={str(caching == 'on').lower()}"]
+        cfg = compose(base + cache + [f"dataset.limit={args.problems}"])
+        problems = load_problems(cfg.dataset)
+        with build_engines(cfg) as engines:
+            measure(cfg, engines, problems[:2], batch_size=64, label="warm-up")
+            for n in args.n:
+                for steps in args.max_steps:
+                    cfg = compose(base + cache + [f"dataset.limit={args.problems}", f"method.n={n}",
+                                                  f"generation.max_steps={steps}"])
+                    runs = [(cfg.batch_size, f"(a) scheduler, batch {cfg.batch_size}")]
+                    if not args.skip_loop:
+                        runs.append((1, "(b) per-problem loop"))
+                    rows = []
+                    for batch, label in runs:
+                        load = os.getloadavg()[0]
+                        row = measure(cfg, engines, problems, batch_size=batch, label=label)
+                        row.update(caching=caching, n=n, max_steps=steps, load_before=load,
+                                   load_after=os.getloadavg()[0])
+                        print(f"[{caching} n={n} steps={steps}] {label}: {row['wall_s']:.1f} s, "
+                              f"{100 * row['busy_s'] / row['wall_s']:.0f}% in engine calls", flush=True)
+                        rows.append(row)
+                    if len(rows) == 2:
+                        assert rows[0]["choices"] == rows[1]["choices"], "both runs must make the same choices"
+                    table(rows, f"{cfg.method.name}, n = {n}, max_steps = {steps}, {len(problems)} problems, "
+                                f"{cfg.model.name} on {cfg.hardware.name}, prefix cache {caching}")
+                    if len(rows) == 2:
+                        print(f"ratio (a)/(b) in problems/s: {rows[1]['wall_s'] / rows[0]['wall_s']:.1f}x", flush=True)
+                    all_rows += rows
+    print(markdown(all_rows))
+    if args.json:
+        args.json.write_text(json.dumps([{k: v for k, v in r.items() if k != "choices"} for r in all_rows], indent=1))
 
 
 if __name__ == "__main__":
