@@ -121,7 +121,7 @@ def table(rows: list[dict], title: str) -> None:
                          f"{d['prefilled_tokens']:,} / 0")
         cells += [f"{r['flops']:.3g}", f"{r['peak_rss_gb']:.1f} GiB", f"{r['wall_s']:.1f} s"]
         t.add_row(*cells)
-    Console().print(t)
+    Console(width=220).print(t)
 
 
 def markdown(rows: list[dict]) -> str:
