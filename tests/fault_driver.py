@@ -90,10 +90,13 @@ def main():
     ap.add_argument("--fail-after", type=int, default=0)
     args = ap.parse_args()
 
+    run_once(Path(args.out), args.problems, args.delay, args.fail_role, args.fail_after)
+
+
+def run_once(out: Path, problems: int, delay: float = 0.0, fail_role: str | None = None, fail_after: int = 0):
     from gsi.run import run
 
-    run(compose(args.problems), out=Path(args.out),
-        engines=make_engines(args.delay, args.fail_role, args.fail_after))
+    return run(compose(problems), out=out, engines=make_engines(delay, fail_role, fail_after))
 
 
 if __name__ == "__main__":
