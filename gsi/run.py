@@ -172,6 +172,40 @@ class StopOnSignal:
         self.signum = signum
         log.warning("%s: finishing the current round, then stopping (send it again to stop now)",
                     signal.Signals(signum).name)
+        self._watch_engines(signum)
+
+    def _watch_engines(self, signum: int) -> None:
+        """A Ctrl-C in a terminal (or SLURM's SIGTERM) reaches vLLM's engine processes too; they shut down and the
+        engine call in flight would wait for them forever. If one of them ends, stop now (as a second signal)."""
+        try:
+            import psutil
+
+            children = psutil.Process().children(recursive=True)
+        except Exception:  # no psutil: no watch
+            return
+        engines = []
+        for p in children:
+            try:
+                if "VLLM" in p.name() + " ".join(p.cmdline()):
+                    engines.append(p)
+            except psutil.Error:  # gone or a zombie meanwhile: not an engine to watch
+                pass
+        main = threading.main_thread().ident
+
+        def watch():
+            while self._old:
+                for p in engines:
+                    try:
+                        dead = p.status() == psutil.STATUS_ZOMBIE
+                    except psutil.Error:
+                        dead = True
+                    if dead:
+                        signal.pthread_kill(main, signum)
+                        return
+                time.sleep(0.5)
+
+        if engines:
+            threading.Thread(target=watch, daemon=True, name="gsi-engine-watch").start()
 
     def guard(self, method):
         stop = self
