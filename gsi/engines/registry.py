@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gsi.engines.base import Engines
-from gsi.engines.rewards import architectures_of, make_adapter, resolve_adapter_name
+from gsi.engines.rewards import make_adapter, resolve_adapter_name
 
 log = logging.getLogger(__name__)
 

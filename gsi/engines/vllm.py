@@ -238,10 +238,11 @@ class VLLMGenerator(Generator):
         """Set the engine's sampling and scoring temperature (every worker), and check it took effect."""
         temperature = float(temperature)
         with self._lock:
-            self.llm.collective_rpc("gsi_set_temperature", args=(temperature,))
-            scales = [s for worker in self.llm.collective_rpc("gsi_get_scale") for s in worker]
-        if not scales or any(abs(s * temperature - 1.0) > 1e-6 for s in scales):
-            raise RuntimeError(f"{self.role}: setting T={temperature} left logits scales {scales}")
+            wanted = self.llm.collective_rpc("gsi_set_temperature", args=(temperature,))
+            scales = self.llm.collective_rpc("gsi_get_scale")
+        # every worker (tensor parallel ranks) and every logits processor now has base_scale / T
+        if not scales or any(not w or any(abs(s - want) > 1e-9 for s in w) for w, want in zip(scales, wanted)):
+            raise RuntimeError(f"{self.role}: setting T={temperature} left logits scales {scales} (wanted {wanted})")
         self.temperature = temperature
 
     @contextlib.contextmanager
@@ -331,8 +332,6 @@ class VLLMGenerator(Generator):
         )
 
     def score(self, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]) -> list[float]:
-        from vllm.inputs import TokensPrompt
-
         if len(contexts) != len(continuations):
             raise ValueError(f"{self.role}.score: {len(contexts)} contexts but {len(continuations)} continuations")
         results: list[float | None] = [None] * len(contexts)
@@ -396,10 +395,6 @@ class VLLMGenerator(Generator):
 # ---------------------------------------------------------------------------------------------------------------
 # Skywork-o1-Open-PRM (`Qwen2ForPrmModel`) for vLLM
 # ---------------------------------------------------------------------------------------------------------------
-SKYWORK_ARCH = "Qwen2ForPrmModel"
-SKYWORK_CLASS = "gsi.engines.vllm:SkyworkQwen2PrmModel"
-
-
 def _build_skywork_model_cls():
     """vLLM has no `Qwen2ForPrmModel` (Skywork serves it with a vLLM-0.6 plugin): a Qwen2 backbone and a value head
     `v_head.summary` = Linear(hidden, 1) with bias, one raw value per token (ALL pooling, prefix caching on)."""
