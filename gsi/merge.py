@@ -1,0 +1,266 @@
+"""Merge the run dirs of a sharded experiment (`-m shard=0/4,1/4,2/4,3/4`) into one run dir.
+
+    python -m gsi.merge OUT_DIR SHARD_DIR [SHARD_DIR ...]
+    python -m gsi.merge OUT_DIR SWEEP_DIR           # every run dir below it (those with an experiment.json)
+
+OUT_DIR then looks like the run dir of the unsharded experiment: results.jsonl (every problem once, in the dataset's
+order), summary.json (gsi.results.summarize over all problems, FLOPs from the shards' model sizes) and
+experiment.json (shard: null). The shards are refused when they came from different experiments (experiment.json
+differs in anything but `shard`), when one of the k shards is missing or given twice, when two shards hold the same
+problem, or when a shard is unfinished (no summary.json, or fewer results than it says: rerun it with the same
+hydra.sweep.dir to resume it). Shard dirs are only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gsi.results import summarize, write_json
+
+log = logging.getLogger(__name__)
+
+ROLES = ("small", "big", "reward")
+
+
+class MergeError(Exception):
+    """The shards cannot be merged (the message says why)."""
+
+
+@dataclass
+class Shard:
+    dir: Path
+    experiment: dict
+    i: int
+    k: int
+    records: list[dict] = field(default_factory=list)
+    summary: dict | None = None
+    dropped_lines: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.i}/{self.k}"
+
+
+def parse_shard(spec) -> tuple[int, int]:
+    """ "i/k" -> (i, k), with 0 <= i < k."""
+    try:
+        i, k = (int(x) for x in str(spec).split("/"))
+    except ValueError:
+        raise MergeError(f"shard {spec!r} is not of the form i/k") from None
+    if not 0 <= i < k:
+        raise MergeError(f"shard {spec!r}: need 0 <= i < k")
+    return i, k
+
+
+def find_run_dirs(paths) -> list[Path]:
+    """The run dirs named, or found below the dirs named (a sweep dir): those holding an experiment.json."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "experiment.json").is_file():
+            found.append(p)
+        elif p.is_dir():
+            below = sorted(q.parent for q in p.rglob("experiment.json") if ".submitit" not in q.parts)
+            if not below:
+                raise MergeError(f"{p}: no run dir (experiment.json) in it")
+            found.extend(below)
+        else:
+            raise MergeError(f"{p}: not a run dir or a folder of run dirs")
+    unique = list(dict.fromkeys(d.resolve() for d in found))
+    return unique
+
+
+def read_results(path: Path) -> tuple[list[dict], int]:
+    """Records of a results.jsonl, read-only (a running or killed job may be writing it): a torn last line or a
+    corrupt line is skipped and counted, a repeated id keeps its first record, as gsi.results.ResultsFile does."""
+    if not path.exists():
+        return [], 0
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    complete = raw.endswith(b"\n")
+    records, seen, dropped = [], set(), 0
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or "id" not in rec:
+                raise ValueError
+        except ValueError:
+            dropped += 1
+            continue
+        if lineno == len(lines) and not complete:
+            dropped += 1
+            continue
+        if rec["id"] in seen:
+            dropped += 1
+            continue
+        seen.add(rec["id"])
+        records.append(rec)
+    return records, dropped
+
+
+def load_shard(run_dir: Path) -> Shard:
+    exp_path = run_dir / "experiment.json"
+    experiment = json.loads(exp_path.read_text())
+    if experiment.get("shard") in (None, ""):
+        raise MergeError(f"{run_dir} is not a shard (its experiment.json has shard: null)")
+    i, k = parse_shard(experiment["shard"])
+    records, dropped = read_results(run_dir / "results.jsonl")
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return Shard(run_dir, experiment, i, k, records, summary, dropped)
+
+
+def _without_shard(experiment: dict) -> dict:
+    return {key: value for key, value in experiment.items() if key != "shard"}
+
+
+def check_shards(shards: list[Shard], *, allow_incomplete: bool = False) -> None:
+    """Raise MergeError unless the shards are exactly the k shards of one finished experiment."""
+    if not shards:
+        raise MergeError("no shards given")
+    # One experiment.
+    ref = _without_shard(shards[0].experiment)
+    for s in shards[1:]:
+        other = _without_shard(s.experiment)
+        diff = sorted(key for key in set(ref) | set(other) if ref.get(key) != other.get(key))
+        if diff:
+            raise MergeError(f"{s.dir} and {shards[0].dir} are different experiments (they differ in: "
+                             f"{', '.join(diff)}); merge the shards of one experiment at a time")
+    # All k shards, each once.
+    ks = sorted({s.k for s in shards})
+    if len(ks) > 1:
+        raise MergeError(f"the shards split the problems in different ways: k = {', '.join(map(str, ks))}")
+    k = ks[0]
+    by_i: dict[int, list[Shard]] = {}
+    for s in shards:
+        by_i.setdefault(s.i, []).append(s)
+    twice = {i: group for i, group in by_i.items() if len(group) > 1}
+    if twice:
+        raise MergeError("shard given more than once: " + "; ".join(
+            f"{i}/{k} in {', '.join(str(s.dir) for s in group)}" for i, group in sorted(twice.items())))
+    missing = [f"{i}/{k}" for i in range(k) if i not in by_i]
+    if missing:
+        raise MergeError(f"missing shard(s) {', '.join(missing)} (have {', '.join(s.label for s in shards)})")
+    # Disjoint.
+    owner: dict[str, Shard] = {}
+    overlap: dict[tuple[str, str], list[str]] = {}
+    for s in shards:
+        for rec in s.records:
+            first = owner.setdefault(rec["id"], s)
+            if first is not s:
+                overlap.setdefault((first.label, s.label), []).append(rec["id"])
+    if overlap:
+        raise MergeError("shards overlap: " + "; ".join(
+            f"{a} and {b} both hold {len(ids)} problem(s) ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})"
+            for (a, b), ids in sorted(overlap.items())))
+    # Finished.
+    if not allow_incomplete:
+        unfinished = []
+        for s in sorted(shards, key=lambda s: s.i):
+            if s.summary is None:
+                unfinished.append(f"{s.label} ({s.dir}: no summary.json, {len(s.records)} results so far)")
+            elif s.summary.get("n_problems") != len(s.records):
+                unfinished.append(f"{s.label} ({s.dir}: {len(s.records)} results, its summary.json says "
+                                  f"{s.summary.get('n_problems')})")
+        if unfinished:
+            raise MergeError("unfinished shard(s): " + "; ".join(unfinished)
+                             + ". Resume them (rerun the sweep with the same hydra.sweep.dir) or pass --allow-incomplete")
+
+
+def model_params(shards: list[Shard]) -> dict:
+    """Parameters per role from the shards' summary.json (all shards run the same models). A shard resumed with
+    nothing left to do has none recorded; the others supply them."""
+    found = [s.summary.get("params") for s in shards if s.summary and s.summary.get("params")]
+    for p in found[1:]:
+        if p != found[0]:
+            raise MergeError(f"the shards report different model sizes: {found[0]} vs {p}")
+    if not found:
+        log.warning("no shard's summary.json records the model sizes (params): FLOPs are reported as 0")
+        return {}
+    return dict(found[0])
+
+
+def merged_order(shards: list[Shard]) -> list[dict]:
+    """All records in the order of the unsharded run. Shard i of k holds problems i, i+k, i+2k, ... of the selected
+    problems (gsi.data's round-robin split), and a record's `index` is its position within its shard, so the
+    unsharded position is index * k + i; `index` is rewritten to it."""
+    out = []
+    for s in shards:
+        for rec in s.records:
+            out.append({**rec, "index": int(rec["index"]) * s.k + s.i})
+    out.sort(key=lambda r: r["index"])
+    return out
+
+
+def merge(out_dir: Path | str, paths, *, allow_incomplete: bool = False, force: bool = False) -> dict:
+    """Check the shards, write OUT_DIR/{results.jsonl, summary.json, experiment.json}; return the summary."""
+    out_dir = Path(out_dir)
+    dirs = find_run_dirs(paths)
+    if any(d == out_dir.resolve() for d in dirs):
+        raise MergeError(f"{out_dir} is one of the shards")
+    shards = sorted((load_shard(d) for d in dirs), key=lambda s: s.i)
+    for s in shards:
+        if s.dropped_lines:
+            log.warning("%s: skipped %d corrupt or repeated line(s) of results.jsonl", s.dir, s.dropped_lines)
+    check_shards(shards, allow_incomplete=allow_incomplete)
+    if (out_dir / "results.jsonl").exists() and not force:
+        raise MergeError(f"{out_dir}/results.jsonl exists; pass --force to overwrite it")
+
+    records = merged_order(shards)
+    params = model_params(shards)
+    first = shards[0]
+    exp = first.experiment
+    summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ROLES},
+                        has_acceptance=records[0]["acceptance"] if records else False)
+    meta = first.summary or {}
+    summary.update(method=meta.get("method", exp["method"]["name"]), dataset=meta.get("dataset", exp["dataset"]["name"]),
+                   model=meta.get("model", exp["model"]["name"]), seed=exp["seed"], beta=exp["beta"], params=params)
+    # What the shards measured (per process, so not a function of the results): summed time, each shard's own.
+    summary["wall_time_s"] = sum((s.summary or {}).get("wall_time_s", 0.0) for s in shards)
+    summary["measured"] = {"shards": {s.label: {"dir": str(s.dir), "wall_time_s": (s.summary or {}).get("wall_time_s"),
+                                                "measured": (s.summary or {}).get("measured")} for s in shards}}
+    summary["merged_from"] = [str(s.dir) for s in shards]
+    if allow_incomplete:
+        summary["incomplete_shards"] = [s.label for s in shards
+                                        if s.summary is None or s.summary.get("n_problems") != len(s.records)]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "results.jsonl.tmp"
+    with open(tmp, "w") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    tmp.replace(out_dir / "results.jsonl")
+    write_json(out_dir / "experiment.json", {**exp, "shard": None})
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gsi.merge", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", help="where the merged results.jsonl, summary.json and experiment.json go")
+    parser.add_argument("shards", nargs="+", help="the shards' run dirs, or a sweep dir holding them")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="merge shards that have not finished (a partial result; summary.json lists them)")
+    parser.add_argument("--force", action="store_true", help="overwrite OUT_DIR's results")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        summary = merge(args.out_dir, args.shards, allow_incomplete=args.allow_incomplete, force=args.force)
+    except MergeError as e:
+        print(f"gsi.merge: {e}", file=sys.stderr)
+        return 1
+    acc = summary["accuracy"]
+    print(f"merged {len(summary['merged_from'])} shards, {summary['n_problems']} problems into {args.out_dir}"
+          + (f": accuracy {acc:.4f}" if acc is not None else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

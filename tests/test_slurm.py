@@ -1,0 +1,429 @@
+"""SLURM sweeps through the submitit launcher, on a real one-node cluster started for this session (no mocks).
+
+The cluster needs the Debian packages that scripts/install_slurm.sh installs (the tests install nothing); without
+them, or without root, the `slurm` tests skip. It is started once per session in a temporary folder and stopped
+(by PID) at the end. The sweeps run the real `run.py` on the tiny models: four jobs and one restart, each job
+starting three tiny vLLM-CPU engines (~40-60 s on two idle cores). The node has 2 CPUs and a hardware=cpu job asks
+for 2, so the jobs run one at a time. About 7 minutes in all on an idle 2-core machine.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from slurm_cluster import LocalSlurm, missing_commands
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+TINY = ["model=tiny", "hardware=cpu", "dataset=math500", "method=gsi", "method.n=2", "generation.max_steps=3",
+        "generation.max_step_tokens=16", "seed=0"]
+LAUNCHER = ["hydra/launcher=submitit_slurm"]
+
+# Hydra warns that our preset shadows (and is validated against) the plugin's `submitit_slurm`: on purpose.
+pytestmark = pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/submitit_slurm' is validated:UserWarning")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    missing = missing_commands()
+    if missing:
+        pytest.skip(f"SLURM is not installed (missing {', '.join(missing)}): run scripts/install_slurm.sh")
+    if os.geteuid() != 0:
+        pytest.skip("the local SLURM test cluster runs its daemons as root")
+    cluster = LocalSlurm()
+    try:
+        cluster.start()
+    except Exception as e:  # noqa: BLE001
+        shutil.rmtree(cluster.root, ignore_errors=True)
+        pytest.fail(f"could not start the local SLURM cluster: {e}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def job_env(slurm_cluster):
+    """The environment of the submitting process; sbatch hands it on to the jobs (--export=ALL, SLURM's default)."""
+    data = Path(os.environ.get("GSI_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not (data / "math500").is_dir():
+        pytest.skip(f"no benchmark data in {data} (set GSI_DATA_DIR)")
+    # The jobs build the tiny models (~6 s, once, under a lock) into a cache folder of this session.
+    cache = tempfile.mkdtemp(prefix="gsi-slurm-cache-")
+    env = {**os.environ, **slurm_cluster.env(), "GSI_DATA_DIR": str(data), "GSI_CACHE_DIR": cache,
+           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    yield env
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def launcher_mem(cluster: LocalSlurm) -> list[str]:
+    """hardware=cpu asks for 16 GB per job; on a smaller machine, what the node has."""
+    gb = cluster.mem_mb // 1024
+    return [] if gb >= 16 else [f"hydra.launcher.mem_gb={max(gb - 1, 1)}"]
+
+
+def run_sweep(args, env, cluster: LocalSlurm, *, timeout=900) -> subprocess.CompletedProcess:
+    """`python run.py -m ARGS`; on failure or timeout its jobs are cancelled, so the next test finds an idle node."""
+    try:
+        proc = subprocess.run([PY, "run.py", "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        cluster.cancel_all()
+        raise
+    if proc.returncode != 0:
+        cluster.cancel_all()
+        pytest.fail(f"run.py -m {' '.join(args)} exited with {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}"
+                    f"\n--- stderr ---\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def job_logs(sweep: Path) -> str:
+    parts = []
+    for p in sorted((sweep / ".submitit").rglob("*_log.*")):
+        parts.append(f"--- {p} ---\n" + "\n".join(p.read_text(errors="replace").splitlines()[-40:]))
+    return "\n".join(parts)
+
+
+def result_lines(path: Path) -> list[dict]:
+    """Every line of a results.jsonl, duplicates included (ResultsFile.load would drop them)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_dirs(sweep: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep.rglob("experiment.json") if ".submitit" not in p.parts)
+
+
+def wait_for(what: str, ok, timeout: float, *, proc: subprocess.Popen | None = None, poll: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = ok()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep exited ({proc.returncode}) while waiting for {what}")
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# launcher config (no cluster)
+# ---------------------------------------------------------------------------------------------------------------
+def compose_launcher(*overrides: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    import gsi.slurm  # noqa: F401 -- quiets Hydra's warning about the preset shadowing the plugin's
+    from gsi.config import register_configs
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*LAUNCHER, *overrides], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    keys = ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "partition", "account", "qos",
+            "max_num_timeout", "array_parallelism", "signal_delay_s")
+    return {k: OmegaConf.select(launcher, k) for k in keys}, cfg
+
+
+@pytest.mark.parametrize("hardware,gpus", [("gpu3", 3), ("gpu1", 1), ("cpu", 0)])
+def test_launcher_resources_follow_hardware(hardware, gpus, monkeypatch):
+    for var in ("SLURM_PARTITION", "SLURM_ACCOUNT", "SLURM_QOS"):
+        monkeypatch.delenv(var, raising=False)
+    params, cfg = compose_launcher(f"hardware={hardware}")
+    assert params["gpus_per_node"] == gpus
+    assert params["cpus_per_task"] == cfg.hardware.cpus_per_task and params["mem_gb"] == cfg.hardware.mem_gb
+    assert params["partition"] is None and params["account"] is None and params["qos"] is None
+    assert params["max_num_timeout"] > 0  # requeue at the time limit (the plugin's default, 0, gives up)
+    assert cfg.hydra.launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"  # job logs in the sweep dir
+    assert cfg.hydra.callbacks.gsi_slurm._target_ == "gsi.slurm.SlurmCallback"
+
+
+def test_launcher_keys_from_environment_and_overrides(monkeypatch):
+    monkeypatch.setenv("SLURM_PARTITION", "gpu-long")
+    monkeypatch.setenv("SLURM_ACCOUNT", "lab")
+    monkeypatch.setenv("SLURM_QOS", "high")
+    params, _ = compose_launcher("hardware=gpu1", "hydra.launcher.timeout_min=30", "hydra.launcher.array_parallelism=4",
+                                 "hydra.launcher.gpus_per_node=2")
+    assert (params["partition"], params["account"], params["qos"]) == ("gpu-long", "lab", "high")
+    assert (params["timeout_min"], params["array_parallelism"], params["gpus_per_node"]) == (30, 4, 2)
+    params, _ = compose_launcher("hydra.launcher.partition=debug")
+    assert params["partition"] == "debug"
+
+
+def test_sweeping_hardware_is_refused():
+    proc = subprocess.run([PY, "run.py", "-m", *LAUNCHER, "hardware=cpu,gpu1", "model=tiny"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "SLURM_CONF": "/nonexistent"})
+    assert proc.returncode != 0
+    assert "hardware is swept" in proc.stderr + proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the cluster itself
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.slurm
+def test_cancelled_job_is_reported_not_waited_for(slurm_cluster, tmp_path, monkeypatch):
+    """Accounting is off, so sacct fails: the watcher asks squeue, and a job that ends without a result (here:
+    cancelled) fails the wait instead of hanging it, without a warning about sacct."""
+    import submitit
+    from submitit.core.utils import UncompletedJobError
+    from submitit.slurm import slurm as submitit_slurm
+
+    from gsi import slurm
+
+    for key, value in slurm_cluster.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(submitit_slurm.SlurmJob, "watcher", submitit_slurm.SlurmJob.watcher)
+    slurm.install_watcher(delay_s=2)
+    executor = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm")
+    executor.update_parameters(timeout_min=5, cpus_per_task=1, mem_gb=1, slurm_signal_delay_s=30)
+    job = executor.submit(time.sleep, 600)
+    job._results_timeout_s = 1
+    wait_for("the job to run", lambda: slurm_cluster.run("squeue", "-h", "-j", job.job_id, "-o", "%T",
+                                                      check=False).stdout.strip() == "RUNNING", 60)
+    slurm_cluster.run("scancel", job.job_id)
+    start = time.monotonic()
+    with pytest.raises(UncompletedJobError, match="CANCELLED"):
+        job.result()
+    assert time.monotonic() - start < 90
+    assert submitit_slurm.SlurmJob.watcher.use_sacct is False
+
+
+# A stand-in for run.py with the same config and launcher preset, whose "problems" take a few seconds each and
+# which, like the engines, has a child process that SIGTERM kills: the launcher glue without vLLM's start-up.
+STANDIN = f"""
+import os, subprocess, sys, time
+from pathlib import Path
+sys.path.insert(0, {str(REPO)!r})
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from gsi.config import register_configs
+from gsi.results import ResultsFile, write_json
+register_configs()
+
+@hydra.main(version_base="1.3", config_path={str(REPO / "conf")!r}, config_name="config")
+def main(cfg):
+    out = Path(HydraConfig.get().runtime.output_dir)
+    results = ResultsFile(out / "results.jsonl")
+    done = results.load()
+    print("resuming with", len(done), "done", flush=True)
+    engine = subprocess.Popen(["sleep", "1000"])
+    try:
+        for i in range(cfg.dataset.limit):
+            if f"p{{i}}" in done:
+                continue
+            time.sleep(float(os.environ["STANDIN_SECONDS"]))
+            if engine.poll() is not None:
+                raise RuntimeError("engine died")
+            results.append({{"id": f"p{{i}}", "index": i}})
+        write_json(out / "summary.json", {{"n_problems": len(results.load())}})
+    finally:
+        engine.kill()
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.slurm
+def test_time_limit_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
+    """At the time limit minus signal_delay_s SLURM sends SIGUSR2: submitit calls the launcher's checkpoint(),
+    requeues the job (max_num_timeout > 0 in our preset), and the restarted job resumes in the same run dir."""
+    app = tmp_path / "standin.py"
+    app.write_text(STANDIN)
+    sweep = tmp_path / "sweep"
+    n = 8
+    env = {**os.environ, **slurm_cluster.env(), "STANDIN_SECONDS": "3"}
+    # USR2 15 s after the start (a 1 minute limit, 45 s ahead); 8 problems of 3 s each need more than that.
+    args = [PY, str(app), "-m", "beta=1", *LAUNCHER, "hardware=cpu", f"dataset.limit={n}", f"hydra.sweep.dir={sweep}",
+            "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45", "hydra.launcher.mem_gb=1"]
+    log = open(tmp_path / "sweep.log", "w")
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    restarts, rc = set(), None
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            out = slurm_cluster.run("squeue", "-h", "-o", "%i|%T|%r", check=False).stdout.split()
+            for line in out:
+                jid, state, reason = line.split("|")
+                if state == "PENDING" and reason == "BeginTime":  # SLURM's two-minute hold after a requeue
+                    slurm_cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now")
+                    restarts.add(jid)
+            time.sleep(1)
+        rc = proc.wait(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if rc != 0:
+            slurm_cluster.cancel_all()
+        log.close()
+    logs = job_logs(sweep)
+    assert rc == 0, (tmp_path / "sweep.log").read_text()[-3000:] + logs
+    assert restarts and "this job is timed-out" in logs and "Requeued job" in logs, logs
+    (run_dir,) = [p.parent for p in sweep.rglob("results.jsonl")]
+    counts = collections.Counter(r["id"] for r in result_lines(run_dir / "results.jsonl"))
+    assert len(counts) == n and set(counts.values()) == {1}, counts
+    assert "restart 1: resuming" in logs and re.search(r"resuming with [1-7] done", logs), logs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sweeps of the real run on the tiny models: four jobs and one restart in all
+# ---------------------------------------------------------------------------------------------------------------
+N = 6  # problems
+RUN = [*TINY, f"dataset.limit={N}"]
+
+
+@pytest.fixture(scope="module")
+def beta_sweep(slurm_cluster, job_env, tmp_path_factory):
+    """`-m beta=0.5,1` through SLURM: one array job of two tasks."""
+    sweep = tmp_path_factory.mktemp("beta") / "sweep"
+    proc = run_sweep(["beta=0.5,1", *LAUNCHER, *RUN, f"hydra.sweep.dir={sweep}", *launcher_mem(slurm_cluster)],
+                     job_env, slurm_cluster)
+    return {"sweep": sweep, "console": proc.stdout + proc.stderr}
+
+
+@pytest.fixture(scope="module")
+def sharded_sweep(slurm_cluster, job_env, tmp_path_factory):
+    """`-m beta=1 shard=0/2,1/2` through SLURM, with shard 0 requeued (`scontrol requeue`) once it has finished
+    its first problem: SLURM sends SIGTERM, kills the job after KillWait and starts the same batch script again
+    under the same job id; the job must rebuild the same run dir and resume from its results.jsonl."""
+    root = tmp_path_factory.mktemp("shards")
+    sweep = root / "sweep"
+    # batch_size=1: a shard's problems finish one after another, so that the requeue lands mid-run.
+    args = ["-m", "beta=1", "shard=0/2,1/2", *LAUNCHER, *RUN, "batch_size=1", f"hydra.sweep.dir={sweep}",
+            *launcher_mem(slurm_cluster)]
+    log = open(root / "sweep.log", "w")
+    proc = subprocess.Popen([PY, "run.py", *args], cwd=REPO, env=job_env, stdout=log, stderr=subprocess.STDOUT)
+    info = {"sweep": sweep}
+    try:
+        def shard0():
+            dirs = [d for d in run_dirs(sweep) if json.loads((d / "experiment.json").read_text())["shard"] == "0/2"]
+            tasks = [p.name for p in (sweep / ".submitit").glob("*_0") if re.fullmatch(r"\d+_0", p.name)]
+            return (dirs[0], tasks[0]) if dirs and tasks else None
+
+        run_dir, jid = wait_for("shard 0 to start", shard0, 600, proc=proc)
+        total = len(range(0, N, 2))
+
+        def partial():
+            path = run_dir / "results.jsonl"
+            k = len(result_lines(path)) if path.exists() else 0
+            if k >= total:
+                raise AssertionError(f"shard 0 finished all {k} problems before the test could requeue it")
+            return k or None
+
+        try:
+            info["before"] = wait_for("shard 0's first result", partial, 600, proc=proc, poll=0.2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{job_logs(sweep)}") from None
+        slurm_cluster.run("scontrol", "requeue", jid)
+
+        def pending():
+            out = slurm_cluster.run("squeue", "-h", "-j", jid, "-o", "%T|%r", check=False).stdout.strip()
+            return out if out.startswith("PENDING") else None
+
+        # SLURM holds a requeued job for two minutes (BeginTime); the test does not wait for that.
+        if "BeginTime" in wait_for("the job to be requeued", pending, 120):
+            slurm_cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now")
+        info["rc"] = proc.wait(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if info.get("rc") != 0:
+            slurm_cluster.cancel_all()
+        log.close()
+    info.update(console=(root / "sweep.log").read_text(), job=jid, run_dir=run_dir, total=total)
+    assert info["rc"] == 0, f"{info['console'][-4000:]}\n{job_logs(sweep)}"
+    return info
+
+
+@pytest.mark.slurm
+@pytest.mark.vllm
+def test_beta_sweep_runs_as_slurm_jobs(beta_sweep):
+    sweep = beta_sweep["sweep"]
+    assert "sacct" not in beta_sweep["console"]  # accounting is off: no warning per poll
+    assert beta_sweep["console"].count(f"{N} problems, accuracy") == 2  # the sweep's closing lines
+    dirs = run_dirs(sweep)
+    assert len(dirs) == 2, job_logs(sweep)
+    betas = []
+    for d in dirs:
+        assert (d / "summary.json").exists(), job_logs(sweep)
+        s = json.loads((d / "summary.json").read_text())
+        assert s["n_problems"] == N and len(result_lines(d / "results.jsonl")) == N
+        assert json.loads((d / "experiment.json").read_text())["beta"] == s["beta"]
+        betas.append(s["beta"])
+    assert sorted(betas) == [0.5, 1.0]
+    # Both jobs went through SLURM as one array, with the resources of hardware=cpu; logs in the sweep dir.
+    (script,) = list((sweep / ".submitit").rglob("*_submission.sh"))
+    text = script.read_text()
+    for flag in ("--array=0-1", "--cpus-per-task=2", "--gpus-per-node=0", "--signal=USR2@120", "--time=240"):
+        assert flag in text
+    for task in (0, 1):
+        assert list((sweep / ".submitit").glob(f"*_{task}/*_{task}_0_log.out")), job_logs(sweep)
+
+
+@pytest.mark.slurm
+@pytest.mark.vllm
+def test_requeued_job_resumes_and_finishes(sharded_sweep, slurm_cluster):
+    run_dir, jid, total = sharded_sweep["run_dir"], sharded_sweep["job"], sharded_sweep["total"]
+    counts = collections.Counter(r["id"] for r in result_lines(run_dir / "results.jsonl"))
+    assert len(counts) == total and set(counts.values()) == {1}, counts  # every problem, exactly once
+    assert json.loads((run_dir / "summary.json").read_text())["n_problems"] == total
+    # The sweep returns once the job has written its result; the job itself may still be shutting its engines down.
+    def ended():
+        out = slurm_cluster.run("scontrol", "show", "job", jid).stdout
+        return None if re.search(r"JobState=(RUNNING|COMPLETING|PENDING)", out) else out
+
+    show = wait_for("the job to end", ended, 180)
+    assert "JobState=COMPLETED" in show and "Restarts=1" in show, show
+    out_log = next((sharded_sweep["sweep"] / ".submitit" / jid).glob("*_log.out")).read_text()
+    assert "got SIGTERM" in out_log and "restart 1: resuming" in out_log, out_log
+    # The restarted job skipped what the first attempt had finished.
+    run_log = (run_dir / "run.log").read_text()
+    resumed = [int(m) for m in re.findall(rf"{total} problems, (\d+) already in", run_log)]
+    assert len(resumed) == 2 and resumed[0] == 0 and resumed[1] >= sharded_sweep["before"], run_log
+
+
+@pytest.mark.slurm
+@pytest.mark.vllm
+def test_sharded_sweep_merged_equals_unsharded_run(sharded_sweep, beta_sweep, tmp_path):
+    shards = run_dirs(sharded_sweep["sweep"])
+    assert sorted(len(result_lines(d / "results.jsonl")) for d in shards) == [N // 2, N - N // 2]
+    merged = tmp_path / "merged"
+    proc = subprocess.run([PY, "-m", "gsi.merge", str(merged), str(sharded_sweep["sweep"])], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # The unsharded run with the same seed: the beta=1 job of the beta sweep (which ran all six problems in one
+    # batch, the shards one at a time: a problem's result depends on neither its shard nor its batch).
+    (whole,) = [d for d in run_dirs(beta_sweep["sweep"])
+                if json.loads((d / "experiment.json").read_text())["beta"] == 1.0]
+
+    def by_id(path):
+        return {r["id"]: r for r in result_lines(path)}
+
+    a, b = by_id(merged / "results.jsonl"), by_id(whole / "results.jsonl")
+    assert sorted(a) == sorted(b)
+    for pid in b:
+        for key in ("index", "final_text", "correct", "steps", "stop_reason", "tokens"):
+            assert a[pid][key] == b[pid][key], (pid, key)
+    sa = json.loads((merged / "summary.json").read_text())
+    sb = json.loads((whole / "summary.json").read_text())
+    for key in ("n_problems", "accuracy", "steps", "acceptance_rate", "stop_reasons", "tokens", "flops", "params",
+                "beta"):
+        assert sa[key] == sb[key], key
+    assert json.loads((merged / "experiment.json").read_text()) == json.loads((whole / "experiment.json").read_text())
