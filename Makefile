@@ -11,5 +11,7 @@ setup:
 demo: setup
 	$(PY) run.py +experiment=cpu_demo
 
+# The SLURM tests start a one-node cluster from Debian's packages (installed here; they skip without them).
 test: setup
+	bash scripts/install_slurm.sh
 	$(PY) -m pytest -q

@@ -234,10 +234,20 @@ def failed_role(exc: BaseException, engines) -> str | None:
     return found
 
 
+def _slurm_terminating() -> bool:
+    try:
+        from gsi.slurm import terminating
+    except ImportError:
+        return False
+    return bool(terminating())
+
+
 def stopped(exc: BaseException, stop: StopOnSignal, engines, saved: int, total: int, path: Path) -> None:
     """Turn a signal or an engine failure in the step loop into a clear message and an exit status; anything
     else is re-raised unchanged by the caller."""
     where = f"{saved} of {total} problems saved in {path}; rerun the same command to resume"
+    if stop.signum is None and _slurm_terminating():
+        stop.signum = signal.SIGTERM  # SLURM is requeueing or preempting the job: not an engine failure
     if stop.signum is not None or isinstance(exc, (_StopRequested, KeyboardInterrupt)):
         # (a Ctrl-C in a terminal also reaches vLLM's engine processes, which shut down: their error counts as
         # the interruption)
