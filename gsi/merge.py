@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gsi.results import summarize, write_json
+from gsi.results import parse_results, summarize, write_json
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +79,8 @@ def read_results(path: Path) -> tuple[list[dict], int]:
     corrupt line is skipped and counted, a repeated id keeps its first record, as gsi.results.ResultsFile does."""
     if not path.exists():
         return [], 0
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    complete = raw.endswith(b"\n")
-    records, seen, dropped = [], set(), 0
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or "id" not in rec:
-                raise ValueError
-        except ValueError:
-            dropped += 1
-            continue
-        if lineno == len(lines) and not complete:
-            dropped += 1
-            continue
-        if rec["id"] in seen:
-            dropped += 1
-            continue
-        seen.add(rec["id"])
-        records.append(rec)
-    return records, dropped
+    records, bad, dup = parse_results(path.read_bytes())
+    return list(records.values()), len(bad) + len(dup)
 
 
 def load_shard(run_dir: Path) -> Shard:

@@ -16,6 +16,33 @@ log = logging.getLogger(__name__)
 MEASURED_KEYS = ("wall_time_s", "measured")
 
 
+def parse_results(raw: bytes) -> tuple[dict[str, dict], list[int], list[int]]:
+    """Records by id, plus the line numbers of corrupt lines and of repeated ids (the first record wins). A last
+    line without its newline is corrupt even when it parses: the write never finished."""
+    records: dict[str, dict] = {}
+    bad, dup = [], []
+    lines = raw.split(b"\n")
+    complete = raw.endswith(b"\n")
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or "id" not in rec:
+                raise ValueError("not a result record")
+        except ValueError:
+            bad.append(lineno)
+            continue
+        if lineno == len(lines) and not complete:
+            bad.append(lineno)
+            continue
+        if rec["id"] in records:
+            dup.append(lineno)
+            continue
+        records[rec["id"]] = rec
+    return records, bad, dup
+
+
 class ResultsFile:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -25,28 +52,7 @@ class ResultsFile:
         dropped, so that its problem is redone; the file is rewritten without it."""
         if not self.path.exists():
             return {}
-        records: dict[str, dict] = {}
-        bad, dup = [], []
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        complete = raw.endswith(b"\n")
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict) or "id" not in rec:
-                    raise ValueError("not a result record")
-            except ValueError:
-                bad.append(lineno)
-                continue
-            if lineno == len(lines) and not complete:
-                bad.append(lineno)  # parses, but the newline never made it: treat as unfinished
-                continue
-            if rec["id"] in records:
-                dup.append(lineno)
-                continue
-            records[rec["id"]] = rec
+        records, bad, dup = parse_results(self.path.read_bytes())
         if bad or dup:
             log.warning("%s: dropping %s; those problems will be redone", self.path,
                         ", ".join([f"corrupt line {n}" for n in bad] + [f"duplicate at line {n}" for n in dup]))
