@@ -242,7 +242,9 @@ def test_qwen_prm_input_matches_model_card(qwen_like_tokenizer):
     same = adapter.build(RewardRequest(problem, [s.rstrip() for s in steps]))
     assert same.token_ids == x.token_ids
     assert adapter.build(RewardRequest(problem, steps + ["\n\n"])).token_ids == x.token_ids
-    assert adapter.pooling_params()["step_tag_id"] == tag
+    # ALL pooling with the prefix cache (the last row is the last tag), not vLLM's default STEP pooling
+    assert adapter.vllm_pooler_config == {"tok_pooling_type": "ALL"}
+    assert adapter.pooling_params() == {"use_activation": False, "skip_reading_prefix_cache": False}
     # P(positive) at the last tag: softmax over the two logits of the last row
     assert adapter.score_rows([[5.0, -5.0], [0.0, math.log(3.0)]]) == pytest.approx(0.75)
 
@@ -677,5 +679,13 @@ def test_qwen_and_skywork_prm_adapters_on_vllm(tiny_cfg, tmp_path):
             want = [_fake_prm_reference(w, cfg, kind, adapter.build(r).token_ids) for r in reqs]
             assert got == pytest.approx(want, abs=1e-5), kind
             assert len(set(round(v, 5) for v in got)) == len(got)
+            # the next step's request re-reads its prefix from the cache (both adapters use ALL pooling)
+            long = ["We add the numbers one by one and " * 12 + "get five.\n\n"]
+            model.reward([RewardRequest(PROBLEMS[0], long)])
+            before = model.stats.cached_tokens
+            nxt = RewardRequest(PROBLEMS[0], long + ["So the sum is $5$."])
+            assert model.reward([nxt]) == pytest.approx(
+                [_fake_prm_reference(w, cfg, kind, adapter.build(nxt).token_ids)], abs=1e-5)
+            assert model.stats.cached_tokens - before >= 128, kind
     finally:
         shutdown_llms(list(llms.values()))

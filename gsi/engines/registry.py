@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gsi.engines.base import Engines
-from gsi.engines.rewards import make_adapter, resolve_adapter_name
+from gsi.engines.rewards import ADAPTERS, make_adapter, resolve_adapter_name
 
 log = logging.getLogger(__name__)
 
@@ -372,6 +372,11 @@ def engine_specs(cfg, plan: Plan, roles=ROLES) -> list:
             kw["runner"] = "pooling"
             if needs_custom_models(plan):
                 kw["worker_extension_cls"] = CUSTOM_MODELS_EXTENSION
+            pooler = ADAPTERS[plan.adapter].vllm_pooler_config
+            if pooler:
+                from vllm.config import PoolerConfig
+
+                kw["pooler_config"] = PoolerConfig(**pooler)
         else:
             kw["worker_extension_cls"] = WORKER_EXTENSION
         env: dict[str, str] = {}

@@ -18,10 +18,10 @@ Adapters, chosen by `model.reward.adapter` (`auto`: from config.json's `architec
   context), then each step followed by the delimiter's tokens. Score at the step's last token (its delimiter):
   sigmoid for one label, the last class's softmax probability for several.
 - `qwen_prm`: Qwen/Qwen2.5-Math-PRM-7B (`Qwen2ForProcessRewardModel`). Input as its model card builds it:
-  system prompt, user = problem, assistant = steps each followed by `<extra_0>`. STEP pooling returns the two
-  class logits at every `<extra_0>`; the score is softmax(...)[1] at the last tag. The card's trailing
-  `<|im_end|>\\n` is left out: it comes after the last tag and cannot change any tag's score (causal model).
-  vLLM disables prefix caching for STEP pooling.
+  system prompt, user = problem, assistant = steps each followed by `<extra_0>`. The score is softmax(two class
+  logits)[1] at the last tag. The card's trailing `<|im_end|>\\n` is left out: it comes after the last tag and
+  cannot change any tag's score (causal model), so the input ends with the last tag, and the engine uses ALL
+  pooling (last row = last tag) instead of vLLM's default STEP pooling, for which vLLM turns prefix caching off.
 - `skywork_prm`: Skywork/Skywork-o1-Open-PRM-Qwen-2.5-{1.5B,7B} (`Qwen2ForPrmModel`: a Qwen2 backbone with a
   scalar value head, as the RSD code serves it). Input as Skywork's `prepare_input`: BOS + problem + "\\n", then
   each step's own tokens followed by the step-token id (the last id of the delimiter's encoding). Score:
@@ -83,6 +83,8 @@ class PRMAdapter(ABC):
     # vLLM pooling task, and whether prefix caching can be used with it.
     pooling_task: str = "token_classify"
     uses_prefix_cache: bool = True
+    # PoolerConfig overrides for the engine (vllm.LLM(pooler_config=...)), or None for the model's default.
+    vllm_pooler_config: dict | None = None
 
     def __init__(self, tokenizer, *, delimiter: str = "\n\n", system_prompt: str | None = None,
                  max_model_len: int | None = None):
@@ -199,7 +201,10 @@ class QwenPRMAdapter(PRMAdapter):
 
     name = "qwen_prm"
     architectures = ("Qwen2ForProcessRewardModel",)
-    uses_prefix_cache = False  # STEP pooling: vLLM turns prefix caching off
+    # vLLM serves this architecture with STEP pooling (rows at the step tags only), for which it turns prefix
+    # caching off: the PRM would re-read the whole response at every step. The input ends with the last step's
+    # tag, so ALL pooling's last row is that tag's two logits: the same number, with prefix caching on.
+    vllm_pooler_config = {"tok_pooling_type": "ALL"}
     STEP_TAG = "<extra_0>"
 
     def __init__(self, tokenizer, **kwargs):
@@ -211,9 +216,6 @@ class QwenPRMAdapter(PRMAdapter):
 
     def separator_ids(self) -> list[int]:
         return [self.step_tag_id]
-
-    def pooling_params(self) -> dict:
-        return {"use_activation": False, "step_tag_id": self.step_tag_id}
 
     def score_rows(self, rows) -> float:
         row = _last_row(rows)
