@@ -168,8 +168,8 @@ def main() -> None:
     if inproc:
         print(f"{'[ref] one process, serial':24s}{med(inproc):9.1f}{med(inproc_cpu):9.1f}"
               "   (VLLM_ENABLE_V1_MULTIPROCESSING=0; not what build_engines does)")
-    print(f"lower bound for parallel on {cpus} CPUs: max(slowest, CPU s / CPUs) = "
-          f"{max(slowest, cpu_total / cpus):.1f}   (CPU s include start and shutdown)")
+    print(f"CPU-bound estimate for parallel on {cpus} CPUs: max(slowest, CPU s / CPUs) = "
+          f"{max(slowest, cpu_total / cpus):.1f}   (rough: CPU s also count the shutdowns)")
     print(f"load average (1, 5, 15 min) before {tuple(round(x, 1) for x in load_before)}, "
           f"after {tuple(round(x, 1) for x in load_after)}")
 
