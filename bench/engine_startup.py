@@ -27,14 +27,9 @@ ROLES = ("small", "big", "reward")
 
 
 def compose(overrides):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from gsi.config import compose_config
 
-    from gsi.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    return compose_config(*overrides)
 
 
 def child(mode: str, roles: list[str], overrides: list[str]) -> dict:

@@ -52,13 +52,9 @@ class PeakMemory:
 
 
 def compose(overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from gsi.config import compose_config
 
-    from gsi.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
+    return compose_config(*overrides)
 
 
 def make_states(cfg, engines, problems):

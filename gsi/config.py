@@ -177,6 +177,22 @@ class Config:
 METHOD_SCHEMAS = {"gsi": GSIConfig, "rsd": RSDConfig, "bon": BoNConfig, "baseline": BaselineConfig}
 
 
+def compose_config(*overrides: str):
+    """The run config as `python run.py <overrides>` composes it (Hydra's compose API, no Hydra runtime: nothing
+    under `hydra.` is resolved). For tests, benchmarks and scripts that drive gsi.run without the CLI."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)

@@ -36,16 +36,9 @@ if str(ROOT) not in sys.path:  # `pytest` without an installed package still imp
 
 def compose_cfg(*overrides: str):
     """Compose conf/config.yaml with `overrides` (Hydra's compose API); no Hydra runtime, nothing resolved."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from gsi.config import compose_config
 
-    from gsi.config import register_configs
-
-    register_configs()
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+    return compose_config(*overrides)
 
 
 @pytest.fixture(scope="session")

@@ -24,13 +24,9 @@ SMALL_RUN = ["dataset=math500", "dataset.limit=4", "method.n=2", "generation.max
 
 
 def compose(overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from gsi.config import compose_config
 
-    from gsi.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=["model=tiny", "hardware=cpu", *SMALL_RUN, *overrides])
+    return compose_config("model=tiny", "hardware=cpu", *SMALL_RUN, *overrides)
 
 
 def run_method(overrides, tiny_engines, tmp_path):
