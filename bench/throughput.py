@@ -57,29 +57,14 @@ def compose(overrides):
     return compose_config(*overrides)
 
 
-def make_states(cfg, engines, problems):
-    from gsi.prompts import render_prompt, system_prompt
-    from gsi.state import ProblemState
-
-    system = system_prompt(cfg.model.system_prompt, cfg.dataset.instruction)
-    states = []
-    for i, p in enumerate(problems):
-        prompt = render_prompt(engines.tokenizer, system, p.problem)
-        states.append(ProblemState(index=i, id=p.id, problem=p.problem, reference=p.reference, prompt_ids=prompt,
-                                   context=list(prompt)))
-    return states
-
-
 def measure(cfg, engines, problems, *, batch_size: int, label: str) -> dict:
     from gsi.methods import build_method
-    from gsi.methods.base import StepContext
+    from gsi.run import initial_states, step_context
     from gsi.scheduler import run_steps
 
-    window = min(r.max_model_len for r in engines.roles().values())
-    ctx = StepContext(seed=cfg.seed, max_step_tokens=cfg.generation.max_step_tokens,
-                      max_steps=cfg.generation.max_steps, window=window)
+    ctx = step_context(cfg, engines)
     method = build_method(cfg.method, engines, ctx)
-    states = make_states(cfg, engines, problems)
+    states = initial_states(cfg, engines, problems)
     before = engines.stats()
     with PeakMemory() as mem:
         start = time.perf_counter()

@@ -54,8 +54,6 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
     import grading
     from gsi.data import load_problems
     from gsi.methods import build_method
-    from gsi.methods.base import StepContext
-    from gsi.prompts import render_prompt, system_prompt
     from gsi.report import print_summary
     from gsi.scheduler import run_steps
     from gsi.state import ProblemState
@@ -80,16 +78,8 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
         engines = build_engines(cfg)
     try:
         if todo:
-            system = system_prompt(cfg.model.system_prompt, cfg.dataset.instruction)
-            index = {p.id: i for i, p in enumerate(problems)}
-            states = []
-            for p in todo:
-                prompt = render_prompt(engines.tokenizer, system, p.problem) if engines.tokenizer else [0]
-                states.append(ProblemState(index=index[p.id], id=p.id, problem=p.problem, reference=p.reference,
-                                           prompt_ids=prompt, context=list(prompt)))
-            window = min(r.max_model_len for r in engines.roles().values())
-            ctx = StepContext(seed=cfg.seed, max_step_tokens=cfg.generation.max_step_tokens,
-                              max_steps=cfg.generation.max_steps, window=window, trace=cfg.trace)
+            states = initial_states(cfg, engines, problems, todo)
+            ctx = step_context(cfg, engines)
             method = build_method(cfg.method, engines, ctx)
             bar = tqdm(total=len(problems), initial=len(done), desc=f"{cfg.method.name} {cfg.dataset.name}",
                        unit="problem", dynamic_ncols=True)
@@ -261,6 +251,30 @@ def stopped(exc: BaseException, stop: StopOnSignal, engines, saved: int, total: 
         msg = f"the {role} engine failed ({type(exc).__name__}: {exc}); {where}"
         print(msg, file=sys.stderr, flush=True)
         raise SystemExit(1) from exc
+
+
+def initial_states(cfg: DictConfig, engines, problems, todo=None) -> list:
+    """A fresh state per problem of `todo` (default: all), its prompt rendered for the shared tokenizer and its
+    index the problem's place in the run (results keep that order)."""
+    from gsi.prompts import render_prompt, system_prompt
+    from gsi.state import ProblemState
+
+    system = system_prompt(cfg.model.system_prompt, cfg.dataset.instruction)
+    index = {p.id: i for i, p in enumerate(problems)}
+    states = []
+    for p in problems if todo is None else todo:
+        prompt = render_prompt(engines.tokenizer, system, p.problem) if engines.tokenizer else [0]
+        states.append(ProblemState(index=index[p.id], id=p.id, problem=p.problem, reference=p.reference,
+                                   prompt_ids=prompt, context=list(prompt)))
+    return states
+
+
+def step_context(cfg: DictConfig, engines):
+    from gsi.methods.base import StepContext
+
+    window = min(r.max_model_len for r in engines.roles().values())
+    return StepContext(seed=cfg.seed, max_step_tokens=cfg.generation.max_step_tokens,
+                       max_steps=cfg.generation.max_steps, window=window, trace=cfg.trace)
 
 
 def make_record(state, verdict, seconds: float, has_acceptance: bool, trace: bool) -> dict:
