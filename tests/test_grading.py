@@ -248,7 +248,56 @@ EQUIVALENCE = [
     ("3 + 4", "7", True),
     ("3 + 4", "8", False),
     ("", "5", False),
+    # garbled answers: math-verify parses a fragment (a \frac{a}{b}, the last part of an "=" chain) when the
+    # whole does not parse; that fragment must not make the answer correct (unbalanced brackets, trailing
+    # operators, dangling \frac, stray colons)
+    ("\\frac{1}{4} \\cdot 9 + (", "\\frac{1}{4}", False),
+    ("\\frac{1}{4} \\cdot 9 - 3 + (", "\\frac{1}{4}", False),
+    ("\\frac{1}{4} \\cdot 9 + 7:", "\\frac{1}{4}", False),
+    ("\\frac{7}{2} + {{}}", "\\frac{7}{2}", False),
+    ("\\frac{7}{2} + {{}} +", "\\frac{7}{2}", False),
+    ("\\frac{7}{2} + {{(}}", "\\frac{7}{2}", False),
+    ("\\frac{7}{2} +", "\\frac{7}{2}", False),
+    ("\\frac{7}{2} -", "\\frac{7}{2}", False),
+    ("\\frac{7}{2} \\cdot", "\\frac{7}{2}", False),
+    ("\\frac{7}{2} \\times", "\\frac{7}{2}", False),
+    ("\\frac{7}{2} /", "\\frac{7}{2}", False),
+    ("\\frac{7}{2}^", "\\frac{7}{2}", False),
+    ("\\frac{7}{2} =", "\\frac{7}{2}", False),
+    ("\\frac{7}{2}:", "\\frac{7}{2}", False),
+    ("\\frac{7}{2} : 9", "\\frac{7}{2}", False),
+    ("\\frac{1}{4} + (9", "\\frac{1}{4}", False),
+    ("\\frac{1}{4})", "\\frac{1}{4}", False),
+    ("\\frac{1}{4} (", "\\frac{1}{4}", False),
+    ("(\\frac{1}{4}", "\\frac{1}{4}", False),
+    ("\\left(\\frac{1}{4}", "\\frac{1}{4}", False),
+    ("\\frac{1}{4} [", "\\frac{1}{4}", False),
+    ("\\frac{1}{4}]", "\\frac{1}{4}", False),
+    ("\\frac{1}{4} + \\frac{2}{}", "\\frac{1}{4}", False),
+    ("\\frac{1}{4} + \\frac", "\\frac{1}{4}", False),
+    ("\\frac{1}{4} + \\frac{", "\\frac{1}{4}", False),
+    ("\\frac{1}{4} \\cdot \\sqrt{", "\\frac{1}{4}", False),
+    ("\\sqrt{2} + (", "\\sqrt{2}", False),
+    ("2\\pi -", "2\\pi", False),
+    ("2\\pi \\cdot (", "2\\pi", False),
+    ("x^2 + (", "x^2", False),
+    ("x^2 + 1 +", "x^2 + 1", False),
+    ("3 + 4 +", "7", False),
+    ("3 + 4 + (", "7", False),
+    ("7 + (", "7", False),
+    ("( = 3 = 5", "5", False),
+    ("[ = 5 = 5", "5", False),
+    ("y = 2x + ( = 3", "3", False),
+    ("\\frac{3}{5} \\cdot )", "\\frac{3}{5}", False),
+    ("\\frac{3}{5}\\}", "\\frac{3}{5}", False),
+    ("\\frac{3}{5}, (", "\\frac{3}{5}", False),
+    # ... while the well-formed neighbours of those garbled answers still grade as correct
+    ("\\frac{1}{4} \\cdot 9 - 2", "\\frac{1}{4}", True),
+    ("\\frac{1}{4} \\cdot (9 - 8)", "\\frac{1}{4}", True),
+    ("\\frac{7}{2} + {0}", "\\frac{7}{2}", True),
 ]
+
+GARBLED = [(p, r) for p, r, e in EQUIVALENCE[EQUIVALENCE.index(("", "5", False)) + 1:] if not e]
 
 
 def _case_id(case):
@@ -288,6 +337,24 @@ def test_second_opinion_alone_agrees_with_table():
         if got is not expected:
             wrong.append((pred, ref, expected))
     assert not wrong, wrong
+
+
+def test_math_verify_alone_refuses_garbled_answers():
+    """math-verify's opinion on its own (not only the final verdict): a fragment that parsed is not an answer."""
+    from grading.equivalence import math_verify_equal
+
+    assert len(GARBLED) >= 30
+    accepted = [(p, r) for p, r in GARBLED if math_verify_equal(p, r)]
+    assert not accepted, accepted
+    assert math_verify_equal("\\frac{1}{4} \\cdot 9 - 2", "\\frac{1}{4}")  # the parser still works
+    assert math_verify_equal("x = y = 5", "5")  # a whole equation chain still reads as its last value
+
+
+def test_garbled_answer_after_answer_is():
+    """The same garbage reached through the "the answer is" extraction, not a box."""
+    for text in ("The answer is \\frac{1}{4} \\cdot 9 + (.", "the final answer is $\\frac{1}{4} \\cdot 9 + ($"):
+        v = grade(text, "\\frac{1}{4}")
+        assert not v and v.rule == "mismatch", (text, v)
 
 
 def test_equivalence_single_grade_matches_batch(table_verdicts):
