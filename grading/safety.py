@@ -28,7 +28,7 @@ import os
 import threading
 import time
 
-from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, Verdict
+from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, Unusable, Verdict, input_text
 
 __all__ = ["WorkerPool", "get_pool", "close_pool", "default_workers"]
 
@@ -175,12 +175,17 @@ class WorkerPool:
 
     def grade(self, generated_text, reference_answer, *, timeout: float | None = 5.0) -> Verdict:
         """Grade in a worker process; a call that runs past `timeout` seconds gives Verdict(False, "timeout")."""
-        text = generated_text if isinstance(generated_text, str) else (
-            "" if generated_text is None else str(generated_text))
-        if len(text) > MAX_TEXT_CHARS:
+        # Only plain strings cross to the worker (anything else might not pickle, or run code when converted
+        # there); an input that is not text is answered by the worker as Verdict(False, rule), see input_text.
+        text, why = input_text(generated_text, MAX_TEXT_CHARS)
+        ref, ref_why = input_text(reference_answer, MAX_ANSWER_CHARS, reference=True)
+        if ref_why:
+            return Verdict(False, ref_why, None, "")
+        if why:
+            text = Unusable(why)
+        elif len(text) > MAX_TEXT_CHARS:
             text = text[: MAX_TEXT_CHARS + 1]  # the worker refuses it; no need to ship megabytes
-        ref = reference_answer
-        if isinstance(ref, str) and len(ref) > MAX_ANSWER_CHARS:
+        if len(ref) > MAX_ANSWER_CHARS:
             ref = ref[: MAX_ANSWER_CHARS + 1]
         w = self._acquire()
         extracted, norm_ref = None, ""
@@ -213,6 +218,9 @@ class WorkerPool:
                     return Verdict(False, "error", extracted, norm_ref)
             except (EOFError, OSError, BrokenPipeError):
                 w = self._replace(w)  # the worker died (crash, OOM kill)
+                return Verdict(False, "error", extracted, norm_ref)
+            except Exception:  # noqa: BLE001 - e.g. a garbled message: grade() answers with a Verdict, always
+                w = self._replace(w)
                 return Verdict(False, "error", extracted, norm_ref)
         finally:
             self._release(w)

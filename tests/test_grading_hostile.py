@@ -215,3 +215,84 @@ def test_positive_control_payload_runs_under_sympify(tmp_path):
 def test_marker_absent_at_end():
     _no_marker()
     assert not any(p.name.startswith(MARKER.name) for p in Path("/tmp").iterdir())
+
+
+# --------------------------------------------------------------------------------------- inputs that are not text
+class _StrRaises:
+    def __str__(self):
+        raise RuntimeError("__str__ raised")
+
+    __repr__ = __str__
+
+
+class _StrSubclass(str):  # a str subclass whose methods lie: the grader must read its characters, not call them
+    def __str__(self):
+        raise RuntimeError("__str__ raised")
+
+    def __len__(self):
+        raise RuntimeError("__len__ raised")
+
+
+def _unpicklable():
+    import threading
+
+    return threading.Lock()
+
+
+NOT_TEXT = [
+    ("10**5000 as text", 10**5000, "1", "no_answer"),  # ValueError (int str limit) before
+    ("10**5000 as reference", "\\boxed{1}", 10**5000, "refused_too_long"),
+    ("10**200000 as text", 10**200_000, "1", "refused_too_long"),  # never converted: more digits than the limit
+    ("__str__ raises, text", _StrRaises(), "1", "invalid_input"),
+    ("__str__ raises, reference", "\\boxed{1}", _StrRaises(), "invalid_input"),
+    ("unpicklable reference", "\\boxed{1}", _unpicklable(), "invalid_input"),
+    ("lambda reference", "\\boxed{1}", lambda: "1", "invalid_input"),
+    ("unpicklable text", _unpicklable(), "1", "invalid_input"),
+    ("list reference", "\\boxed{1}", ["1"], "invalid_input"),
+    ("dict text", {"text": "\\boxed{1}"}, "1", "invalid_input"),
+]
+
+
+@pytest.mark.parametrize("text,ref,rule", [c[1:] for c in NOT_TEXT], ids=[c[0] for c in NOT_TEXT])
+def test_non_text_input_gives_a_verdict(text, ref, rule):
+    v = grade(text, ref, timeout=TIMEOUT)
+    assert isinstance(v, grading.Verdict) and not v and v.rule == rule, v
+    assert rule in grading.RULES
+
+
+def test_text_like_inputs_are_read_as_text():
+    from fractions import Fraction
+
+    assert grade(_StrSubclass("\\boxed{7}"), _StrSubclass("7")).rule == "numeric"
+    assert grade(b"so \\boxed{\\frac{1}{2}}", Fraction(1, 2))
+    assert grade("\\boxed{3}", 3) and grade("\\boxed{27}", 27.0) and not grade("\\boxed{3}", 4)
+    assert grade(None, "3").rule == "no_answer" and grade("\\boxed{3}", None).rule == "no_reference"
+
+
+_ANY = st.deferred(lambda: st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=4000, max_value=120_000).map(lambda k: 10**k),
+    st.floats(), st.fractions(), st.decimals(), st.complex_numbers(), st.text(max_size=50), st.binary(max_size=50),
+    st.builds(_StrRaises), st.builds(_StrSubclass, st.text(max_size=20)), st.just(_unpicklable()),
+    st.just(lambda: 0), st.lists(_ANY, max_size=3), st.dictionaries(st.text(max_size=3), _ANY, max_size=2),
+    st.tuples(_ANY), st.sampled_from([object(), type, ..., NotImplemented, range(3), memoryview(b"\\boxed{1}")])))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(text=_ANY, ref=_ANY)
+def test_hypothesis_any_python_value(text, ref):
+    """grade() never raises, whatever it is given: a Verdict with one of RULES, correct only on a real rule."""
+    v = grade(text, ref, timeout=TIMEOUT)
+    assert isinstance(v, grading.Verdict) and v.rule in grading.RULES
+    assert isinstance(v.reference, str) and (v.extracted is None or isinstance(v.extracted, str))
+    if v.correct:
+        assert v.rule not in ("invalid_input", "refused_too_long", "timeout", "error", "no_answer"), v
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(text=_ANY, ref=_ANY)
+def test_hypothesis_any_python_value_in_process(text, ref):
+    """The same for the in-process pipeline (grade_local), which the workers run."""
+    from grading.verdict import grade_local
+
+    v = grade_local(text, ref)
+    assert isinstance(v, grading.Verdict) and v.rule in grading.RULES
