@@ -8,7 +8,8 @@
 Pipeline (one module each): extract.py (the last \\\\boxed{} of the text, else "the answer is ..."),
 normalize.py (MATH/PRM800K-style normaliser), equivalence.py (math-verify first, then a rule-based second
 opinion with a safe sympy check from safe_sympy.py), safety.py (every call runs in a worker process under a
-time limit and a memory cap; model output is never evaluated as code). `python -m grading check FILE`
+time limit and a memory cap; model output is never evaluated as code), lifetime.py (a worker's own per-task
+limit, and its exit when the run is gone). `python -m grading check FILE`
 re-grades a results file.
 
 Workers are started with multiprocessing's 'forkserver' method (or 'spawn'), which re-imports the calling
@@ -33,7 +34,9 @@ def grade(generated_text: str, reference_answer: str, *, timeout: float = 5.0) -
     """Grade one generated text against a reference answer, in a worker process under `timeout` seconds.
 
     Never raises for bad input: an answer that runs too long gives Verdict(False, "timeout"), an over-long input
-    Verdict(False, "refused_too_long"), no answer Verdict(False, "no_answer"). Safe to call from any thread.
+    Verdict(False, "refused_too_long"), no answer Verdict(False, "no_answer"), an input that is not text (not a
+    str, bytes or number, or one whose conversion raises) Verdict(False, "invalid_input"). Safe to call from any
+    thread.
     """
     return get_pool().grade(generated_text, reference_answer, timeout=timeout)
 

@@ -16,6 +16,11 @@ answer within the limit is killed (SIGKILL) and replaced. The caller gets ``Verd
 * Like every non-fork multiprocessing start method, this re-imports the caller's main script in each worker:
   scripts that grade must keep their top-level code under ``if __name__ == "__main__":`` (run.py, pytest and
   ``python -m grading`` do).
+* A worker also polices itself (lifetime.py): each task has its own wall-clock and CPU limit inside the worker
+  (a little past the caller's deadline; a worker that ends itself there reads as ``Verdict(False, "timeout")``),
+  and a worker exits when its run is gone (PR_SET_PDEATHSIG under the fork server, plus a watchdog thread on the
+  run's pid), so killing a run (even with SIGKILL) leaves no worker, fork server or resource tracker behind.
+* Only plain strings reach a worker (verdict.input_text): any other input is answered with a Verdict.
 * Nothing untrusted is parsed in the calling process: the worker first reports the extracted answer and the
   normalised reference (fast, linear-time code), then the verdict; on a timeout the caller still knows them.
 """
@@ -28,6 +33,7 @@ import os
 import threading
 import time
 
+from grading import lifetime
 from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, Unusable, Verdict, input_text
 
 __all__ = ["WorkerPool", "get_pool", "close_pool", "default_workers"]
@@ -50,7 +56,12 @@ def _memory_limit_bytes() -> int | None:
     return v * 2**20 if v > 0 else None
 
 
-def _worker_main(conn, memory_limit: int | None) -> None:  # pragma: no cover - runs in the worker process
+def _worker_main(conn, memory_limit: int | None, run_pid: int | None = None,
+                 pdeathsig: bool = False) -> None:  # pragma: no cover - runs in the worker process
+    from grading import lifetime
+
+    lifetime.watch_parent(run_pid, pdeathsig=pdeathsig)  # first: end with the run, whatever happens next
+    lifetime.task_limits()
     if memory_limit:
         try:
             import resource
@@ -72,9 +83,11 @@ def _worker_main(conn, memory_limit: int | None) -> None:  # pragma: no cover - 
             return
         if msg is None:
             return
-        text, ref = msg
+        text, ref, *rest = msg
+        limit = rest[0] if rest else None  # this task's own limit (lifetime.limit_for), enforced in here
         try:
-            v = grade_local(text, ref, on_extracted=lambda e, r: conn.send(("prep", e, r)))
+            with lifetime.LimitedTask(limit):
+                v = grade_local(text, ref, on_extracted=lambda e, r: conn.send(("prep", e, r)))
             conn.send(("ok", v.correct, v.rule, v.extracted, v.reference))
         except BaseException as e:  # noqa: BLE001 - MemoryError, RecursionError, anything: report, keep serving
             try:
@@ -86,8 +99,10 @@ def _worker_main(conn, memory_limit: int | None) -> None:  # pragma: no cover - 
 class _Worker:
     def __init__(self, ctx, memory_limit: int | None):
         parent, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, memory_limit), daemon=True,
-                                name="grading-worker")
+        # PDEATHSIG only under the fork server, the worker's long-lived parent (lifetime.py explains)
+        pdeathsig = ctx.get_start_method() == "forkserver"
+        self.proc = ctx.Process(target=_worker_main, args=(child, memory_limit, os.getpid(), pdeathsig),
+                                daemon=True, name="grading-worker")
         self.proc.start()
         child.close()
         self.conn = parent
@@ -102,6 +117,14 @@ class _Worker:
         except (EOFError, OSError):
             self.ready = False
         return self.ready
+
+    def ended_by_own_limit(self) -> bool:
+        """Whether the worker process ended itself at its task limit (lifetime.LimitedTask)."""
+        try:
+            self.proc.join(1.0)
+            return self.proc.exitcode in lifetime.KILLED_BY_LIMIT
+        except (OSError, ValueError, AssertionError):
+            return False
 
     def kill(self) -> None:
         try:
@@ -200,7 +223,7 @@ class WorkerPool:
                     f"{self._ctx.get_start_method()!r} method, which re-imports the main script: guard a script's "
                     "top-level code with `if __name__ == \"__main__\":`.")
             try:
-                w.conn.send((text, ref))
+                w.conn.send((text, ref, lifetime.limit_for(timeout)))
                 deadline = None if timeout is None else time.monotonic() + max(float(timeout), 0.0)
                 while True:
                     remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
@@ -217,8 +240,10 @@ class WorkerPool:
                     w = self._replace(w)
                     return Verdict(False, "error", extracted, norm_ref)
             except (EOFError, OSError, BrokenPipeError):
-                w = self._replace(w)  # the worker died (crash, OOM kill)
-                return Verdict(False, "error", extracted, norm_ref)
+                # the worker died: at its own task limit (a "timeout"), or a crash, an OOM kill ("error")
+                rule = "timeout" if w.ended_by_own_limit() else "error"
+                w = self._replace(w)
+                return Verdict(False, rule, extracted, norm_ref)
             except Exception:  # noqa: BLE001 - e.g. a garbled message: grade() answers with a Verdict, always
                 w = self._replace(w)
                 return Verdict(False, "error", extracted, norm_ref)
