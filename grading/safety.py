@@ -32,6 +32,7 @@ import multiprocessing as mp
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from grading import lifetime
 from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, Unusable, Verdict, input_text
@@ -97,10 +98,12 @@ def _worker_main(conn, memory_limit: int | None, run_pid: int | None = None,
 
 
 class _Worker:
-    def __init__(self, ctx, memory_limit: int | None):
+    def __init__(self, ctx, memory_limit: int | None, pdeathsig: bool | None = None):
         parent, child = ctx.Pipe(duplex=True)
-        # PDEATHSIG only under the fork server, the worker's long-lived parent (lifetime.py explains)
-        pdeathsig = ctx.get_start_method() == "forkserver"
+        # PDEATHSIG fires when the thread that started the process ends: safe under the fork server (its main
+        # thread forks), or when the caller starts workers from a thread that lives as long as the process
+        if pdeathsig is None:
+            pdeathsig = ctx.get_start_method() == "forkserver"
         self.proc = ctx.Process(target=_worker_main, args=(child, memory_limit, os.getpid(), pdeathsig),
                                 daemon=True, name="grading-worker")
         self.proc.start()
@@ -153,6 +156,9 @@ class WorkerPool:
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._closed = False
+        # Workers are started from this one long-lived thread: a spawned worker's PR_SET_PDEATHSIG refers to
+        # the thread that started it, which must not be a short-lived grade_many thread (lifetime.py).
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grading-starter")
         self.ensure_size(size or default_workers())
 
     @property
@@ -162,14 +168,20 @@ class WorkerPool:
     def ensure_size(self, n: int) -> None:
         with self._cond:
             while len(self._all) < n:
-                w = _Worker(self._ctx, self._memory_limit)
+                w = self._new_worker()
                 self._all.add(w)
                 self._idle.append(w)
             self._cond.notify_all()
 
+    def _new_worker(self) -> _Worker:
+        try:
+            return self._starter.submit(_Worker, self._ctx, self._memory_limit, True).result()
+        except RuntimeError:  # the starter thread is gone (interpreter shutdown): start one from here
+            return _Worker(self._ctx, self._memory_limit)
+
     def _replace(self, w: _Worker) -> _Worker:
         w.kill()
-        nw = _Worker(self._ctx, self._memory_limit)
+        nw = self._new_worker()
         with self._cond:
             self._all.discard(w)
             self._all.add(nw)
@@ -264,6 +276,7 @@ class WorkerPool:
             except (OSError, ValueError):
                 pass
             w.kill()
+        self._starter.shutdown(wait=False)
 
 
 _POOL: WorkerPool | None = None

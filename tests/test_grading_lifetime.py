@@ -61,7 +61,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @linux_only
-@pytest.mark.parametrize("start_method", ["forkserver"])
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_killing_the_run_leaves_no_grading_process(tmp_path, start_method):
     tag = uuid.uuid4().hex
     script = tmp_path / "run.py"
