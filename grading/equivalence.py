@@ -70,8 +70,13 @@ def _mv():
         # text; the LaTeX path builds sympy objects from an ANTLR parse tree and never evaluates strings.
         # No un-anchored extraction: it would pick any LaTeX fragment (a \frac{1}{4}) out of an answer whose
         # whole does not parse.
+        try:
+            from math_verify.grader import should_treat_as_complex
+        except ImportError:  # a math-verify without it: the parse is the same, only symbols' assumptions differ
+            def should_treat_as_complex(latex: str) -> bool:
+                return False
         _MV = (math_verify, [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)],
-               latex2sympy)
+               latex2sympy, should_treat_as_complex)
     return _MV
 
 
@@ -92,9 +97,10 @@ def _whole_parse(mv, cfg, answer: str):
         return None
     if "=" not in strings[0]:
         return got  # parse_latex_cached's only fallback (the last part of an equation chain) needs an "="
-    latex2sympy = _MV[2]
+    latex2sympy, treat_as_complex = _MV[2], _MV[3]
     try:  # the same call as math_verify.parser.parse_latex_cached's first try, which is strict
-        latex2sympy(strings[0], is_real=None, convert_degrees=False, normalization_config=None)
+        latex2sympy(strings[0], is_real=not treat_as_complex(strings[0]), convert_degrees=False,
+                    normalization_config=None)
     except Exception:  # noqa: BLE001 - not parseable as a whole: math-verify used a part of it
         return None
     return got
@@ -104,7 +110,7 @@ def math_verify_equal(pred: str, ref: str) -> bool:
     """math-verify's opinion, with its SIGALRM timeouts disabled (the caller's worker process enforces time).
 
     Says yes only when both answers parsed as a whole (`_whole_parse`): otherwise the second opinion decides."""
-    mv, cfg, _ = _mv()
+    mv, cfg = _mv()[:2]
     try:
         gold = _whole_parse(mv, cfg, ref)
         if not gold:
