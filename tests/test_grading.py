@@ -573,3 +573,31 @@ def _env():
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["COLUMNS"] = "200"
     return env
+
+
+_GARBAGE_TAILS = [" + (", " - 3 + (", " + 7:", ":", " +", " -", " \\cdot", " \\times", " /", "^", " =", " (", ")",
+                  " [", "]", "\\}", " + {{}}", " + \\frac{2}{}", " + \\frac", " \\cdot )", ", (", " = ( = 1"]
+
+
+def test_hypothesis_garbage_tail_never_counts_for_math_verify():
+    """Property: a correct answer followed by a dangling operator, bracket or colon is not correct for
+    math-verify (which parsed only the correct prefix before) nor for the grader."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from grading.equivalence import decide, math_verify_equal
+
+    answers = st.one_of(
+        st.integers(-999, 999).map(str),
+        st.tuples(st.integers(1, 99), st.integers(2, 99)).map(lambda ab: "\\frac{%d}{%d}" % ab),
+        st.integers(2, 50).map(lambda n: "\\sqrt{%d}" % n),
+        st.sampled_from(["x^2 + 1", "2\\pi", "\\frac{\\pi}{4}", "3 + 4i", "e^{2}", "\\ln 2"]))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(answer=answers, tail=st.sampled_from(_GARBAGE_TAILS))
+    def check(answer, tail):
+        pred = answer + tail
+        assert not math_verify_equal(pred, answer), (pred, answer)
+        assert not decide(pred, answer)[0], (pred, answer, decide(pred, answer))
+
+    check()
