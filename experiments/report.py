@@ -341,7 +341,7 @@ def seed_interval(values: list[float]) -> tuple[float, float, float]:
 
     k = len(values)
     mean = sum(values) / k
-    sd = stats.tstd(values) if k > 1 else 0.0
+    sd = float(stats.tstd(values)) if k > 1 and len(set(values)) > 1 else 0.0
     half = stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k) if k > 1 else 0.0
     return mean, max(0.0, mean - half), min(1.0, mean + half)
 
@@ -364,7 +364,7 @@ def aggregate(runs: list[Run]) -> list[Run]:
         acc, lo, hi = seed_interval(accs) if accs else (None, None, None)
         from scipy import stats
 
-        acc_std = float(stats.tstd(accs)) if len(accs) > 1 else None
+        acc_std = (float(stats.tstd(accs)) if len(set(accs)) > 1 else 0.0) if len(accs) > 1 else None
         opt = lambda xs: mean([x for x in xs if x is not None])  # noqa: E731
         counts = sorted({r.n_problems for r in rs})
         if len(counts) > 1:
@@ -570,16 +570,6 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def console(file=None):
-    """A rich Console that keeps whole tables in logs: outside a terminal (SLURM logs, pipes) rich would wrap at 80
-    columns and cut headers and values; there the width is whatever the table needs (up to 400 columns)."""
-    from rich.console import Console
-
-    stream = file or sys.stdout
-    tty = hasattr(stream, "isatty") and stream.isatty()
-    return Console(file=stream, width=None if tty else 400, soft_wrap=not tty)
-
-
 def print_table(runs: list[Run], file=None) -> None:
     from rich.table import Table
 
@@ -588,6 +578,8 @@ def print_table(runs: list[Run], file=None) -> None:
         t.add_column(h, justify="left" if i < 3 else "right", no_wrap=True)
     for row in table_rows(runs):
         t.add_row(*row[:-1])
+    from gsi.report import console
+
     console(file).print(t)
 
 
@@ -630,7 +622,10 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 
 def _style(labels: list[str]) -> dict[str, dict]:
     """One colour and marker per series label, the same in every figure."""
-    order = sorted(set(labels), key=lambda v: (not v.startswith("GSI"), not v.startswith("RSD"), v))
+    import re
+
+    natural = lambda v: [float(t) if re.fullmatch(r"[\d.]+", t) else t for t in re.findall(r"[\d.]+|[^\d.]+", v)]  # noqa: E731
+    order = sorted(set(labels), key=lambda v: (not v.startswith("GSI"), not v.startswith("RSD"), natural(v)))
     return {v: {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)]} for i, v in enumerate(order)}
 
 
@@ -703,32 +698,50 @@ def _series(rs: list[Run], key) -> dict:
 
 
 def eng(x: float, digits: int) -> str:
-    """1.5e12 -> '1.5T' with up to `digits` significant digits."""
+    """1.5e12 -> '1.5T' with `digits` significant digits, never in exponent notation ('10T', not '1e+01T')."""
     for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1)):
-        if abs(x) >= scale:
-            return f"{x / scale:.{digits}g}{unit}"
-    return f"{x:.{digits}g}"
+        if abs(x) >= scale or scale == 1:
+            v = x / scale
+            decimals = max(0, digits - 1 - (math.floor(math.log10(abs(v))) if v else 0))
+            text = f"{v:.{decimals}f}"
+            return (text.rstrip("0").rstrip(".") if "." in text else text) + unit
+    return str(x)
 
 
-def flops_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+NICE = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+
+def flops_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], list[str]]:
     """Major ticks for a log FLOPs axis over [lo, hi] and labels that are all different: 1-2-5 per decade over a
-    wide range, evenly spaced round values when the data span less than a decade (where 1-2-5 ticks would be
-    one or two, and 0-decimal labels repeat: "1T 1T 2T 2T")."""
+    wide range; over less than a decade (where 1-2-5 ticks are one or two, and 0-decimal labels repeat: "1T 1T
+    2T 2T") round values spaced evenly in log space, so that they do not crowd at the right end."""
     import numpy as np
-    from matplotlib.ticker import LogLocator, MaxNLocator
 
-    if hi / lo >= 10:
-        ticks = LogLocator(base=10, subs=(1.0, 2.0, 5.0)).tick_values(lo, hi)
+    llo, lhi = math.log10(lo), math.log10(hi)
+    if lhi - llo >= 1:
+        cands = [m * 10.0 ** e for e in range(math.floor(llo), math.ceil(lhi) + 1) for m in (1.0, 2.0, 5.0)]
+        ticks = [t for t in cands if lo <= t <= hi]
+        if len(ticks) > max_ticks + 2:  # many decades: powers of ten only
+            ticks = [t for t in ticks if abs(math.log10(t) - round(math.log10(t))) < 1e-9]
     else:
-        ticks = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
-    ticks = [float(t) for t in np.unique(ticks) if lo <= t <= hi and t > 0]
+        cands = sorted(m * 10.0 ** e for e in range(math.floor(llo), math.ceil(lhi) + 1) for m in NICE)
+        cands = [t for t in cands if lo <= t <= hi]
+        ticks, gap = [], (lhi - llo) / max_ticks
+        for t in cands:
+            if not ticks or math.log10(t) - math.log10(ticks[-1]) >= gap * 0.999:
+                ticks.append(t)
+        if len(ticks) < 3:  # a very narrow range: round values evenly spaced in linear space
+            from matplotlib.ticker import MaxNLocator
+
+            ticks = [t for t in MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi) if lo <= t <= hi]
+    ticks = [float(t) for t in np.unique(ticks)]
     if len(ticks) < 2:
         ticks = [lo, hi]
+    # The fewest significant digits that write every tick exactly (so labels are right, and all different).
     for digits in range(1, 7):
-        labels = [eng(t, digits) for t in ticks]
-        if len(set(labels)) == len(labels):
-            return ticks, labels
-    return ticks, labels
+        if all(abs(float(f"{t:.{digits}g}") - t) <= 1e-9 * t for t in ticks):
+            break
+    return ticks, [eng(t, digits) for t in ticks]
 
 
 def _log_flops_axis(ax) -> None:
@@ -771,7 +784,8 @@ def _spread_note(runs: list[Run]) -> str:
     seeds = sorted({r.n_seeds for r in runs})
     if seeds == [1]:
         return "error bars: Wilson 95% CI"
-    return f"mean over {'/'.join(map(str, seeds))} seeds, error bars: 95% t-interval over seeds"
+    k = "/".join(map(str, [s for s in seeds if s > 1]))
+    return (f"{k} seeds: mean, 95% t-interval over seeds" + ("; one seed: Wilson 95% CI" if 1 in seeds else ""))
 
 
 def plot_accuracy_vs_flops(runs: list[Run], path: Path | None = None, *, per_problem: bool = False):
@@ -832,7 +846,8 @@ def plot_acceptance_vs_threshold(runs: list[Run], path: Path | None = None):
         return None
     kinds = [k for k in ("gsi", "rsd") if any(r.method == k for r in runs)]
     datasets = _panels(runs)
-    style, betas = _style([r.variant for r in runs]), _beta_styles(runs)
+    name = lambda r: f"{r.variant}, n = {r.n}"  # noqa: E731 - colour per method and n (no labels on the lines)
+    style, betas = _style([name(r) for r in runs]), _beta_styles(runs)
     fig, axes = _figure(len(datasets) * len(kinds), "Acceptance rate against the threshold", cols=len(kinds))
     axis_name = {"gsi": "GSI: threshold u on the tilted reward r̃", "rsd": "RSD: threshold δ on the PRM reward r"}
     points = []
@@ -843,7 +858,7 @@ def plot_acceptance_vs_threshold(runs: list[Run], path: Path | None = None):
             ax.set_title(f"{title}: {'GSI (u)' if kind == 'gsi' else 'RSD (δ)'}", fontsize=10)
             for (variant, n, beta), mine in _series(rs, lambda r: (r.variant, r.n, r.beta)).items():
                 mine.sort(key=lambda r: r.threshold)
-                st = style[variant]
+                st = style[name(mine[0])]
                 x = [r.threshold for r in mine]
                 swept = len(set(x)) > 1
                 for metric, attr, fill, ls in (("steps", "acceptance_rate", st["color"], "-"),
@@ -863,8 +878,7 @@ def plot_acceptance_vs_threshold(runs: list[Run], path: Path | None = None):
     extra = [Line2D([], [], color="0.3", marker="o", ls="-", label="steps accepted"),
              Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", label="draft tokens accepted"),
              Line2D([], [], ls="none", label="(faint: no threshold sweep)")]
-    handles = [Line2D([], [], color=s["color"], marker=s["marker"], ls="none", ms=7, label=v) for v, s in style.items()]
-    return _finish(fig, path, points, handles + extra)
+    return _finish(fig, path, points, _legend_handles(style, betas, extra))
 
 
 def plot_accuracy_vs_n(runs: list[Run], path: Path | None = None):
@@ -880,19 +894,26 @@ def plot_accuracy_vs_n(runs: list[Run], path: Path | None = None):
     for ax, (title, rs) in zip(axes, panels):
         groups = _series(rs, lambda r: (r.label, r.beta))
         bands = sum(len({r.n for r in g}) > 1 for g in groups.values()) <= 4  # more would be a muddle
-        for (label, beta), mine in groups.items():
+        for i, ((label, beta), mine) in enumerate(groups.items()):
             mine.sort(key=lambda r: r.n)
             st = style[label]
-            x = [r.n for r in mine]
+            # Series side by side at each n (a few % apart on the log axis) so that their intervals do not overlap;
+            # the CSV keeps the exact n.
+            dodge = 2 ** (0.035 * (i - (len(groups) - 1) / 2)) if len(groups) > 1 else 1.0
+            x = [r.n * dodge for r in mine]
             y = [100 * r.accuracy for r in mine]
             line = len(set(x)) > 1
             ax.plot(x, y, color=st["color"], marker=st["marker"], ms=5, lw=1.3,
                     ls=betas.get(beta, "-") if line else "none", alpha=1.0 if line else 0.45)
-            if bands and line and all(r.ci_low is not None for r in mine):
+            if all(r.ci_low is not None for r in mine):
                 any_band = True
-                ax.fill_between(x, [100 * r.ci_low for r in mine], [100 * r.ci_high for r in mine], color=st["color"],
-                                alpha=0.07, lw=0)
-            points += [_point(title, f"{label}, β={fmt_num(beta)}", r, xi, yi) for r, xi, yi in zip(mine, x, y)]
+                if bands and line:
+                    ax.fill_between(x, [100 * r.ci_low for r in mine], [100 * r.ci_high for r in mine],
+                                    color=st["color"], alpha=0.07, lw=0)
+                else:  # too many series for bands: the interval as a thin bar at each point
+                    ax.vlines(x, [100 * r.ci_low for r in mine], [100 * r.ci_high for r in mine], color=st["color"],
+                              lw=0.8, alpha=0.6)
+            points += [_point(title, f"{label}, β={fmt_num(beta)}", r, r.n, yi) for r, yi in zip(mine, y)]
         ns = sorted({r.n for r in rs})
         if len(ns) > 1 and ns[0] > 0:
             ax.set_xscale("log", base=2)
@@ -905,7 +926,7 @@ def plot_accuracy_vs_n(runs: list[Run], path: Path | None = None):
         ax.grid(True, alpha=0.3)
     from matplotlib.lines import Line2D
 
-    band = Line2D([], [], color="0.5", lw=6, alpha=0.15, label="95% interval")
+    band = Line2D([], [], color="0.5", lw=6, alpha=0.15, label="95% interval (band or bar)")
     return _finish(fig, path, points, _legend_handles(style, betas, [band] if any_band else []))
 
 
