@@ -160,7 +160,10 @@ def _hydra_entry() -> None:
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
     def main(cfg) -> dict:
+        from gsi.preview import check_multirun
         from gsi.run import run
+
+        check_multirun()
 
         with synthetic_modules(40):
             return run(cfg, engines=table_engines_with_params())
