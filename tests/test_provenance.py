@@ -32,6 +32,7 @@ def test_collect_names_versions_commit_grader_models_and_data(tmp_path, monkeypa
     prov = provenance.collect(cfg, load_problems(cfg.dataset))
     assert prov["packages"]["transformers"] and prov["packages"]["math-verify"] and "vllm" in prov["packages"]
     assert len(prov["git"]["commit"]) == 40 and isinstance(prov["git"]["dirty"], bool)
+    assert all((REPO / f).exists() for f in prov["git"]["changed_files"])  # paths, not cut ones
     assert prov["grader"]["name"] and prov["grader"]["source_sha256"] and prov["grader"]["math_verify"]
     big = prov["models"]["big"]
     assert big["fingerprint"] == provenance.folder_fingerprint(model)
@@ -66,6 +67,11 @@ def test_run_records_provenance_and_resumes_with_another_commit(tmp_path, monkey
     exp = json.loads((out / "experiment.json").read_text())
     prov = exp["provenance"]
     assert prov["git"]["commit"] and prov["models"]["small"]["path"] == "tiny://small"
+    from gsi.engines import tiny
+
+    if (tiny.tiny_dir() / "small").is_dir():  # built (the vLLM tests build them): fingerprinted from its files
+        assert prov["models"]["small"]["fingerprint"] not in (None, hashlib.sha256().hexdigest())
+        assert prov["models"]["small"]["fingerprint"] != prov["models"]["big"]["fingerprint"]
     assert prov["dataset"]["problems"] == 3
     summary = json.loads((out / "summary.json").read_text())
     assert summary["provenance"]["packages"] == prov["packages"]

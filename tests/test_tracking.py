@@ -384,6 +384,9 @@ def test_tiny_models_run_logs_offline(tiny_engines, make_cfg, tmp_path, monkeypa
     if not (data / "math500").exists():
         pytest.skip("no local MATH500 copy (GSI_DATA_DIR)")
     monkeypatch.setenv("GSI_DATA_DIR", str(data))
+    from gsi.engines import tiny
+
+    monkeypatch.setenv("GSI_CACHE_DIR", str(tiny.cache_root()))  # where the engines' tiny models are, whatever HOME
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
     cfg = make_cfg("model=tiny", "hardware=cpu", "dataset=math500", "dataset.limit=2", "method=gsi", "method.n=2",
@@ -398,6 +401,14 @@ def test_tiny_models_run_logs_offline(tiny_engines, make_cfg, tmp_path, monkeypa
     assert all(summary["params"].get(r, 0) > 0 for r in ("small", "big", "reward")), \
         f"the engine registry left engines.params unfilled ({summary['params']}): every FLOPs figure is 0"
     assert summary["flops"]["total"] > 0
+    # A real run's provenance: versions, commit, grader, the tiny models' fingerprints, the dataset file's hash.
+    prov = json.loads((out / "experiment.json").read_text())["provenance"]
+    assert prov["packages"]["torch"] and prov["packages"]["transformers"] and prov["packages"]["math-verify"]
+    assert len(prov["git"]["commit"]) == 40 and isinstance(prov["git"]["dirty"], bool)
+    assert prov["grader"]["name"] and prov["grader"]["source_sha256"]
+    assert all(len(prov["models"][r]["fingerprint"]) == 64 for r in ("small", "big", "reward"))
+    assert prov["dataset"]["source"] == "local" and len(prov["dataset"]["sha256"]) == 64
+    assert logged["config"]["provenance"] == prov
     table = json.loads((run_dir / "files" / logged["summary"]["problems/path"]).read_text())
     assert [row[1] for row in table["data"]] == [r["id"] for r in sorted(results(out), key=lambda r: r["index"])]
     # Nothing of W&B's under HOME (the dataset loader may keep its own cache there: not this test's business).
