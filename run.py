@@ -13,6 +13,9 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
+    from gsi.preview import check_multirun
+
+    check_multirun()  # a sweep preset without -m says so instead of running its first job
     from gsi.run import run  # heavy: imported only once the config is known to be valid
 
     return run(cfg)

@@ -9,7 +9,8 @@ generation.max_steps=3 or so: every synthetic problem runs to max_steps):
         generation.max_steps=4 dataset.limit=100 hydra.sweep.dir=outputs/synthetic/bon
     python -m experiments.report outputs/synthetic --out outputs/synthetic/report
 
-`synthetic_sweep(root)` makes a sweep of methods x n x beta in-process (what the report tests use).
+`synthetic_sweep(root)` makes a sweep of methods x n x beta (x seed, with sweep["seed"]) in-process (what the
+report tests use).
 
 A "problem" is a run of table steps s0..s3 (gsi.engines.table); the synthetic grader calls a response
 correct when its last three steps are good ones (s1 or s3: the two with reward >= 0.7), so accuracy depends on
@@ -71,7 +72,11 @@ def synthetic_modules(n_problems: int):
 
     def load_problems(dataset_cfg, shard=None):
         limit = dataset_cfg.get("limit") or n_problems
-        return [_Problem(id=f"syn-{i}", problem=f"problem {i}", reference="all good") for i in range(limit)]
+        problems = [_Problem(id=f"syn-{i}", problem=f"problem {i}", reference="all good") for i in range(limit)]
+        if shard:  # gsi.data's strided split
+            i, k = (int(x) for x in str(shard).split("/"))
+            problems = problems[i::k]
+        return problems
 
     data.load_problems = load_problems
     grading = types.ModuleType("grading")
@@ -135,8 +140,9 @@ def synthetic_run(overrides: list[str], out: Path, *, n_problems: int = 40) -> d
 def synthetic_sweep(root: Path, *, n_problems: int = 40, sweep: dict = SWEEP) -> list[Path]:
     """Run folders `<root>/<num>_<overrides>` the way a Hydra multirun lays them out."""
     dirs = []
-    for num, (method, n, beta) in enumerate(itertools.product(sweep["methods"], sweep["n"], sweep["beta"])):
-        overrides = [*method, f"method.n={n}", f"beta={beta}"]
+    grid = itertools.product(sweep["methods"], sweep["n"], sweep["beta"], sweep.get("seed", [None]))
+    for num, (method, n, beta, seed) in enumerate(grid):
+        overrides = [*method, f"method.n={n}", f"beta={beta}"] + ([f"seed={seed}"] if seed is not None else [])
         out = Path(root) / f"{num}_{','.join(overrides)}"
         synthetic_run(overrides, out, n_problems=n_problems)
         dirs.append(out)
@@ -154,7 +160,10 @@ def _hydra_entry() -> None:
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
     def main(cfg) -> dict:
+        from gsi.preview import check_multirun
         from gsi.run import run
+
+        check_multirun()
 
         with synthetic_modules(40):
             return run(cfg, engines=table_engines_with_params())

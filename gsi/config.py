@@ -30,6 +30,9 @@ class RoleModelConfig:
     # None: the model's own context window.
     max_model_len: Optional[int] = None
     trust_remote_code: bool = False
+    # Hub revision (commit, tag or branch) to pin a hub model to; None: the default branch (recorded as the
+    # downloaded commit in the run's provenance).
+    revision: Optional[str] = None
 
 
 @dataclass
@@ -85,6 +88,8 @@ class DatasetConfig:
     hub_path: str = MISSING
     hub_config: Optional[str] = None
     split: str = "test"
+    # Hub revision (commit, tag or branch) of hub_path; None: the default branch.
+    revision: Optional[str] = None
     # Local JSONL folder (tests and offline machines); null reads from the hub.
     data_dir: Optional[str] = "${oc.env:GSI_DATA_DIR,null}"
     local_file: str = MISSING

@@ -254,11 +254,11 @@ def _load_local(path: Path) -> list[dict]:
     return ds.to_list()
 
 
-def _load_hub(name: str, hub_path: str, hub_config: str | None, split: str) -> list[dict]:
+def _load_hub(name: str, hub_path: str, hub_config: str | None, split: str, revision: str | None = None) -> list[dict]:
     import datasets
 
     try:
-        ds = datasets.load_dataset(hub_path, hub_config, split=split)
+        ds = datasets.load_dataset(hub_path, hub_config, split=split, revision=revision)
     except Exception as e:  # noqa: BLE001
         raise DatasetError(
             f"dataset {name!r}: cannot load {hub_path!r} (config {hub_config!r}, split {split!r}) from the hub: "
@@ -349,14 +349,23 @@ def load_problems(cfg: Any, shard: str | None = None) -> list[Problem]:
     spec = get_spec(name)
     data_dir = _cfg(cfg, "data_dir")
     if data_dir:
+        if not Path(str(data_dir)).is_dir():
+            raise DatasetError(
+                f"dataset.data_dir={str(data_dir)!r} (GSI_DATA_DIR) is not a folder: put the benchmark JSONL files "
+                f"there, point GSI_DATA_DIR / dataset.data_dir at the folder that has them, or unset both "
+                f"(`unset GSI_DATA_DIR`, or dataset.data_dir=null) to read {spec.name} from the dataset hub")
         path = Path(str(data_dir)) / str(_cfg(cfg, "local_file", spec.local_file))
+        if not path.is_file():
+            raise DatasetError(
+                f"{path}: no such file (dataset {spec.name!r} in dataset.data_dir={str(data_dir)!r}): add it there, "
+                f"or unset GSI_DATA_DIR / set dataset.data_dir=null to read {spec.hub_path} from the dataset hub")
         rows = _load_local(path)
         source = str(path)
     else:
         hub_path = str(_cfg(cfg, "hub_path", spec.hub_path))
         hub_config = _cfg(cfg, "hub_config", spec.hub_config)
         split = str(_cfg(cfg, "split", spec.split))
-        rows = _load_hub(spec.name, hub_path, hub_config, split)
+        rows = _load_hub(spec.name, hub_path, hub_config, split, _cfg(cfg, "revision"))
         source = f"{hub_path}:{hub_config or 'default'}:{split}"
     problems = rows_to_problems(spec, rows, source)
     return select(problems, offset=_cfg(cfg, "offset", 0), limit=_cfg(cfg, "limit", None), shard=shard)

@@ -96,7 +96,8 @@ def load_shard(run_dir: Path) -> Shard:
 
 
 def _without_shard(experiment: dict) -> dict:
-    return {key: value for key, value in experiment.items() if key != "shard"}
+    # Provenance (gsi.provenance: versions, commit, each shard's own problem hash) is not the experiment's identity.
+    return {key: value for key, value in experiment.items() if key != "shard" and not key.startswith("provenance")}
 
 
 def check_shards(shards: list[Shard], *, allow_incomplete: bool = False) -> None:

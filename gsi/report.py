@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -12,11 +13,20 @@ def _fmt_flops(x: float) -> str:
     return f"{x:.0f}"
 
 
-def print_summary(summary: dict, out: Path | None = None) -> None:
+def console(file=None):
+    """A rich Console for the run's tables. Outside a terminal (SLURM logs, pipes) rich would shrink tables to 80
+    columns and cut headers and values; there the width is whatever the table needs (up to 400 columns)."""
     from rich.console import Console
+
+    stream = file or sys.stdout
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    return Console(file=stream, width=None if tty else 400, soft_wrap=not tty)
+
+
+def print_summary(summary: dict, out: Path | None = None, file=None) -> None:
     from rich.table import Table
 
-    console = Console()
+    console_ = console(file)
     head = Table(title=f"{summary['method']} on {summary['dataset']} ({summary['model']}, seed {summary['seed']})")
     for col in ("problems", "accuracy", "95% CI", "acceptance (steps)", "acceptance (draft tokens)", "steps",
                 "wall time"):
@@ -27,7 +37,7 @@ def print_summary(summary: dict, out: Path | None = None) -> None:
                  "-" if not ci else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%",
                  pct(summary["acceptance_rate"]), pct(summary["acceptance_rate_tokens"]), str(summary["steps"]),
                  f"{summary['wall_time_s']:.1f} s")
-    console.print(head)
+    console_.print(head)
 
     engine = summary.get("measured", {}).get("engine", {})
     roles = Table(title="compute by role")
@@ -39,6 +49,6 @@ def print_summary(summary: dict, out: Path | None = None) -> None:
         roles.add_row(role, f"{tok['generated']:,}", f"{tok['context']:,}", _fmt_flops(summary["flops"][role]),
                       f"{e['prefilled_tokens']:,}" if e else "-", f"{e['busy_s']:.1f} s" if e else "-")
     roles.add_row("total", "", "", _fmt_flops(summary["flops"]["total"]), "", "")
-    console.print(roles)
+    console_.print(roles)
     if out is not None:
-        console.print(f"results: {out / 'results.jsonl'}\nsummary: {out / 'summary.json'}")
+        console_.print(f"results: {out / 'results.jsonl'}\nsummary: {out / 'summary.json'}")

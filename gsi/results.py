@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 # Keys of summary.json that measure this process rather than the results: they differ between an
 # uninterrupted run and a resumed one, and between machines.
-MEASURED_KEYS = ("wall_time_s", "measured")
+MEASURED_KEYS = ("wall_time_s", "measured", "provenance")
 
 
 def parse_results(raw: bytes) -> tuple[dict[str, dict], list[int], list[int]]:
@@ -84,6 +84,17 @@ def bootstrap_ci(values, *, n_boot: int = 2000, seed: int = 0) -> list[float] | 
     return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
+def proportion_ci(successes: int, n: int, *, method: str = "wilson", level: float = 0.95) -> list[float] | None:
+    """Confidence interval of a binomial proportion (scipy): Wilson score by default, "exact" for
+    Clopper-Pearson. Unlike a percentile bootstrap it does not collapse at 0% or 100% (2 of 2 correct: 34-100%)."""
+    if not n:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method=method)
+    return [float(ci.low), float(ci.high)]
+
+
 def summarize(records: list[dict], *, flops_per_token: dict[str, float], has_acceptance: bool) -> dict:
     """Everything here is a function of the per-problem records, so a resumed run reproduces it exactly."""
     n = len(records)
@@ -100,7 +111,8 @@ def summarize(records: list[dict], *, flops_per_token: dict[str, float], has_acc
     return {
         "n_problems": n,
         "accuracy": sum(correct) / n if n else None,
-        "accuracy_ci95": bootstrap_ci(correct),
+        "accuracy_ci95": proportion_ci(sum(correct), n),
+        "accuracy_ci95_method": "wilson",
         "acceptance_rate": (accepted / steps if steps else None) if has_acceptance else None,
         "acceptance_rate_tokens": (draft_kept / draft if draft else None) if has_acceptance else None,
         "steps": steps,

@@ -39,6 +39,8 @@ def check_same_experiment(out: Path, cfg: DictConfig) -> None:
     path = out / "experiment.json"
     if path.exists():
         old = json.loads(path.read_text())
+        # Provenance (gsi.provenance) says what produced the results, not which experiment they are.
+        old = {k: v for k, v in old.items() if not k.startswith("provenance")}
         diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
         if diff:
             raise SystemExit(f"{out} holds results of a different experiment (differs in: {', '.join(diff)}); "
@@ -64,6 +66,9 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     check_same_experiment(out, cfg)
     problems = load_problems(cfg.dataset, shard=cfg.shard)
+    from gsi import provenance
+
+    provenance.record(out, provenance.collect(cfg, problems))
     results = ResultsFile(out / "results.jsonl")
     done = results.load()
     todo = [p for p in problems if p.id not in done]
@@ -116,10 +121,14 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
                        beta=cfg.beta, params=params)
         summary["wall_time_s"] = time.perf_counter() - start
         summary["measured"] = measured(engines, params) if engines is not None else {}
+        summary["provenance"] = provenance.collect(cfg, problems)  # after the engines: hub commits are known now
         write_json(out / "summary.json", summary)
         print_summary(summary, out)
         tracker.finish(summary, records)
         return summary
+    except BaseException as exc:
+        tracker.close(exc)  # the W&B run ends failed (or preempting), not finished
+        raise
     finally:
         tracker.close()
         if own_engines:

@@ -9,7 +9,12 @@ and a tracker failure never fails the run.
 - live, per finished problem (x axis `progress/problems_done`): running accuracy and acceptance rate, tokens
   and FLOPs by role (FLOPs need the parameter counts: `params=` to `on_problem`, else they come at the end),
   engine busy time by role;
-- at the end: summary.json as the run summary, and a per-problem table `problems`.
+- at the end: summary.json as the run summary, a per-problem table `problems`, and an artifact
+  `results-<run id>` (type `results`) holding results.jsonl and summary.json (alias `complete`; a run that
+  fails or is interrupted logs what it has, alias `partial`);
+- the run's state is honest: a crash or an interruption ends it with a non-zero exit code (W&B: failed), a
+  SLURM preemption or requeue marks it preempting first (W&B: preempted; the requeued job resumes it);
+- config: the composed config plus `provenance` (gsi.provenance: versions, commit, models, data).
 
 Everything wandb writes goes under `<run folder>/wandb/`: its run files, cache, config and data folders and its
 temporary files (staging, and its service's sockets when the folder's path is short enough for a Unix socket;
@@ -56,8 +61,38 @@ class NullTracker:
     def finish(self, summary: dict, records: list[dict]) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, exc: BaseException | None = None) -> None:
         pass
+
+
+def exit_code_of(exc: BaseException | None) -> int:
+    """The exit status a run that ended with `exc` has (None: it finished): what W&B shows as its state (0:
+    finished, anything else: failed)."""
+    if exc is None:
+        return 0
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        if code is None:
+            return 0
+        return code if isinstance(code, int) else 1
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return 1
+
+
+def preempted(exc: BaseException | None) -> bool:
+    """Whether the run is stopping because SLURM is taking the job away (preemption, requeue, time limit): the
+    W&B run is marked preempting, so that it shows as preempted (and a requeued job resumes it), not crashed."""
+    if exc is None:
+        return False
+    with contextlib.suppress(ImportError):
+        from gsi.slurm import in_slurm_job, terminating
+
+        if terminating():
+            return True
+        if in_slurm_job() and exit_code_of(exc) == 143:  # SIGTERM inside a SLURM job
+            return True
+    return bool(os.environ.get("SLURM_JOB_ID")) and exit_code_of(exc) == 143
 
 
 def build_tracker(cfg, out):
@@ -248,6 +283,8 @@ class WandbTracker:
         info = hydra_job_info()
         config = OmegaConf.to_container(cfg, resolve=True)
         config["_run"] = {"output_dir": str(self.out.resolve()), **info}
+        with contextlib.suppress(OSError, ValueError):  # what produced the numbers (gsi.provenance)
+            config["provenance"] = json.loads((self.out / "experiment.json").read_text())["provenance"]
         mode = str(cfg.logger.mode or "online")
         run_id_file = self.root / "run_id"
         self.kwargs = dict(
@@ -316,8 +353,14 @@ class WandbTracker:
             self.params = dict(summary["params"])
         self._guard("finish", self._finish, summary, records)
 
-    def close(self) -> None:
-        self._shutdown(exit_code=0)
+    def close(self, exc: BaseException | None = None) -> None:
+        """End the W&B run: finished when `exc` is None, else failed with the run's exit status (preempting first
+        when SLURM is taking the job away). The results on disk so far are logged as an artifact either way."""
+        if self.run is not None:
+            if preempted(exc):
+                self._guard("mark_preempting", self.run.mark_preempting)
+            self._guard("artifact", self._log_results, exc is None)
+        self._shutdown(exit_code=exit_code_of(exc))
         for key, value in self._old_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -336,6 +379,19 @@ class WandbTracker:
             self.run.log({"problems": table})
         # Exactly summary.json's keys and values (nested dicts stay nested).
         self.run.summary.update(json.loads(json.dumps(summary)))
+
+    def _log_results(self, complete: bool) -> None:
+        files = [self.out / name for name in ("results.jsonl", "summary.json", "experiment.json")]
+        files = [f for f in files if f.is_file()]
+        if not files:
+            return
+        art = self.wandb.Artifact(f"results-{self.run.id}", type="results",
+                                  description="results.jsonl, summary.json and experiment.json of the run",
+                                  metadata={"output_dir": str(self.out.resolve()), "complete": complete})
+        for f in files:
+            art.add_file(str(f), name=f.name)
+        with _temp_dir_in(self.tmp, self.service_tmp):
+            self.run.log_artifact(art, aliases=["latest", "complete" if complete else "partial"])
 
     def _shutdown(self, exit_code: int) -> None:
         run, self.run = self.run, None
@@ -403,12 +459,15 @@ def iter_wandb_records(path) -> Iterator:
 
 def read_offline_run(run_dir) -> dict:
     """The essentials of an offline run folder (`.../wandb/offline-run-*`): run (name, group, tags, id), config,
-    summary (last value per key, nested keys joined with '/'), history rows, and logged files."""
+    summary (last value per key, nested keys joined with '/'), history rows, logged files, artifacts (name, type,
+    aliases, metadata, files: path -> staged copy), whether it was marked preempting, and its exit code (None:
+    the run file has no exit record, the process died)."""
     run_dir = Path(run_dir)
     files = list(run_dir.glob("run-*.wandb"))
     if len(files) != 1:
         raise FileNotFoundError(f"expected one run-*.wandb file in {run_dir}, found {len(files)}")
-    out = {"run": {}, "config": {}, "summary": {}, "history": [], "files": []}
+    out = {"run": {}, "config": {}, "summary": {}, "history": [], "files": [], "artifacts": [],
+           "preempting": False, "exit_code": None}
 
     def key_of(item):
         return "/".join(item.nested_key) if item.nested_key else item.key
@@ -431,4 +490,14 @@ def read_offline_run(run_dir) -> dict:
             out["history"].append({key_of(item): json.loads(item.value_json) for item in rec.history.item})
         elif kind == "files":
             out["files"] += [f.path for f in rec.files.files]
+        elif kind == "artifact":
+            a = rec.artifact
+            out["artifacts"].append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
+                                     "metadata": json.loads(a.metadata or "{}"),
+                                     # path in the artifact -> the staged copy of its content
+                                     "files": {c.path: c.local_path for c in a.manifest.contents}})
+        elif kind == "preempting":
+            out["preempting"] = True
+        elif kind == "exit":
+            out["exit_code"] = rec.exit.exit_code
     return out

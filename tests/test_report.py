@@ -79,8 +79,8 @@ def test_finds_every_run_recursively_and_lists_the_unfinished(sweep, report):
 def test_markdown_table_rows_match_the_summaries(sweep, report):
     rep, out = report
     header, rows = parse_markdown_table((out / "report.md").read_text())
-    assert header[:10] == ["method", "dataset", "model", "n", "β", "threshold/δ", "problems", "accuracy % [95% CI]",
-                           "acceptance %", "total FLOPs"]
+    assert header[:12] == ["method", "dataset", "model", "n", "β", "threshold/δ", "problems", "seeds",
+                           "accuracy % [95% CI]", "acceptance % (steps)", "acceptance % (tokens)", "total FLOPs"]
     assert len(rows) == len(sweep["dirs"]) == 19
     by_path = {str((out / row[-1].strip("`")).resolve()): dict(zip(header, row)) for row in rows}
     for path, s in summaries(sweep).items():
@@ -94,8 +94,10 @@ def test_markdown_table_rows_match_the_summaries(sweep, report):
         assert row["problems"] == str(s["n_problems"])
         lo, hi = s["accuracy_ci95"]
         assert row["accuracy % [95% CI]"] == f"{100 * s['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-        assert row["acceptance %"] == fmt_pct(s["acceptance_rate"])
-        assert (row["acceptance %"] == "-") == (m["name"] == "bon")
+        assert row["acceptance % (steps)"] == fmt_pct(s["acceptance_rate"])
+        assert row["acceptance % (tokens)"] == fmt_pct(s["acceptance_rate_tokens"])
+        assert (row["acceptance % (steps)"] == "-") == (m["name"] == "bon")
+        assert row["seeds"] == "0"
         assert row["total FLOPs"] == fmt_flops(s["flops"]["total"])
         assert row["FLOPs π_S"] == fmt_flops(s["flops"]["small"])
         assert row["FLOPs π_B"] == fmt_flops(s["flops"]["big"])
@@ -134,7 +136,9 @@ def test_accuracy_vs_flops_plots_every_run(sweep, report):
     want = sorted((round(s["flops"]["total"], 3), round(100 * s["accuracy"], 6)) for s in summaries(sweep).values())
     assert drawn == want
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert {"GSI", "RSD", "soft BoN π_S", "soft BoN π_B", "β = 1", "β = 4", "Pareto frontier"} <= set(legend)
+    # u and δ are in the legend: GSI runs that differ only in u are separate series.
+    assert {"GSI (u = 0.5)", "GSI (u = 0.3)", "GSI (u = 0.75)", "RSD (δ = 0.6)", "soft BoN π_S", "soft BoN π_B",
+            "β = 1", "β = 4", "Pareto frontier"} <= set(legend)
     # The sidecar CSV: the same points, and a frontier that no run beats.
     points = read_csv(out / "accuracy_vs_flops.csv")
     runs = [p for p in points if p["series"] != "Pareto frontier"]
@@ -148,20 +152,30 @@ def test_accuracy_vs_flops_plots_every_run(sweep, report):
 
 
 def test_acceptance_vs_threshold_plots_the_gsi_and_rsd_runs(sweep, report):
+    """u (GSI, on the unbounded tilted reward) and δ (RSD, a probability) get their own panels; step-level and
+    token-level acceptance are both drawn."""
     rep, out = report
     points = read_csv(out / "acceptance_vs_threshold.csv")
     thr = lambda m: float(m["threshold"] if m["name"] == "gsi" else m["delta"])  # noqa: E731
-    want = sorted((thr(s["_method"]), round(100 * s["acceptance_rate"], 6)) for s in summaries(sweep).values()
-                  if s["_method"]["name"] in ("gsi", "rsd"))
-    assert sorted((float(p["x"]), round(float(p["y"]), 6)) for p in points) == want
+    for metric, key in (("acceptance_steps", "acceptance_rate"), ("acceptance_tokens", "acceptance_rate_tokens")):
+        want = sorted((thr(s["_method"]), round(100 * s[key], 6)) for s in summaries(sweep).values()
+                      if s["_method"]["name"] in ("gsi", "rsd"))
+        assert sorted((float(p["x"]), round(float(p["y"]), 6)) for p in points if p["metric"] == metric) == want
     assert {p["series"].split(",")[0] for p in points} == {"GSI", "RSD"}
     fig = rep["figures"]["acceptance_vs_threshold"]
     drawn = sorted((float(x), round(float(y), 6)) for ax in fig.axes for line in ax.lines
                    for x, y in line.get_xydata())
-    assert drawn == want
-    # The threshold sweep is one line of three points on the olympiad panel.
-    olympiad = [ax for ax in fig.axes if ax.get_title() == "olympiad"][0]
-    assert sorted(len(line.get_xdata()) for line in olympiad.lines) == [3]
+    assert drawn == sorted((float(p["x"]), round(float(p["y"]), 6)) for p in points)
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert set(panels) == {"math500: GSI (u)", "math500: RSD (δ)", "olympiad: GSI (u)", "olympiad: RSD (δ)"}
+    for title, ax in panels.items():  # each panel holds one method only
+        xs = {float(x) for line in ax.lines for x in line.get_xdata()}
+        want = {p["x"] for p in points if p["panel"] == title.split(":")[0]
+                and p["series"].startswith("GSI" if "GSI" in title else "RSD")}
+        assert xs == {float(x) for x in want}
+    # The threshold sweep is one line of three points per metric on the olympiad GSI panel.
+    assert sorted(len(line.get_xdata()) for line in panels["olympiad: GSI (u)"].lines) == [3, 3]
+    assert "draft tokens accepted" in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
 def test_accuracy_vs_n(sweep, report):
@@ -177,12 +191,14 @@ def test_accuracy_vs_n(sweep, report):
 def test_pngs_are_images(report):
     rep, out = report
     names = {p.name for p in rep["files"]}
-    assert {"report.md", "runs.csv", "accuracy_vs_flops.png", "acceptance_vs_threshold.png", "accuracy_vs_n.png",
-            "accuracy_vs_flops.csv", "acceptance_vs_threshold.csv", "accuracy_vs_n.csv"} <= names
+    assert {"report.md", "runs.csv", "configs.csv", "accuracy_vs_flops.png", "acceptance_vs_threshold.png",
+            "accuracy_vs_n.png", "accuracy_vs_flops.csv", "acceptance_vs_threshold.csv", "accuracy_vs_n.csv",
+            "accuracy_vs_flops.pdf", "acceptance_vs_threshold.pdf", "accuracy_vs_n.pdf"} <= names
     for name in ("accuracy_vs_flops", "acceptance_vs_threshold", "accuracy_vs_n"):
         img = mpimg.imread(out / f"{name}.png")
         assert img.shape[0] > 300 and img.shape[1] > 500 and img.std() > 0.05  # drawn, not blank
         assert f"({name}.png)" in (out / "report.md").read_text()
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_pareto_front():
@@ -200,7 +216,7 @@ def test_cli_and_empty_input(tmp_path, sweep):
     cmd = [sys.executable, "-m", "experiments.report", str(sweep["root"] / "nested"), "--out", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("3 runs")
+    assert "3 runs (3 configurations)" in proc.stdout
     _, rows = parse_markdown_table((out / "report.md").read_text())
     assert len(rows) == 3 and {r[5] for r in rows} == {"0.3", "0.6", "0.75"}
     # Nothing to report: a report that says so, no figures, no crash.

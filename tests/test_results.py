@@ -32,3 +32,20 @@ def test_bootstrap_ci_brackets_the_mean():
     lo, hi = bootstrap_ci([1] * 30 + [0] * 70)
     assert lo < 0.3 < hi and hi - lo < 0.25
     assert bootstrap_ci([]) is None
+
+
+def test_accuracy_interval_does_not_collapse_at_0_or_100_percent():
+    """A percentile bootstrap of 2 of 2 correct is [100%, 100%]; the Wilson interval is honest about n = 2."""
+    from gsi.results import proportion_ci, summarize
+
+    rec = {"correct": True, "steps": 1, "accepted_steps": 0, "draft_tokens": 0, "accepted_draft_tokens": 0,
+           "stop_reason": "eos", "tokens": {r: {"generated": 1, "context": 1} for r in ("small", "big", "reward")}}
+    lo, hi = summarize([rec, dict(rec)], flops_per_token={"small": 1, "big": 1, "reward": 1},
+                       has_acceptance=False)["accuracy_ci95"]
+    assert hi == 1.0 and 0.2 < lo < 0.5
+    lo, hi = proportion_ci(0, 2)
+    assert lo == 0.0 and 0.5 < hi < 0.8
+    # Wilson vs Clopper-Pearson ("exact"), 30 of 100: both bracket 0.3; the exact one is the wider.
+    w, cp = proportion_ci(30, 100), proportion_ci(30, 100, method="exact")
+    assert w[0] < 0.3 < w[1] and cp[0] <= w[0] and cp[1] >= w[1]
+    assert proportion_ci(0, 0) is None

@@ -165,6 +165,16 @@ def test_offline_run_holds_config_summary_and_table(wandb_sweep):
                 assert row[col[f"flops_{role}"]] == 2.0 * PARAMS[role] * (tok["generated"] + tok["context"])
         assert sum(row[col["correct"]] for row in table["data"]) == round(summary["accuracy"] * len(recs))
 
+        # An honest end: finished (exit code 0), and the result files as an artifact of the run.
+        assert run["exit_code"] == 0 and not run["preempting"]
+        (art,) = [a for a in run["artifacts"] if a["type"] == "results"]
+        assert "complete" in art["aliases"] and art["metadata"]["complete"] is True
+        for name in ("results.jsonl", "summary.json", "experiment.json"):
+            assert Path(art["files"][name]).read_bytes() == (job / name).read_bytes(), name
+        # What produced the numbers is in the config (gsi.provenance).
+        assert cfg["provenance"] == experiment["provenance"]
+        assert cfg["provenance"]["models"]["small"]["path"] == "tiny://small"
+
 
 def test_wandb_writes_only_inside_the_run_folders(wandb_sweep):
     assert all_files(wandb_sweep["home"]) == []
@@ -259,6 +269,20 @@ class FakeRun:
     def finish(self, exit_code=0):
         self.finished = exit_code
 
+    def mark_preempting(self):
+        self.preempting = True
+
+    def log_artifact(self, artifact, aliases=()):
+        self.artifacts = getattr(self, "artifacts", []) + [(artifact, list(aliases))]
+
+
+class FakeArtifact:
+    def __init__(self, name, type, description=None, metadata=None):
+        self.name, self.type, self.metadata, self.files = name, type, metadata, {}
+
+    def add_file(self, path, name=None):
+        self.files[name] = Path(path).read_text()
+
 
 def fake_wandb(fail_modes=(), fail_log_after=None):
     mod = types.ModuleType("wandb")
@@ -277,6 +301,7 @@ def fake_wandb(fail_modes=(), fail_log_after=None):
 
     mod.init, mod.teardown = init, teardown
     mod.Table = lambda columns, data: {"columns": columns, "data": data}
+    mod.Artifact = FakeArtifact
     return mod
 
 
@@ -359,6 +384,9 @@ def test_tiny_models_run_logs_offline(tiny_engines, make_cfg, tmp_path, monkeypa
     if not (data / "math500").exists():
         pytest.skip("no local MATH500 copy (GSI_DATA_DIR)")
     monkeypatch.setenv("GSI_DATA_DIR", str(data))
+    from gsi.engines import tiny
+
+    monkeypatch.setenv("GSI_CACHE_DIR", str(tiny.cache_root()))  # where the engines' tiny models are, whatever HOME
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
     cfg = make_cfg("model=tiny", "hardware=cpu", "dataset=math500", "dataset.limit=2", "method=gsi", "method.n=2",
@@ -373,8 +401,78 @@ def test_tiny_models_run_logs_offline(tiny_engines, make_cfg, tmp_path, monkeypa
     assert all(summary["params"].get(r, 0) > 0 for r in ("small", "big", "reward")), \
         f"the engine registry left engines.params unfilled ({summary['params']}): every FLOPs figure is 0"
     assert summary["flops"]["total"] > 0
+    # A real run's provenance: versions, commit, grader, the tiny models' fingerprints, the dataset file's hash.
+    prov = json.loads((out / "experiment.json").read_text())["provenance"]
+    assert prov["packages"]["torch"] and prov["packages"]["transformers"] and prov["packages"]["math-verify"]
+    assert len(prov["git"]["commit"]) == 40 and isinstance(prov["git"]["dirty"], bool)
+    assert prov["grader"]["name"] and prov["grader"]["source_sha256"]
+    assert all(len(prov["models"][r]["fingerprint"]) == 64 for r in ("small", "big", "reward"))
+    assert prov["dataset"]["source"] == "local" and len(prov["dataset"]["sha256"]) == 64
+    assert logged["config"]["provenance"] == prov
     table = json.loads((run_dir / "files" / logged["summary"]["problems/path"]).read_text())
     assert [row[1] for row in table["data"]] == [r["id"] for r in sorted(results(out), key=lambda r: r["index"])]
     # Nothing of W&B's under HOME (the dataset loader may keep its own cache there: not this test's business).
     home = all_files(tmp_path / "home")
     assert [p for p in home if "wandb" in str(p).lower() or p.name == ".netrc"] == [], home
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Honest run states: a crash, an interruption and a preemption do not end as "finished".
+
+
+def _failing_grader(after: int, exc: BaseException):
+    from experiments.synthetic import synthetic_grade
+
+    calls = []
+
+    def grade(text, reference):
+        calls.append(1)
+        if len(calls) > after:
+            raise exc
+        return synthetic_grade(text, reference)
+
+    return grade
+
+
+def test_offline_run_that_raises_ends_failed_with_its_results(tmp_path, monkeypatch):
+    """The real wandb, offline: a run that raises mid-way ends with a non-zero exit code in its run file (W&B shows
+    it failed), and the problems finished before the crash are in its results artifact."""
+    import experiments.synthetic as syn
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.setattr(syn, "synthetic_grade", _failing_grader(3, RuntimeError("grader exploded")))
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="grader exploded"):
+        synthetic_run(["method=gsi", "method.n=2", "logger=wandb", "logger.mode=offline"], out, n_problems=6)
+    assert not (out / "summary.json").exists() and len(results(out)) == 3
+    (run_dir,) = offline_runs(out)
+    run = read_offline_run(run_dir)
+    assert run["exit_code"] == 1 and not run["preempting"]
+    (art,) = [a for a in run["artifacts"] if a["type"] == "results"]
+    assert "partial" in art["aliases"] and art["metadata"]["complete"] is False
+    assert Path(art["files"]["results.jsonl"]).read_bytes() == (out / "results.jsonl").read_bytes()
+    assert "summary.json" not in art["files"]
+
+
+@pytest.mark.parametrize("exc,slurm,code,preempting", [
+    (KeyboardInterrupt(), False, 130, False),  # Ctrl-C: gsi.run turns it into exit status 130
+    (SystemExit(143), True, 143, True),  # SIGTERM inside a SLURM job: preemption / requeue
+    (SystemExit(143), False, 143, False),  # SIGTERM outside SLURM: an interruption
+    (MemoryError(), False, 1, False),
+])
+def test_interrupted_and_preempted_runs(tmp_path, monkeypatch, exc, slurm, code, preempting):
+    import experiments.synthetic as syn
+
+    for key in ("SLURM_JOB_ID", "SUBMITIT_EXECUTOR"):
+        monkeypatch.delenv(key, raising=False)
+    if slurm:
+        monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    mod = fake_wandb()
+    monkeypatch.setattr(syn, "synthetic_grade", _failing_grader(2, exc))
+    with pytest.raises(SystemExit if isinstance(exc, KeyboardInterrupt) else type(exc)):
+        _run(tmp_path, monkeypatch, mod, n=5)
+    (run,) = mod.runs
+    assert run.finished == code and getattr(run, "preempting", False) == preempting
+    ((art, aliases),) = run.artifacts
+    assert "partial" in aliases and art.files["results.jsonl"] == (tmp_path / "run" / "results.jsonl").read_text()

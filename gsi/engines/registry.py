@@ -258,7 +258,8 @@ def _same_vocab(small_tok, big_tok) -> bool:
 def load_tokenizer(resolved: ResolvedModel, model_cfg):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=bool(_get(model_cfg, "trust_remote_code")))
+    return AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=bool(_get(model_cfg, "trust_remote_code")),
+                                         revision=None if resolved.local else _get(model_cfg, "revision"))
 
 
 def validate(cfg, *, check_devices: bool = True, tokenizers: dict | None = None) -> Plan:
@@ -368,6 +369,8 @@ def engine_specs(cfg, plan: Plan, roles=ROLES) -> list:
         }
         if _get(mcfg, "max_model_len"):
             kw["max_model_len"] = int(_get(mcfg, "max_model_len"))
+        if _get(mcfg, "revision") and not rm.local:  # pins the hub download (weights and tokenizer)
+            kw["revision"] = kw["tokenizer_revision"] = str(_get(mcfg, "revision"))
         if role == "reward":
             kw["runner"] = "pooling"
             if needs_custom_models(plan):
