@@ -29,21 +29,33 @@ from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, RULES, Verdict
 __all__ = ["grade", "grade_many", "Verdict", "RULES", "MAX_TEXT_CHARS", "MAX_ANSWER_CHARS", "close_pool"]
 
 
-def grade(generated_text: str, reference_answer: str, *, timeout: float = 5.0) -> Verdict:
-    """Grade one generated text against a reference answer, in a worker process under `timeout` seconds.
+def grade(generated_text: str, reference_answer: str, *, timeout: float = 5.0, grader: str | None = None) -> Verdict:
+    """Grade one generated text against a reference answer, in a worker process under `timeout` seconds, by
+    `grader`'s rules (grading.graders: ours (None), prm800k, qwen; an unknown name raises ValueError).
 
     Never raises for bad input: an answer that runs too long gives Verdict(False, "timeout"), an over-long input
     Verdict(False, "refused_too_long"), no answer Verdict(False, "no_answer"). Safe to call from any thread.
     """
-    return get_pool().grade(generated_text, reference_answer, timeout=timeout)
+    grader = _grader_arg(grader)
+    return get_pool().grade(generated_text, reference_answer, timeout=timeout, grader=grader)
 
 
-def grade_many(pairs: Iterable[tuple[str, str]], *, timeout: float = 5.0, workers: int | None = None) -> list[Verdict]:
+def _grader_arg(grader: str | None) -> str | None:
+    """None for ours (the worker's default message), else a checked grading.graders name."""
+    from grading.graders import DEFAULT, check_name
+
+    name = check_name(grader)
+    return None if name == DEFAULT else name
+
+
+def grade_many(pairs: Iterable[tuple[str, str]], *, timeout: float = 5.0, workers: int | None = None,
+               grader: str | None = None) -> list[Verdict]:
     """Grade (generated_text, reference) pairs in parallel worker processes; results are in input order."""
+    grader = _grader_arg(grader)
     pairs = list(pairs)
     n = max(1, workers or default_workers())
     pool = get_pool(min_size=n)
     if n == 1 or len(pairs) <= 1:
-        return [pool.grade(t, r, timeout=timeout) for t, r in pairs]
+        return [pool.grade(t, r, timeout=timeout, grader=grader) for t, r in pairs]
     with ThreadPoolExecutor(max_workers=min(n, len(pairs)), thread_name_prefix="grade") as ex:
-        return list(ex.map(lambda tr: pool.grade(tr[0], tr[1], timeout=timeout), pairs))
+        return list(ex.map(lambda tr: pool.grade(tr[0], tr[1], timeout=timeout, grader=grader), pairs))

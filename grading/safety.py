@@ -61,6 +61,7 @@ def _worker_main(conn, memory_limit: int | None) -> None:  # pragma: no cover - 
         except (ImportError, ValueError, OSError):
             pass
     from grading import equivalence
+    from grading.graders import local_grader
     from grading.verdict import grade_local
 
     equivalence._mv()  # import math-verify now, not during the first timed call
@@ -72,9 +73,10 @@ def _worker_main(conn, memory_limit: int | None) -> None:  # pragma: no cover - 
             return
         if msg is None:
             return
-        text, ref = msg
+        text, ref, grader = msg if len(msg) == 3 else (*msg, None)
         try:
-            v = grade_local(text, ref, on_extracted=lambda e, r: conn.send(("prep", e, r)))
+            local = grade_local if grader is None else local_grader(grader)
+            v = local(text, ref, on_extracted=lambda e, r: conn.send(("prep", e, r)))
             conn.send(("ok", v.correct, v.rule, v.extracted, v.reference))
         except BaseException as e:  # noqa: BLE001 - MemoryError, RecursionError, anything: report, keep serving
             try:
@@ -173,8 +175,10 @@ class WorkerPool:
             self._idle.append(w)
             self._cond.notify()
 
-    def grade(self, generated_text, reference_answer, *, timeout: float | None = 5.0) -> Verdict:
-        """Grade in a worker process; a call that runs past `timeout` seconds gives Verdict(False, "timeout")."""
+    def grade(self, generated_text, reference_answer, *, timeout: float | None = 5.0,
+              grader: str | None = None) -> Verdict:
+        """Grade in a worker process; a call that runs past `timeout` seconds gives Verdict(False, "timeout").
+        `grader`: a name of grading.graders (None: ours)."""
         text = generated_text if isinstance(generated_text, str) else (
             "" if generated_text is None else str(generated_text))
         if len(text) > MAX_TEXT_CHARS:
@@ -195,7 +199,7 @@ class WorkerPool:
                     f"{self._ctx.get_start_method()!r} method, which re-imports the main script: guard a script's "
                     "top-level code with `if __name__ == \"__main__\":`.")
             try:
-                w.conn.send((text, ref))
+                w.conn.send((text, ref) if grader is None else (text, ref, grader))
                 deadline = None if timeout is None else time.monotonic() + max(float(timeout), 0.0)
                 while True:
                     remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)

@@ -19,7 +19,7 @@ from gsi.results import ResultsFile, summarize, write_json
 log = logging.getLogger(__name__)
 
 # Keys whose change makes earlier results in the same folder a different experiment.
-_IDENTITY_KEYS = ("model", "method", "dataset", "generation", "seed", "shard", "beta")
+_IDENTITY_KEYS = ("model", "method", "dataset", "generation", "seed", "shard", "beta", "grader")
 
 
 def output_dir() -> Path:
@@ -33,8 +33,8 @@ def output_dir() -> Path:
 
 def check_same_experiment(out: Path, cfg: DictConfig) -> None:
     """Refuse to resume into a folder that holds another experiment's results."""
-    ident = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-             for k in _IDENTITY_KEYS}
+    ident = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg[k])
+             else cfg[k] for k in _IDENTITY_KEYS if k in cfg}
     ident["dataset"].pop("data_dir", None)  # where the files are is not what they are
     path = out / "experiment.json"
     if path.exists():
@@ -67,6 +67,11 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
     results = ResultsFile(out / "results.jsonl")
     done = results.load()
     todo = [p for p in problems if p.id not in done]
+    if todo:
+        from gsi.methods import method_class
+
+        method_class(cfg.method.name).check_run(cfg.method, n_problems=len(todo), batch_size=cfg.batch_size)
+    grader, grade_timeout = grader_of(cfg)
     log.info("%d problems, %d already in %s, %d to run", len(problems), len(done), results.path, len(todo))
 
     tracker = build_tracker(cfg, out)
@@ -86,8 +91,9 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
             tally = {"steps": 0, "accepted": 0, "correct": sum(bool(r["correct"]) for r in done.values())}
 
             def on_finish(state: ProblemState, seconds: float) -> None:
-                rec = make_record(state, grading.grade(state.response_text, state.reference), seconds,
-                                  method.has_acceptance, cfg.trace)
+                verdict = grading.grade(state.response_text, state.reference, timeout=grade_timeout, grader=grader)
+                rec = make_record(state, verdict, seconds, method.has_acceptance, cfg.trace)
+                rec["grader"] = grader
                 results.append(rec)
                 done[rec["id"]] = rec
                 tally["steps"] += rec["steps"]
@@ -113,7 +119,7 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
         summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ("small", "big", "reward")},
                             has_acceptance=records[0]["acceptance"] if records else False)
         summary.update(method=cfg.method.name, dataset=cfg.dataset.name, model=cfg.model.name, seed=cfg.seed,
-                       beta=cfg.beta, params=params)
+                       beta=cfg.beta, params=params, grader=grader)
         summary["wall_time_s"] = time.perf_counter() - start
         summary["measured"] = measured(engines, params) if engines is not None else {}
         write_json(out / "summary.json", summary)
@@ -124,6 +130,12 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
         tracker.close()
         if own_engines:
             engines.close()
+
+
+def grader_of(cfg: DictConfig) -> tuple[str, float]:
+    """The run's grader name (grading.graders) and its time limit per answer."""
+    name = OmegaConf.select(cfg, "grader.name", default="ours")
+    return str(getattr(name, "value", name)), float(OmegaConf.select(cfg, "grader.timeout", default=5.0))
 
 
 class _StopRequested(Exception):
