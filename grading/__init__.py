@@ -9,7 +9,8 @@ Pipeline (one module each): extract.py (the last \\\\boxed{} of the text, else "
 normalize.py (MATH/PRM800K-style normaliser), equivalence.py (math-verify first, then a rule-based second
 opinion with a safe sympy check from safe_sympy.py), safety.py (every call runs in a worker process under a
 time limit and a memory cap; model output is never evaluated as code). `python -m grading check FILE`
-re-grades a results file.
+re-grades a results file. Other graders' rules (grading/graders: `prm800k`, the GSI code's; `qwen`, the RSD code's)
+run in the same workers: `grade(text, reference, grader="qwen")`, `python -m grading check --grader qwen FILE`.
 
 Workers are started with multiprocessing's 'forkserver' method (or 'spawn'), which re-imports the calling
 script: keep a script's top-level code under `if __name__ == "__main__":`. Environment knobs:

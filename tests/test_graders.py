@@ -155,3 +155,24 @@ def test_a_run_records_and_uses_its_grader(make_cfg, tmp_path):
     assert summaries["ours"]["accuracy"] == 0.0 and summaries["qwen"]["accuracy"] == 0.5
     assert main(["check", str(tmp_path / "ours" / "results.jsonl"), "--grader", "qwen"]) == 0
     assert json.loads((tmp_path / "ours" / "summary.qwen.json").read_text())["accuracy"] == 0.5
+
+
+def test_a_folder_resumes_only_under_its_grader(make_cfg, tmp_path):
+    from gsi.engines.table import table_engines
+    from gsi.run import run
+
+    def go(*extra):
+        cfg = make_cfg("model=tiny", "hardware=cpu", "method=rsd", "dataset=gsm8k", "dataset.limit=2", *extra)
+        return run(cfg, out=tmp_path, engines=table_engines([0.5, 0.5], [0.5, 0.5], [0.9, 0.9],
+                                                            texts=["So \\boxed{1}\n\n", "Thus \\boxed{2}\n\n"]))
+
+    go()
+    with pytest.raises(SystemExit, match="differs in: grader"):
+        go("grader=qwen")
+    # a folder written before runs recorded their grader was graded by ours: it resumes under ours only
+    exp = json.loads((tmp_path / "experiment.json").read_text())
+    del exp["grader"]
+    (tmp_path / "experiment.json").write_text(json.dumps(exp))
+    assert go()["n_problems"] == 2
+    with pytest.raises(SystemExit, match="differs in: grader"):
+        go("grader=prm800k")

@@ -147,8 +147,8 @@ def skywork_standin(tiny_engines, tiny_cfg, tmp_path_factory):
         shutdown_llms(list(llms.values()))
 
 
-def _preset_on_tiny(make_cfg, folder, *extra):
-    return make_cfg("+experiment=paper_rsd_original", "model=tiny", "hardware=cpu", "hardware.cpu_kvcache_gb=0.25",
+def _preset_on_tiny(make_cfg, preset, folder, *extra):
+    return make_cfg(f"+experiment={preset}", "model=tiny", "hardware=cpu", "hardware.cpu_kvcache_gb=0.25",
                     f"model.reward.path={folder}", "model.reward.adapter=skywork_prm", "dataset.limit=2",
                     "generation.max_step_tokens=16", "generation.max_steps=3", "trace=true", *extra)
 
@@ -159,8 +159,11 @@ def test_paper_rsd_original_runs_with_a_skywork_standin(skywork_standin, make_cf
 
     folder, engines = skywork_standin
     texts = {}
-    for dataset, seed in (("gaokao2023en", 0), ("gaokao2023en", 1), ("mmlu_stem", 0)):
-        cfg = _preset_on_tiny(make_cfg, folder, f"dataset={dataset}", f"seed={seed}")
+    # (the 72B preset differs only in its model and hardware, which the tiny models and the CPU replace)
+    for preset, dataset, seed in (("paper_rsd_original", "gaokao2023en", 0), ("paper_rsd_original", "gaokao2023en", 1),
+                                  ("paper_rsd_original_72b", "mmlu_stem", 0)):
+        cfg = _preset_on_tiny(make_cfg, preset, folder, f"dataset={dataset}", f"seed={seed}")
+        assert (cfg.method.greedy, cfg.method.patience, cfg.grader.name) == (True, 5, "qwen")
         out = tmp_path / f"{dataset}-{seed}"
         summary = run(cfg, out=out, engines=engines)
         assert summary["grader"] == "qwen" and summary["n_problems"] == 2 and summary["method"] == "rsd"
