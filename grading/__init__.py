@@ -10,7 +10,8 @@ normalize.py (MATH/PRM800K-style normaliser), equivalence.py (math-verify first,
 opinion with a safe sympy check from safe_sympy.py), safety.py (every call runs in a worker process under a
 time limit and a memory cap; model output is never evaluated as code), lifetime.py (a worker's own per-task
 limit, and its exit when the run is gone). `python -m grading check FILE`
-re-grades a results file.
+re-grades a results file. Other graders' rules (grading/graders: `prm800k`, the GSI code's; `qwen`, the RSD code's)
+run in the same workers: `grade(text, reference, grader="qwen")`, `python -m grading check --grader qwen FILE`.
 
 Workers are started with multiprocessing's 'forkserver' method (or 'spawn'), which re-imports the calling
 script: keep a script's top-level code under `if __name__ == "__main__":`. Environment knobs:
@@ -30,23 +31,35 @@ from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, RULES, Verdict
 __all__ = ["grade", "grade_many", "Verdict", "RULES", "MAX_TEXT_CHARS", "MAX_ANSWER_CHARS", "close_pool"]
 
 
-def grade(generated_text: str, reference_answer: str, *, timeout: float = 5.0) -> Verdict:
-    """Grade one generated text against a reference answer, in a worker process under `timeout` seconds.
+def grade(generated_text: str, reference_answer: str, *, timeout: float = 5.0, grader: str | None = None) -> Verdict:
+    """Grade one generated text against a reference answer, in a worker process under `timeout` seconds, by
+    `grader`'s rules (grading.graders: ours (None), prm800k, qwen; an unknown name raises ValueError).
 
     Never raises for bad input: an answer that runs too long gives Verdict(False, "timeout"), an over-long input
     Verdict(False, "refused_too_long"), no answer Verdict(False, "no_answer"), an input that is not text (not a
     str, bytes or number, or one whose conversion raises) Verdict(False, "invalid_input"). Safe to call from any
     thread.
     """
-    return get_pool().grade(generated_text, reference_answer, timeout=timeout)
+    grader = _grader_arg(grader)
+    return get_pool().grade(generated_text, reference_answer, timeout=timeout, grader=grader)
 
 
-def grade_many(pairs: Iterable[tuple[str, str]], *, timeout: float = 5.0, workers: int | None = None) -> list[Verdict]:
+def _grader_arg(grader: str | None) -> str | None:
+    """None for ours (the worker's default message), else a checked grading.graders name."""
+    from grading.graders import DEFAULT, check_name
+
+    name = check_name(grader)
+    return None if name == DEFAULT else name
+
+
+def grade_many(pairs: Iterable[tuple[str, str]], *, timeout: float = 5.0, workers: int | None = None,
+               grader: str | None = None) -> list[Verdict]:
     """Grade (generated_text, reference) pairs in parallel worker processes; results are in input order."""
+    grader = _grader_arg(grader)
     pairs = list(pairs)
     n = max(1, workers or default_workers())
     pool = get_pool(min_size=n)
     if n == 1 or len(pairs) <= 1:
-        return [pool.grade(t, r, timeout=timeout) for t, r in pairs]
+        return [pool.grade(t, r, timeout=timeout, grader=grader) for t, r in pairs]
     with ThreadPoolExecutor(max_workers=min(n, len(pairs)), thread_name_prefix="grade") as ex:
-        return list(ex.map(lambda tr: pool.grade(tr[0], tr[1], timeout=timeout), pairs))
+        return list(ex.map(lambda tr: pool.grade(tr[0], tr[1], timeout=timeout, grader=grader), pairs))

@@ -1,13 +1,15 @@
 """Command line: re-grade a results file, or grade one answer.
 
-    python -m grading check outputs/.../results.jsonl [--dataset-field dataset] [--timeout 5] [--workers 2]
-    python -m grading grade "... \\boxed{1/2}" "0.5"
+    python -m grading check outputs/.../results.jsonl [--grader qwen] [--dataset-field dataset] [--timeout 5]
+    python -m grading grade "... \\boxed{1/2}" "0.5" [--grader prm800k]
 
 `check` reads JSONL with one object per line holding at least `id`, `final_text`, `reference` and the old
-`correct` (optionally `extracted`), grades every row again and prints the old and new accuracy and a table of
-the rows where the verdicts differ. Malformed lines are reported as FILE:LINE and left out of the counts.
-`--dataset-field NAME` adds per-value accuracy for a field such as `dataset`. Exit code 0 unless the file
-cannot be read.
+`correct` (optionally `extracted`), grades every row again under `--grader` (ours, prm800k, qwen; default ours)
+and prints the old and new accuracy and a table of the rows where the verdicts differ. Malformed lines are
+reported as FILE:LINE and left out of the counts. `--dataset-field NAME` adds per-value accuracy for a field such
+as `dataset`. Beside FILE it writes `summary.<grader>.json` (accuracy under that grader, the old accuracy and
+grader, verdict rules, disagreements) and `regraded.<grader>.jsonl` (id, correct, rule, extracted per row);
+`--out DIR` puts them elsewhere. Exit code 0 unless the file cannot be read.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+
+from grading.graders import DEFAULT, GRADERS
 
 REQUIRED = ("id", "final_text", "reference", "correct")
 
@@ -69,14 +73,16 @@ def cmd_check(args) -> int:
     for p in problems:
         console.print(f"[yellow]skipped[/yellow] {p}", soft_wrap=True, highlight=False)
     verdicts = grade_many([(o[fields["final_text"]] or "", o[fields["reference"]]) for _, o in rows],
-                          timeout=args.timeout, workers=args.workers)
+                          timeout=args.timeout, workers=args.workers, grader=args.grader)
     n = len(rows)
     old = [_as_bool(o[fields["correct"]]) for _, o in rows]
     new = [bool(v) for v in verdicts]
     if n == 0:
         console.print("no gradable rows")
         return 0
-    summary = Table(title=f"{args.file}: {n} rows" + (f", {len(problems)} malformed line(s) skipped" if problems else ""))
+    written = write_regraded(args, rows, fields, old, verdicts)
+    summary = Table(title=f"{args.file}: {n} rows, grader {args.grader}"
+                    + (f", {len(problems)} malformed line(s) skipped" if problems else ""))
     summary.add_column("group")
     summary.add_column("rows", justify="right")
     summary.add_column("old acc", justify="right")
@@ -108,7 +114,41 @@ def cmd_check(args) -> int:
         console.print(t)
     else:
         console.print("no disagreements")
+    console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
     return 0
+
+
+def write_regraded(args, rows, fields, old: list[bool], verdicts) -> list:
+    """summary.<grader>.json and regraded.<grader>.jsonl beside the file (or in --out)."""
+    from pathlib import Path
+
+    src = Path(args.file)
+    out = Path(args.out) if args.out else src.parent
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(rows)
+    rules: dict[str, int] = defaultdict(int)
+    for v in verdicts:
+        rules[v.rule] += 1
+    old_graders = sorted({str(o.get("grader", "ours")) for _, o in rows})
+    summary = {
+        "grader": args.grader,
+        "source": str(src.resolve()),
+        "n_problems": n,
+        "accuracy": sum(bool(v) for v in verdicts) / n,
+        "old_accuracy": sum(old) / n,
+        "old_grader": old_graders[0] if len(old_graders) == 1 else old_graders,
+        "disagreements": sum(o != bool(v) for o, v in zip(old, verdicts)),
+        "rules": dict(sorted(rules.items())),
+        "timeout_s": args.timeout,
+    }
+    summary_path = out / f"summary.{args.grader}.json"
+    summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    rows_path = out / f"regraded.{args.grader}.jsonl"
+    with open(rows_path, "w", encoding="utf-8") as f:
+        for (_, o), v in zip(rows, verdicts):
+            f.write(json.dumps({"id": o[fields["id"]], "correct": bool(v), "rule": v.rule, "extracted": v.extracted,
+                                "grader": args.grader}, ensure_ascii=False) + "\n")
+    return [summary_path, rows_path]
 
 
 def _short(s, n: int = 80) -> str:
@@ -121,7 +161,7 @@ def _short(s, n: int = 80) -> str:
 def cmd_grade(args) -> int:
     from grading import grade
 
-    v = grade(args.text, args.reference, timeout=args.timeout)
+    v = grade(args.text, args.reference, timeout=args.timeout, grader=args.grader)
     print(json.dumps({"correct": v.correct, "rule": v.rule, "extracted": v.extracted, "reference": v.reference},
                      ensure_ascii=False))
     return 0
@@ -139,11 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--correct-field", default="correct")
     c.add_argument("--timeout", type=float, default=5.0)
     c.add_argument("--workers", type=int, default=None)
+    c.add_argument("--grader", choices=list(GRADERS), default=DEFAULT, help="the rules to grade by (default: ours)")
+    c.add_argument("--out", default=None, help="folder for summary.<grader>.json (default: beside FILE)")
     c.set_defaults(func=cmd_check)
     g = sub.add_parser("grade", help="grade one generated text against one reference")
     g.add_argument("text")
     g.add_argument("reference")
     g.add_argument("--timeout", type=float, default=5.0)
+    g.add_argument("--grader", choices=list(GRADERS), default=DEFAULT)
     g.set_defaults(func=cmd_grade)
     return ap
 

@@ -73,6 +73,7 @@ def _worker_main(conn, memory_limit: int | None, run_pid: int | None = None,
         except (ImportError, ValueError, OSError):
             pass
     from grading import equivalence
+    from grading.graders import local_grader
     from grading.verdict import grade_local
 
     equivalence._mv()  # import math-verify now, not during the first timed call
@@ -86,9 +87,11 @@ def _worker_main(conn, memory_limit: int | None, run_pid: int | None = None,
             return
         text, ref, *rest = msg
         limit = rest[0] if rest else None  # this task's own limit (lifetime.limit_for), enforced in here
+        grader = rest[1] if len(rest) > 1 else None  # a grading.graders name (None: ours)
+        local = grade_local if grader is None else local_grader(grader)
         try:
             with lifetime.LimitedTask(limit):
-                v = grade_local(text, ref, on_extracted=lambda e, r: conn.send(("prep", e, r)))
+                v = local(text, ref, on_extracted=lambda e, r: conn.send(("prep", e, r)))
             conn.send(("ok", v.correct, v.rule, v.extracted, v.reference))
         except BaseException as e:  # noqa: BLE001 - MemoryError, RecursionError, anything: report, keep serving
             try:
@@ -208,8 +211,10 @@ class WorkerPool:
             self._idle.append(w)
             self._cond.notify()
 
-    def grade(self, generated_text, reference_answer, *, timeout: float | None = 5.0) -> Verdict:
-        """Grade in a worker process; a call that runs past `timeout` seconds gives Verdict(False, "timeout")."""
+    def grade(self, generated_text, reference_answer, *, timeout: float | None = 5.0,
+              grader: str | None = None) -> Verdict:
+        """Grade in a worker process; a call that runs past `timeout` seconds gives Verdict(False, "timeout").
+        `grader`: a name of grading.graders (None: ours)."""
         # Only plain strings cross to the worker (anything else might not pickle, or run code when converted
         # there); an input that is not text is answered by the worker as Verdict(False, rule), see input_text.
         text, why = input_text(generated_text, MAX_TEXT_CHARS)
@@ -235,7 +240,8 @@ class WorkerPool:
                     f"{self._ctx.get_start_method()!r} method, which re-imports the main script: guard a script's "
                     "top-level code with `if __name__ == \"__main__\":`.")
             try:
-                w.conn.send((text, ref, lifetime.limit_for(timeout)))
+                w.conn.send((text, ref, lifetime.limit_for(timeout)) if grader is None
+                            else (text, ref, lifetime.limit_for(timeout), grader))
                 deadline = None if timeout is None else time.monotonic() + max(float(timeout), 0.0)
                 while True:
                     remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)

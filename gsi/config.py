@@ -131,7 +131,11 @@ class RSDConfig(MethodConfig):
     n: int = 1  # drafts per step; n > 1 picks one by softmax(beta * r) first
     delta: float = 0.7
     n_big: int = 1  # pi_B samples on rejection; > 1 is soft best-of-n
-    # Reproduce the RSD code's batch-global patience (ends every unfinished problem); 0 turns it off.
+    # Greedy draft and target steps (the RSD paper); needs n = n_big = 1.
+    greedy: bool = False
+    # Reproduce the RSD code's run-global patience: after patience - 1 rounds in a row in which no problem of the
+    # run finished, every unfinished problem takes one more step and ends. 0 turns it off. Needs batch_size >= the
+    # number of problems.
     patience: int = 0
 
 
@@ -152,6 +156,19 @@ class BaselineConfig(MethodConfig):
     greedy: bool = False
 
 
+class GraderName(str, Enum):
+    ours = "ours"  # math-verify + our rules (grading/)
+    prm800k = "prm800k"  # the PRM800K grader's rules (the GSI reference code's)
+    qwen = "qwen"  # the Qwen2.5-Math evaluation's math_equal (the RSD code's)
+
+
+@dataclass
+class GraderConfig:
+    # Which rules decide correctness (grading.graders); recorded in experiment.json, summary.json, results.jsonl.
+    name: GraderName = GraderName.ours
+    timeout: float = 5.0  # seconds per answer (in a worker process); a timeout counts as wrong
+
+
 @dataclass
 class LoggerConfig:
     name: str = "none"
@@ -168,6 +185,7 @@ class Config:
     dataset: DatasetConfig = MISSING
     hardware: HardwareConfig = MISSING
     logger: LoggerConfig = MISSING
+    grader: GraderConfig = MISSING
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     beta: float = 20.0
     seed: int = 0
@@ -207,5 +225,6 @@ def register_configs() -> None:
     cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
     cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
     cs.store(group="schema/logger", name="logger", node=LoggerConfig)
+    cs.store(group="schema/grader", name="grader", node=GraderConfig)
     for name, schema in METHOD_SCHEMAS.items():
         cs.store(group="schema/method", name=name, node=schema)

@@ -200,7 +200,8 @@ def merge(out_dir: Path | str, paths, *, allow_incomplete: bool = False, force: 
                         has_acceptance=records[0]["acceptance"] if records else False)
     meta = first.summary or {}
     summary.update(method=meta.get("method", exp["method"]["name"]), dataset=meta.get("dataset", exp["dataset"]["name"]),
-                   model=meta.get("model", exp["model"]["name"]), seed=exp["seed"], beta=exp["beta"], params=params)
+                   model=meta.get("model", exp["model"]["name"]), seed=exp["seed"], beta=exp["beta"], params=params,
+                   grader=meta.get("grader", (exp.get("grader") or {}).get("name", "ours")))
     # What the shards measured (per process, so not a function of the results): summed time, each shard's own.
     summary["wall_time_s"] = sum((s.summary or {}).get("wall_time_s", 0.0) for s in shards)
     summary["measured"] = {"shards": {s.label: {"dir": str(s.dir), "wall_time_s": (s.summary or {}).get("wall_time_s"),

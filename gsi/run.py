@@ -19,7 +19,7 @@ from gsi.results import ResultsFile, summarize, write_json
 log = logging.getLogger(__name__)
 
 # Keys whose change makes earlier results in the same folder a different experiment.
-_IDENTITY_KEYS = ("model", "method", "dataset", "generation", "seed", "shard", "beta")
+_IDENTITY_KEYS = ("model", "method", "dataset", "generation", "seed", "shard", "beta", "grader")
 
 
 def output_dir() -> Path:
@@ -33,14 +33,16 @@ def output_dir() -> Path:
 
 def check_same_experiment(out: Path, cfg: DictConfig) -> None:
     """Refuse to resume into a folder that holds another experiment's results."""
-    ident = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-             for k in _IDENTITY_KEYS}
+    ident = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg[k])
+             else cfg[k] for k in _IDENTITY_KEYS if k in cfg}
     ident["dataset"].pop("data_dir", None)  # where the files are is not what they are
     path = out / "experiment.json"
     if path.exists():
         old = json.loads(path.read_text())
         # Provenance (gsi.provenance) says what produced the results, not which experiment they are.
         old = {k: v for k, v in old.items() if not k.startswith("provenance")}
+        if "grader" not in old and "grader" in ident:  # written before runs had a grader: they used ours
+            old["grader"] = {"name": "ours", "timeout": 5.0}
         diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
         if diff:
             raise SystemExit(f"{out} holds results of a different experiment (differs in: {', '.join(diff)}); "
@@ -72,6 +74,11 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
     results = ResultsFile(out / "results.jsonl")
     done = results.load()
     todo = [p for p in problems if p.id not in done]
+    if todo:
+        from gsi.methods import method_class
+
+        method_class(cfg.method.name).check_run(cfg.method, n_problems=len(todo), batch_size=cfg.batch_size)
+    grader, grade_timeout = grader_of(cfg)
     log.info("%d problems, %d already in %s, %d to run", len(problems), len(done), results.path, len(todo))
 
     tracker = build_tracker(cfg, out)
@@ -91,8 +98,9 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
             tally = {"steps": 0, "accepted": 0, "correct": sum(bool(r["correct"]) for r in done.values())}
 
             def on_finish(state: ProblemState, seconds: float) -> None:
-                rec = make_record(state, grading.grade(state.response_text, state.reference), seconds,
-                                  method.has_acceptance, cfg.trace)
+                verdict = grading.grade(state.response_text, state.reference, timeout=grade_timeout, grader=grader)
+                rec = make_record(state, verdict, seconds, method.has_acceptance, cfg.trace)
+                rec["grader"] = grader
                 results.append(rec)
                 done[rec["id"]] = rec
                 tally["steps"] += rec["steps"]
@@ -118,7 +126,7 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
         summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ("small", "big", "reward")},
                             has_acceptance=records[0]["acceptance"] if records else False)
         summary.update(method=cfg.method.name, dataset=cfg.dataset.name, model=cfg.model.name, seed=cfg.seed,
-                       beta=cfg.beta, params=params)
+                       beta=cfg.beta, params=params, grader=grader)
         summary["wall_time_s"] = time.perf_counter() - start
         summary["measured"] = measured(engines, params) if engines is not None else {}
         summary["provenance"] = provenance.collect(cfg, problems)  # after the engines: hub commits are known now
@@ -133,6 +141,12 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
         tracker.close()
         if own_engines:
             engines.close()
+
+
+def grader_of(cfg: DictConfig) -> tuple[str, float]:
+    """The run's grader name (grading.graders) and its time limit per answer."""
+    name = OmegaConf.select(cfg, "grader.name", default="ours")
+    return str(getattr(name, "value", name)), float(OmegaConf.select(cfg, "grader.timeout", default=5.0))
 
 
 class _StopRequested(Exception):

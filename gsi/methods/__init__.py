@@ -16,9 +16,13 @@ def register(name: str):
     return wrap
 
 
-def build_method(cfg, engines, ctx):
+def method_class(name: str) -> type:
     for module in _MODULES:
         importlib.import_module(f"gsi.methods.{module}")
-    if cfg.name not in METHODS:
-        raise KeyError(f"method.name={cfg.name!r} is not registered; known: {sorted(METHODS)}")
-    return METHODS[cfg.name](cfg, engines, ctx)
+    if name not in METHODS:
+        raise KeyError(f"method.name={name!r} is not registered; known: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def build_method(cfg, engines, ctx):
+    return method_class(cfg.name)(cfg, engines, ctx)

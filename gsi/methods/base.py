@@ -63,6 +63,11 @@ class Method(ABC):
         self.engines = engines
         self.ctx = ctx
 
+    @classmethod
+    def check_run(cls, cfg, *, n_problems: int, batch_size: int) -> None:
+        """Refuse, before any engine starts, settings this method cannot honour for a run of `n_problems` problems
+        advanced `batch_size` at a time (raise ValueError naming the key)."""
+
     @abstractmethod
     def step(self, states: list[ProblemState]) -> None:
         """Advance every state by one step (or finish it)."""

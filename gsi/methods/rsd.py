@@ -1,5 +1,6 @@
 """RSD (methods.md): pi_S drafts (n = 1, or soft best-of-n over n drafts), accept when r >= delta, else pi_B
-writes the step (one sample, or soft best-of-n over n_big samples)."""
+writes the step (one sample, or soft best-of-n over n_big samples). `greedy` decodes draft and target greedily
+(the RSD paper: temperature 0, one draft, one target step)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,32 @@ from gsi.state import STOP_PATIENCE
 class RSD(Method):
     def __init__(self, cfg, engines, ctx):
         super().__init__(cfg, engines, ctx)
+        self.check_settings(cfg)
+        # Rounds in a row in which no problem of the run finished (the RSD code's `num_unchanged`).
         self._rounds_without_finish = 0
+
+    @staticmethod
+    def check_settings(cfg) -> None:
+        if cfg.greedy and (cfg.n > 1 or cfg.n_big > 1):
+            raise ValueError(f"method.greedy=true decodes one deterministic step: method.n={cfg.n} and "
+                             f"method.n_big={cfg.n_big} would be copies of it; set both to 1")
+
+    @classmethod
+    def check_run(cls, cfg, *, n_problems: int, batch_size: int) -> None:
+        cls.check_settings(cfg)
+        if cfg.patience > 0 and batch_size < n_problems:
+            # The RSD code runs every problem of a dataset as one lock-step batch and counts patience over it;
+            # with a smaller scheduler batch the count (and so who gets cut off) would depend on batch_size.
+            raise ValueError(f"method.patience={cfg.patience} counts rounds over the whole run, so every problem "
+                             f"must be in one batch: batch_size={batch_size} < {n_problems} problems; set "
+                             f"batch_size>={n_problems} (or method.patience=0)")
 
     def step(self, states):
         cfg, small, big = self.cfg, self.engines.small, self.engines.big
-        drafts = self.sample(small, states, cfg.n)
+        # The RSD code decides at the start of a round whether this is the last one (its test runs after the
+        # round's step, on the count of the rounds before it): every problem takes this step, then all end.
+        last_round = cfg.patience > 0 and self._rounds_without_finish >= cfg.patience - 1
+        drafts = self.sample(small, states, cfg.n, greedy=cfg.greedy)
         rewards = self.rewards(states, drafts)
         rejected, decisions = [], {}
         for s, cands, r in zip(states, drafts, rewards):
@@ -35,7 +57,7 @@ class RSD(Method):
                 rejected.append(s)
                 decisions[s.id] = (trace, draft_tokens)
 
-        targets = self.sample(big, rejected, cfg.n_big)
+        targets = self.sample(big, rejected, cfg.n_big, greedy=cfg.greedy)
         # One target sample is taken as is (the RSD paper); several are chosen among by soft best-of-n.
         scored = [s for s, c in zip(rejected, targets) if len(c) > 1]
         target_rewards = dict(zip((s.id for s in scored),
@@ -51,9 +73,10 @@ class RSD(Method):
             self.ctx.append(s, cands[j], source="big", accepted=False, reward=None if r is None else r[j],
                             draft_tokens=draft_tokens, trace=trace)
 
-        if cfg.patience > 0:  # the RSD code's batch-global patience, kept only to reproduce its numbers
-            self._rounds_without_finish = 0 if any(s.done for s in states) else self._rounds_without_finish + 1
-            if self._rounds_without_finish >= cfg.patience - 1:
+        if cfg.patience > 0:  # the RSD code's run-global patience, kept only to reproduce its numbers
+            if last_round:
                 for s in states:
                     if not s.done:
                         s.done, s.stop_reason = True, STOP_PATIENCE
+            # check_run guarantees `states` is every unfinished problem of the run: a finish here is one of the run.
+            self._rounds_without_finish = 0 if any(s.done for s in states) else self._rounds_without_finish + 1
