@@ -88,8 +88,8 @@ def _worker_main(conn, memory_limit: int | None, run_pid: int | None = None,
         text, ref, *rest = msg
         limit = rest[0] if rest else None  # this task's own limit (lifetime.limit_for), enforced in here
         grader = rest[1] if len(rest) > 1 else None  # a grading.graders name (None: ours)
-        local = grade_local if grader is None else local_grader(grader)
         try:
+            local = grade_local if grader is None else local_grader(grader)
             with lifetime.LimitedTask(limit):
                 v = local(text, ref, on_extracted=lambda e, r: conn.send(("prep", e, r)))
             conn.send(("ok", v.correct, v.rule, v.extracted, v.reference))
