@@ -88,6 +88,8 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
             def on_finish(state: ProblemState, seconds: float) -> None:
                 rec = make_record(state, grading.grade(state.response_text, state.reference), seconds,
                                   method.has_acceptance, cfg.trace)
+                if "pool" in state.scratch:  # every response of a response-level pool, graded (pool curves)
+                    rec["pool"] = grade_pool(grading, state.scratch.pop("pool"), state.reference)
                 results.append(rec)
                 done[rec["id"]] = rec
                 tally["steps"] += rec["steps"]
@@ -301,6 +303,14 @@ def make_record(state, verdict, seconds: float, has_acceptance: bool, trace: boo
     if trace:
         rec["trace"] = state.trace
     return rec
+
+
+def grade_pool(grading, pool: list[dict], reference: str) -> list[dict]:
+    """Each pooled response with its grade (experiments/pool_curves.py votes and scores over them)."""
+    many = getattr(grading, "grade_many", None)
+    pairs = [(r["text"], reference) for r in pool]
+    verdicts = many(pairs) if many else [grading.grade(t, ref) for t, ref in pairs]
+    return [{**r, "extracted": v.extracted, "correct": bool(v.correct)} for r, v in zip(pool, verdicts)]
 
 
 def known_params(out: Path, cfg: DictConfig) -> dict:
