@@ -111,15 +111,29 @@ def run_points(run_dir: Path, *, draws: int = 8) -> list[dict]:
     records, summary = loaded
     N = min(len(r["pool"]) for r in records if r.get("pool"))
     flops = summary.get("flops", {})
-    label = f"{summary.get('method', 'bon')} N={N}"
+    exp = run_dir / "experiment.json"
+    policy = json.loads(exp.read_text()).get("method", {}).get("policy", "?") if exp.exists() else "?"
+    label = f"{ {'small': 'π_S', 'big': 'π_B'}.get(policy, policy)} pool N={N}"
     rows = []
     for rule, accs in curves(records, int(summary.get("seed", 0)), draws=draws).items():
         for n, acc in accs.items():
             roles = ("small", "big") + (() if RULES[rule][1] is None else ("reward",))
-            rows.append({"run": str(run_dir), "dataset": summary.get("dataset", "?"), "pool": label, "rule": rule,
+            rows.append({"run": str(run_dir), "dataset": summary.get("dataset", "?"), "model": summary.get("model", "?"),
+                         "policy": policy, "N": N, "pool": label, "rule": rule,
                          "n": n, "accuracy": acc,
                          "flops": sum(float(flops.get(r, 0.0)) for r in roles) * n / N})
     return rows
+
+
+def search_variant(method: dict, policy: str) -> str:
+    """The report's label of a search baseline run (beam, dvts, pf)."""
+    name = method.get("name")
+    if name == "pf":
+        rule = "logit" if method.get("weighting", "logit") == "logit" else f"r/T={method.get('temperature', 1.0)}"
+        return f"PF {policy} ({rule}, {method.get('selection', 'hard')})"
+    label = {"beam": "beam search", "dvts": "DVTS"}[name]
+    extra = f", lookahead {method['lookahead']}" if method.get("lookahead") else ""
+    return f"{label} {policy} (M={method.get('width', 4)}, {method.get('aggregate', 'last')}{extra})"
 
 
 def find_pool_runs(paths) -> list[Path]:
@@ -135,6 +149,12 @@ def plot_pool_curves(paths, path: Path | None = None, *, draws: int = 8):
     """Accuracy against n and against FLOPs for every pool run under `paths` (one figure, two panels per
     dataset); writes `path` (.png) and its points (.csv). None when there is no pool run."""
     rows = [row for d in find_pool_runs(paths) for row in run_points(d, draws=draws)]
+    # A pool of N holds every smaller one: per dataset, model and policy only the largest pool is drawn.
+    largest: dict[tuple, tuple[int, str]] = {}
+    for r in rows:
+        key = (r["dataset"], r["model"], r["policy"])
+        largest[key] = max(largest.get(key, (0, "")), (r["N"], r["run"]))
+    rows = [r for r in rows if largest[(r["dataset"], r["model"], r["policy"])][1] == r["run"]]
     if not rows:
         return None
     import matplotlib
@@ -150,8 +170,9 @@ def plot_pool_curves(paths, path: Path | None = None, *, draws: int = 8):
         mine = [r for r in rows if r["dataset"] == ds]
         for (run, rule) in sorted({(r["run"], r["rule"]) for r in mine}):
             pts = sorted((r for r in mine if r["run"] == run and r["rule"] == rule), key=lambda r: r["n"])
-            style = {"color": colors(rules.index(rule)), "marker": "o", "ms": 4, "lw": 1.3,
-                     "ls": "-" if rule.startswith("bon") else ("--" if rule.startswith("weighted") else ":"),
+            pools = sorted({r["pool"] for r in mine})
+            style = {"color": colors(rules.index(rule)), "marker": "osD^v"[pools.index(pts[0]["pool"]) % 5], "ms": 4,
+                     "lw": 1.3, "ls": "-" if rule.startswith("bon") else ("--" if rule.startswith("weighted") else ":"),
                      "label": f"{rule} ({pts[0]['pool']})"}
             ax_n.plot([p["n"] for p in pts], [100 * p["accuracy"] for p in pts], **style)
             ax_f.plot([p["flops"] for p in pts], [100 * p["accuracy"] for p in pts], **style)
@@ -163,19 +184,21 @@ def plot_pool_curves(paths, path: Path | None = None, *, draws: int = 8):
         ax_n.set_xlabel("n (responses per problem)")
         ax_f.set_xscale("log")
         ax_f.set_xlabel("total FLOPs of a run at n (log scale)")
-        for ax in (ax_n, ax_f):
+        for ax, what in ((ax_n, "n"), (ax_f, "FLOPs")):
             ax.set_ylabel("accuracy (%)")
-            ax.set_title(f"{ds}: best-of-n and voting from one pool", fontsize=10)
+            ax.set_title(f"{ds}: against {what}", fontsize=10)
             ax.grid(True, alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
-    fig.suptitle(f"Pool curves (mean over {draws} seeded subsets per n)", fontsize=12)
+    fig.suptitle(f"Best-of-n and voting from one pool of responses (mean over {draws} seeded subsets per n)",
+                 fontsize=12)
     fig.tight_layout()
     if path is not None:
         path = Path(path)
         fig.savefig(path, dpi=130, bbox_inches="tight")
         with open(path.with_suffix(".csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["run", "dataset", "pool", "rule", "n", "accuracy", "flops"])
+            w = csv.DictWriter(f, fieldnames=["run", "dataset", "model", "policy", "N", "pool", "rule", "n", "accuracy",
+                                              "flops"])
             w.writeheader()
             w.writerows(rows)
     return fig

@@ -13,6 +13,8 @@ results.jsonl but no summary.json are listed as unfinished. Writes into --out:
     accuracy_vs_flops.png/.csv  accuracy against FLOPs per method, log x, Pareto frontier (one panel per dataset)
     acceptance_vs_threshold.png/.csv  acceptance rate against GSI's threshold u and RSD's delta
     accuracy_vs_n.png/.csv      accuracy against n per method and beta
+    pool_curves.png/.csv        response-level best-of-n runs: best-of-n / majority / weighted vote at every n from
+                                one pool, against n and FLOPs (experiments/pool_curves.py)
 
 Each .csv holds exactly the points its figure draws.
 """
@@ -27,6 +29,8 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from experiments.pool_curves import plot_pool_curves
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,10 @@ def variant_name(method: dict) -> str:
                         else "")
     if name == "baseline":
         return f"{policy} {'greedy' if method.get('greedy') else 'sample'}"
+    if name in ("beam", "dvts", "pf"):  # the search baselines (experiments/pool_curves.py: their labels)
+        from experiments.pool_curves import search_variant
+
+        return search_variant(method, policy)
     return name
 
 
@@ -493,6 +501,7 @@ def make_report(paths, out: Path, *, wandb_project: str | None = None, per_probl
         "accuracy_vs_flops": plot_accuracy_vs_flops(runs, out / "accuracy_vs_flops.png", per_problem=per_problem),
         "acceptance_vs_threshold": plot_acceptance_vs_threshold(runs, out / "acceptance_vs_threshold.png"),
         "accuracy_vs_n": plot_accuracy_vs_n(runs, out / "accuracy_vs_n.png"),
+        "pool_curves": plot_pool_curves(paths or [], out / "pool_curves.png"),
     }
     write_csv(out / "runs.csv", runs)
 
@@ -503,7 +512,8 @@ def make_report(paths, out: Path, *, wandb_project: str | None = None, per_probl
            "(P without input embeddings).", ""]
     md.append(markdown_table(TABLE_HEADER, table_rows(runs, root=out)))
     titles = {"accuracy_vs_flops": "Accuracy against FLOPs", "acceptance_vs_threshold":
-              "Acceptance rate against threshold", "accuracy_vs_n": "Accuracy against n"}
+              "Acceptance rate against threshold", "accuracy_vs_n": "Accuracy against n",
+              "pool_curves": "Best-of-n and voting at every n from one pool"}
     for name, fig in figures.items():
         if fig is not None:
             md += [f"## {titles[name]}", "", f"![{titles[name]}]({name}.png)", f"Points: [{name}.csv]({name}.csv)", ""]

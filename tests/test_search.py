@@ -168,7 +168,7 @@ def test_dvts_subtrees_never_share_a_parent_after_the_first_step():
 @pytest.mark.parametrize("weighting,temperature", [("logit", 1.0), ("reward", 0.25)])
 def test_pf_resampling_frequencies_match_the_weights(weighting, temperature):
     n = 6
-    states, _ = run_table(PFConfig(beta=1.0, n=n, weighting=weighting, temperature=temperature), problems=1500,
+    states, _ = run_table(PFConfig(beta=1.0, n=n, weighting=weighting, temperature=temperature), problems=800,
                           max_steps=2)
     observed, expected, uniform = np.zeros(4), np.zeros(4), np.zeros(4)
     for s in states:
@@ -293,3 +293,45 @@ def test_search_methods_run_end_to_end_on_tiny_models(overrides, policy, tiny_en
     for r in records:
         assert 1 <= r["steps"] <= 3 and r["final_text"]
         assert "responses" in r["trace"][-1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report and presets
+
+
+def test_synthetic_report_shows_the_search_baselines_beside_gsi_rsd_and_bon(tmp_path):
+    import csv
+
+    from experiments.report import make_report
+    from experiments.synthetic import synthetic_sweep
+
+    sweep = {"methods": [["method=gsi"], ["method=rsd", "method.delta=0.6"], ["method=bon", "method.policy=small"],
+                         ["method=beam", "method.width=2"], ["method=dvts", "method.width=2"], ["method=pf"],
+                         ["method=bon", "method.level=response", "method.selection=hard"]],
+             "n": [2, 4], "beta": [4.0]}
+    synthetic_sweep(tmp_path / "runs", n_problems=12, sweep=sweep)
+    rep = make_report([tmp_path / "runs"], tmp_path / "report")
+    with open(tmp_path / "report" / "accuracy_vs_flops.csv") as f:
+        series = {row["series"] for row in csv.DictReader(f)}
+    assert {"GSI", "RSD", "soft BoN π_S", "beam search π_S (M=2, last)", "DVTS π_S (M=2, last)",
+            "PF π_S (logit, hard)", "hard BoN π_S (last, response)"} <= series
+    assert rep["figures"]["pool_curves"] is not None
+    assert "Best-of-n and voting at every n" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_search_presets_compose_and_build():
+    import itertools
+
+    import yaml
+
+    from gsi.config import compose_config
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+    for name in ("paper_beam", "paper_dvts", "paper_pf", "paper_bon_pool", "tiny_search"):
+        params = yaml.safe_load((conf / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
+        params.pop("dataset", None)  # the datasets compose on their own; the method settings are checked here
+        keys = list(params)
+        for values in itertools.product(*(str(params[k]).split(",") for k in keys)):
+            cfg = compose_config(f"+experiment={name}", *(f"{k}={v}" for k, v in zip(keys, values)))
+            engines = table_engines(PI_S, PI_B, R)
+            build_method(cfg.method, engines, StepContext(seed=0, max_step_tokens=8, max_steps=3, window=100))
