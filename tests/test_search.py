@@ -107,6 +107,17 @@ def test_beam_ties_are_seeded():
     assert kept(a) != kept(c)
 
 
+@pytest.mark.parametrize("cfg", [DVTSConfig(beta=1.0, n=4, width=2, selection="soft"),
+                                 PFConfig(beta=1.0, n=4, selection="soft"),
+                                 BeamConfig(beta=1.0, n=4, width=2, lookahead=1)])
+def test_search_results_do_not_depend_on_the_batch(cfg):
+    a, ea = run_table(cfg, problems=30, max_steps=4, eos_step=0, batch_size=1000)
+    b, eb = run_table(cfg, problems=30, max_steps=4, eos_step=0, batch_size=4)
+    assert [s.final_text for s in a] == [s.final_text for s in b]
+    assert [s.tokens for s in a] == [s.tokens for s in b]
+    assert ea.small.stats.calls < eb.small.stats.calls  # batched: fewer, larger engine calls
+
+
 def test_beam_lookahead_scores_the_rollout():
     # Greedy pi_S is step 0 (reward 0.2) whatever the candidate: with lookahead every candidate scores 0.2.
     states, engines = run_table(BeamConfig(beta=1.0, n=4, width=2, lookahead=2), problems=20, max_steps=3)
@@ -212,6 +223,11 @@ def test_majority_vote_pays_for_no_prm():
     assert engines.reward.stats.calls == 0
     assert all(s.tokens["reward"]["context"] == 0 for s in states)
     assert all(len(s.scratch["pool"]) == 4 for s in states)
+    from experiments.pool_curves import curves
+
+    records = [{"id": s.id, "pool": [{**p, "correct": p["answer"] == "3"} for p in s.scratch["pool"]]}
+               for s in states]
+    assert list(curves(records, seed=0)) == ["majority"]  # no rewards: only the vote's curve
 
 
 @pytest.mark.parametrize("rule,selection,aggregate", [
