@@ -299,7 +299,7 @@ def test_search_methods_run_end_to_end_on_tiny_models(overrides, policy, tiny_en
     from gsi.run import run
 
     cfg = compose_config("model=tiny", "hardware=cpu", "dataset=math500", "dataset.limit=2",
-                         "generation.max_steps=3", "generation.max_step_tokens=8", "trace=true", *overrides)
+                         "generation.max_steps=2", "generation.max_step_tokens=8", "trace=true", *overrides)
     summary = run(cfg, out=tmp_path, engines=tiny_engines)
     records = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     other = "big" if policy == "small" else "small"
@@ -307,7 +307,7 @@ def test_search_methods_run_end_to_end_on_tiny_models(overrides, policy, tiny_en
     assert summary["tokens"][other] == {"generated": 0, "context": 0}
     assert summary["tokens"][policy]["generated"] > 0 and summary["tokens"]["reward"]["context"] > 0
     for r in records:
-        assert 1 <= r["steps"] <= 3 and r["final_text"]
+        assert 1 <= r["steps"] <= 2 and r["final_text"]
         assert "responses" in r["trace"][-1]
 
 

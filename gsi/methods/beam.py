@@ -187,6 +187,10 @@ class BeamSearch(Method):
         pool = [x for grp in tree["groups"] for x in grp["finished"]]
         # The best N finished beams (search-and-learn's sort_completed); stable, so ties keep their order.
         pool = sorted(pool, key=lambda x: -x[1])[:self.pool_size()]
+        if not pool:  # the policy never gave a first step (nothing fits the context window)
+            finish_with(s, [], s.context, STOP_CONTEXT)
+            s.scratch.pop("tree", None)
+            return
         beams, scores = [b for b, _ in pool], [sc for _, sc in pool]
         texts = [b.response_text for b in beams]
         answers = answer_keys(texts) if self.cfg.selection in ("majority", "weighted_majority") else None
