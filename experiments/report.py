@@ -38,6 +38,8 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from experiments.pool_curves import plot_pool_curves
+
 log = logging.getLogger(__name__)
 
 ROLES = ("small", "big", "reward")
@@ -156,6 +158,10 @@ def variant_name(method: dict) -> str:
                         else "")
     if name == "baseline":
         return f"{policy} {'greedy' if method.get('greedy') else 'sample'}"
+    if name in ("beam", "dvts", "pf"):  # the search baselines (experiments/pool_curves.py: their labels)
+        from experiments.pool_curves import search_variant
+
+        return search_variant(method, policy)
     return name
 
 
@@ -933,7 +939,8 @@ def plot_accuracy_vs_n(runs: list[Run], path: Path | None = None):
 # ---------------------------------------------------------------------------------------------------------------
 
 FIGURES = {"accuracy_vs_flops": "Accuracy against FLOPs", "acceptance_vs_threshold":
-           "Acceptance rate against threshold (GSI's u, RSD's δ)", "accuracy_vs_n": "Accuracy against n"}
+           "Acceptance rate against threshold (GSI's u, RSD's δ)", "accuracy_vs_n": "Accuracy against n",
+           "pool_curves": "Best-of-n and voting at every n from one pool"}
 
 
 def make_report(paths, out: Path, *, wandb_project: str | None = None, per_problem: bool = False,
@@ -957,6 +964,7 @@ def make_report(paths, out: Path, *, wandb_project: str | None = None, per_probl
         "accuracy_vs_flops": plot_accuracy_vs_flops(configs, out / "accuracy_vs_flops.png", per_problem=per_problem),
         "acceptance_vs_threshold": plot_acceptance_vs_threshold(configs, out / "acceptance_vs_threshold.png"),
         "accuracy_vs_n": plot_accuracy_vs_n(configs, out / "accuracy_vs_n.png"),
+        "pool_curves": plot_pool_curves(paths or [], out / "pool_curves.png"),
     }
     write_csv(out / "runs.csv", runs)
     write_csv(out / "configs.csv", configs)

@@ -79,6 +79,8 @@ def synthetic_modules(n_problems: int):
         return problems
 
     data.load_problems = load_problems
+    import grading.extract  # noqa: F401 - answer extraction for votes stays the real one (imported before the swap)
+    import grading.normalize  # noqa: F401
     grading = types.ModuleType("grading")
     grading.grade = synthetic_grade
     saved = {name: sys.modules.get(name) for name in ("gsi.data", "grading")}

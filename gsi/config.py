@@ -170,6 +170,33 @@ class GraderConfig:
 
 
 @dataclass
+class BeamConfig(MethodConfig):
+    name: str = "beam"
+    n: int = 16  # N: candidates per round; N / width beams are kept
+    width: int = 4  # M: next steps each kept beam proposes (N must be a multiple)
+    policy: str = "small"  # small | big
+    aggregate: str = "last"  # a beam's score from its step rewards: last | min | prod
+    selection: str = "hard"  # the answer from the finished beams: hard | soft | majority | weighted_majority
+    lookahead: int = 0  # greedy steps rolled out before the PRM scores a candidate
+
+
+@dataclass
+class DVTSConfig(BeamConfig):
+    name: str = "dvts"  # N / width independent subtrees, each keeping its best of `width` candidates
+
+
+@dataclass
+class PFConfig(MethodConfig):
+    name: str = "pf"
+    n: int = 16  # particles
+    policy: str = "small"  # small | big
+    weighting: str = "logit"  # log-weight = logit(r) / temperature (the paper) | r / temperature
+    temperature: float = 1.0
+    aggregate: str = "last"  # r from a particle's step rewards: last (the paper) | min | prod
+    selection: str = "hard"  # hard (largest weight) | soft (drawn by weight) | majority | weighted_majority
+
+
+@dataclass
 class LoggerConfig:
     name: str = "none"
     project: str = "gsi"
@@ -197,7 +224,8 @@ class Config:
     batch_size: int = 64
 
 
-METHOD_SCHEMAS = {"gsi": GSIConfig, "rsd": RSDConfig, "bon": BoNConfig, "baseline": BaselineConfig}
+METHOD_SCHEMAS = {"gsi": GSIConfig, "rsd": RSDConfig, "bon": BoNConfig, "baseline": BaselineConfig,
+                  "beam": BeamConfig, "dvts": DVTSConfig, "pf": PFConfig}
 
 
 def compose_config(*overrides: str):

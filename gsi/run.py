@@ -101,6 +101,9 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
                 verdict = grading.grade(state.response_text, state.reference, timeout=grade_timeout, grader=grader)
                 rec = make_record(state, verdict, seconds, method.has_acceptance, cfg.trace)
                 rec["grader"] = grader
+                if "pool" in state.scratch:  # every response of a response-level pool, graded (pool curves)
+                    rec["pool"] = grade_pool(grading, state.scratch.pop("pool"), state.reference,
+                                             timeout=grade_timeout, grader=grader)
                 results.append(rec)
                 done[rec["id"]] = rec
                 tally["steps"] += rec["steps"]
@@ -324,6 +327,15 @@ def make_record(state, verdict, seconds: float, has_acceptance: bool, trace: boo
     if trace:
         rec["trace"] = state.trace
     return rec
+
+
+def grade_pool(grading, pool: list[dict], reference: str, **how) -> list[dict]:
+    """Each pooled response with its grade (experiments/pool_curves.py votes and scores over them); `how`: the
+    run's grader and timeout (a stand-in grading module without grade_many takes none)."""
+    many = getattr(grading, "grade_many", None)
+    pairs = [(r["text"], reference) for r in pool]
+    verdicts = many(pairs, **how) if many else [grading.grade(t, ref) for t, ref in pairs]
+    return [{**r, "extracted": v.extracted, "correct": bool(v.correct)} for r, v in zip(pool, verdicts)]
 
 
 def known_params(out: Path, cfg: DictConfig) -> dict:

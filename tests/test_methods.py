@@ -203,12 +203,11 @@ def test_response_level_votes_count_answers():
         decided = 0
         for s in states:
             assert s.stop_reason == "boxed" and len(s.steps) == 1
-            tracks = [r for r in s.trace[0]["responses"]]
-            # Each response is one step, and rewards are distinct: its score names its step type.
-            kinds = [int(np.flatnonzero(R == r["score"])[0]) for r in tracks]
+            # Each response is one step: the pool's texts name their step types.
+            kinds = [texts.index(r["text"]) for r in s.scratch["pool"]]
             votes = {}
-            for k, sc in zip(kinds, [r["score"] for r in tracks]):
-                votes[answer[k]] = votes.get(answer[k], 0) + (1.0 if selection == "majority" else sc)
+            for k in kinds:
+                votes[answer[k]] = votes.get(answer[k], 0) + (1.0 if selection == "majority" else R[k])
             best = max(votes.values())
             winners = [a for a, v in votes.items() if v == best]
             if len(winners) == 1:

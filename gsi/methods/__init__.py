@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 METHODS: dict[str, type] = {}
-_MODULES = ("gsi", "rsd", "bon", "baseline")
+_MODULES = ("gsi", "rsd", "bon", "baseline", "beam", "dvts", "pf")
 
 
 def register(name: str):

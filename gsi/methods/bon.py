@@ -8,14 +8,11 @@ final answers, or by reward-weighted majority vote.
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-
 from gsi.methods import register
 from gsi.methods.base import Method, candidate_trace, hard_choice, soft_choice
+from gsi.methods.search import (SELECTIONS, absorb, aggregate, answer_keys, finish_with, select_response,
+                                track_view)
 from gsi.state import ProblemState, StepRecord, stop_reason_after
-
-SELECTIONS = ("soft", "hard", "majority", "weighted_majority")
 
 
 @register("bon")
@@ -59,25 +56,22 @@ class BestOfN(Method):
 
     def _tracks(self, s: ProblemState) -> list[ProblemState]:
         if "tracks" not in s.scratch:
-            s.scratch["tracks"] = [
-                ProblemState(index=s.index, id=s.id, problem=s.problem, reference=s.reference,
-                             prompt_ids=s.prompt_ids, context=list(s.prompt_ids))
-                for _ in range(self.cfg.n)]
+            s.scratch["tracks"] = [track_view(s, str(k)) for k in range(self.cfg.n)]
         return s.scratch["tracks"]
 
     def _response_level(self, states):
-        owners, tracks, numbers = [], [], []
+        owners, tracks = [], []
         for s in states:
-            for k, t in enumerate(self._tracks(s)):
+            for t in self._tracks(s):
                 if not t.done:
-                    owners.append(s), tracks.append(t), numbers.append(k)
-        # One sample per live track, all in one call; each track draws with its own seed.
-        requests = [self.ctx.request(t, self.policy.role, 1, track=k) for t, k in zip(tracks, numbers)]
-        out = self.policy.generate(requests) if requests else []
-        rewards = self.rewards(tracks, out)
+                    owners.append(s), tracks.append(t)
+        # One sample per live track, all in one call; each track draws with its own seed (its id names it).
+        out = self.sample(self.policy, tracks, 1)
+        # A plain majority vote reads answers only: no PRM call, no PRM cost.
+        rewards = (self.rewards(tracks, out) if self.cfg.selection != "majority"
+                   else [[None] for _ in tracks])
         for owner, t, steps, r in zip(owners, tracks, out, rewards):
-            owner.count(self.policy.role, context=len(t.context), generated=len(steps[0].token_ids))
-            owner.count("reward", context=len(t.context) + len(steps[0].token_ids))
+            absorb(owner, [t])
             step = steps[0]
             t.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
                                       accepted=None, reward=r[0]))
@@ -91,47 +85,20 @@ class BestOfN(Method):
             if all(t.done for t in ts):
                 self._finish(s, ts)
 
-    def _aggregate(self, t: ProblemState) -> float:
-        rs = [st.reward for st in t.steps]
-        if not rs:
-            return 0.0
-        if self.cfg.aggregate == "last":
-            return rs[-1]
-        if self.cfg.aggregate == "min":
-            return min(rs)
-        return math.prod(rs)
-
     def _finish(self, s: ProblemState, ts: list[ProblemState]) -> None:
-        from grading.extract import extract_answer
-        from grading.normalize import normalize
-
-        scores = [self._aggregate(t) for t in ts]
-        rng = self.ctx.rng(s, "select-response")
-        if self.cfg.selection in ("soft", "hard"):
-            i, p = self._pick(scores, rng)
-        else:
-            votes: dict[str, float] = defaultdict(float)
-            # Votes go to normalised answers, so "1/2" and "\\frac{1}{2}" count as one.
-            answers = [extract_answer(t.response_text) for t in ts]
-            answers = [normalize(a) if a is not None else None for a in answers]
-            for a, sc in zip(answers, scores):
-                if a is not None:
-                    votes[a] += 1.0 if self.cfg.selection == "majority" else sc
-            if votes:
-                best = max(votes.values())
-                winners = sorted(a for a, v in votes.items() if v == best)
-                winner = winners[int(rng.integers(len(winners)))]
-                # Among the responses with the winning answer, the best-scored one is reported.
-                i = max((k for k, a in enumerate(answers) if a == winner),
-                        key=lambda k: scores[k])
-            else:
-                i = int(max(range(len(ts)), key=lambda k: scores[k]))
-            p = None
+        scores = [aggregate([st.reward for st in t.steps], self.cfg.aggregate) for t in ts]
+        texts = [t.response_text for t in ts]
+        answers = answer_keys(texts) if self.cfg.selection in ("majority", "weighted_majority") else None
+        # experiments/pool_curves.py replays this choice on subsets of the pool with this same generator.
+        i, p = select_response(scores, answers, self.cfg.selection, self.ctx.rng(s, "select-response"),
+                               self.cfg.beta)
         chosen = ts[i]
-        s.steps = chosen.steps
-        s.context = chosen.context
-        s.final_text = chosen.response_text
-        s.done, s.stop_reason = True, chosen.stop_reason
+        finish_with(s, chosen.steps, chosen.context, chosen.stop_reason)
+        # The whole pool, for best-of-n / voting curves at every n <= N without generating again
+        # (gsi.run grades each response; experiments/pool_curves.py draws the curves).
+        s.scratch["pool"] = [{"text": text, "answer": a, "rewards": [st.reward for st in t.steps],
+                              "steps": len(t.steps), "stop": t.stop_reason}
+                             for t, text, a in zip(ts, texts, answers or answer_keys(texts))]
         if self.ctx.trace:
             s.trace.append({"responses": [{"score": sc, "steps": len(t.steps), "stop": t.stop_reason,
                                            **({"prob": float(p[k])} if p is not None else {})}

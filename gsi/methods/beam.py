@@ -1,0 +1,205 @@
+"""PRM-guided step-level beam search (search-and-learn's beam_search), with the tree search DVTS shares.
+
+Per problem, N = method.n and M = method.width (N divisible by M), K = N/M beams kept:
+
+    round 0:  the prompt proposes M steps for each of the K slots (N candidates, all children of the root)
+    each round:
+        every kept beam proposes M next steps from the policy (one generate call, n = M per beam)
+        [lookahead L > 0: each candidate is rolled on L more steps greedily; the PRM scores candidate + rollout,
+         the rollout is then dropped]
+        the PRM scores every candidate step (one reward call); a beam's score = aggregate(its step rewards):
+        last, min or prod
+        candidates that finished (EOS, a closed \\boxed{}, max_steps, the context window) leave for the pool
+        the K best unfinished candidates by score are kept (ties broken uniformly at random, seeded)
+    until no beam is kept; then the N best finished beams form the pool, and one is chosen: hard (best score),
+    soft (softmax(beta * score)), majority or weighted_majority vote over their answers.
+
+Differences from search-and-learn: there the N slots are refilled by repeating the kept beams when fewer than K
+survive (so a round always costs N samples); here each kept beam always proposes exactly M (a round costs M per
+kept beam), and the run's generation.max_steps ends every beam (search-and-learn's last iteration samples to the
+end instead). Lookahead is search-and-learn's: greedy steps whose PRM score stands in for the candidate's.
+
+DVTS (gsi/methods/dvts.py) is the same search with N/M groups that keep one beam each.
+
+Costs per round and problem: M pi samples per kept beam (and M * L greedy lookahead steps), one PRM call per
+candidate. All per-problem state (the tree) lives in state.scratch: the method object holds only its config.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gsi import seeding
+from gsi.methods import register
+from gsi.methods.base import Method
+from gsi.methods.search import (AGGREGATES, SELECTIONS, absorb, aggregate, answer_keys, check_choice, finish_with,
+                                select_response, track_view)
+from gsi.state import STOP_CONTEXT, ProblemState, StepRecord, stop_reason_after
+
+
+@register("beam")
+class BeamSearch(Method):
+    has_acceptance = False
+    # Whether finished candidates compete for the K places (DVTS: a subtree follows its best candidate, finished
+    # or not) or leave for the pool first (beam search).
+    finished_compete = False
+
+    def __init__(self, cfg, engines, ctx):
+        super().__init__(cfg, engines, ctx)
+        check_choice("policy", cfg.policy, ("small", "big"))
+        check_choice("aggregate", cfg.aggregate, AGGREGATES)
+        check_choice("selection", cfg.selection, SELECTIONS)
+        if cfg.width < 1 or cfg.n < cfg.width or cfg.n % cfg.width:
+            raise ValueError(f"method.n ({cfg.n}) must be a positive multiple of method.width ({cfg.width})")
+        if cfg.lookahead < 0:
+            raise ValueError(f"method.lookahead must be >= 0, got {cfg.lookahead}")
+        self.policy = engines.small if cfg.policy == "small" else engines.big
+
+    # The shape of the search: `groups` independent searches of `keep` beams each.
+    @property
+    def groups(self) -> int:
+        return 1
+
+    @property
+    def keep(self) -> int:
+        return self.cfg.n // self.cfg.width
+
+    def pool_size(self) -> int:
+        return self.cfg.n
+
+    def _tree(self, s: ProblemState) -> dict:
+        if "tree" not in s.scratch:
+            root = track_view(s, "root")
+            root.scratch["uid"] = 0
+            # Beam search: the root fills all K slots of the first round (it proposes N); DVTS (K = 1): every
+            # subtree starts at the root.
+            s.scratch["tree"] = {"round": 0, "uid": 1, "groups": [{"kept": [root] * self.keep, "finished": []}
+                                                                  for _ in range(self.groups)]}
+        return s.scratch["tree"]
+
+    def step(self, states):
+        cfg = self.cfg
+        slots, views = [], []  # (problem, group, slot, beam) and the view that samples for it
+        for s in states:
+            for g, grp in enumerate(self._tree(s)["groups"]):
+                for j, beam in enumerate(grp["kept"]):
+                    slots.append((s, g, j, beam))
+                    views.append(track_view(s, f"{g}.{j}", steps=beam.steps, context=beam.context))
+        cands = self.sample(self.policy, views, cfg.width)
+        if cfg.lookahead:
+            rewards = self._lookahead_rewards(slots, cands)
+        else:
+            rewards = self.rewards(views, cands)
+        for (s, *_), v in zip(slots, views):
+            absorb(s, [v])
+
+        # Children per (problem, group), in slot order.
+        children: dict[tuple[str, int], list[tuple[ProblemState, float]]] = {}
+        for (s, g, j, beam), cs, rs in zip(slots, cands, rewards):
+            tree = s.scratch["tree"]
+            out = children.setdefault((s.id, g), [])
+            if not cs and beam.steps:  # the policy gave nothing: the beam ends as it is
+                beam.done, beam.stop_reason = True, beam.stop_reason or STOP_CONTEXT
+                out.append((beam, aggregate([x.reward for x in beam.steps], cfg.aggregate)))
+            for c, r in zip(cs, rs):
+                child = track_view(s, f"b{tree['uid']}", context=[*beam.context, *c.token_ids],
+                                   steps=[*beam.steps, StepRecord(text=c.text, token_ids=tuple(c.token_ids),
+                                                                  source=cfg.policy, accepted=None, reward=r)])
+                child.scratch.update(uid=tree["uid"], parent=beam.scratch["uid"])
+                tree["uid"] += 1
+                reason = stop_reason_after(child, c, max_steps=self.ctx.max_steps,
+                                           room=self.ctx.room(len(child.context)))
+                if reason:
+                    child.done, child.stop_reason = True, reason
+                out.append((child, aggregate([x.reward for x in child.steps], cfg.aggregate)))
+
+        for s in states:
+            tree = s.scratch["tree"]
+            rows = []
+            for g, grp in enumerate(tree["groups"]):
+                if not grp["kept"]:
+                    continue
+                rows += self._select(s, g, grp, children.get((s.id, g), []), tree["round"])
+            if self.ctx.trace:
+                s.trace.append({"round": tree["round"], "candidates": rows})
+            tree["round"] += 1
+            if not any(grp["kept"] for grp in tree["groups"]):
+                self._finish(s, tree)
+
+    def _select(self, s, g, grp, cands, rnd) -> list[dict]:
+        """Keep the K best of this group's candidates; finished ones go to the pool. Returns trace rows."""
+        scores = np.array([sc for _, sc in cands], dtype=np.float64)
+        rng = seeding.rng(self.ctx.seed, s.id, rnd, "keep", g)
+        # Best score first; equal scores in a uniformly random order.
+        order = np.lexsort((rng.random(len(cands)), -scores))
+        kept, finished = [], []
+        if self.finished_compete:
+            for i in order[:self.keep]:
+                (finished if cands[i][0].done else kept).append(int(i))
+        else:
+            finished = [i for i in range(len(cands)) if cands[i][0].done]
+            kept = [int(i) for i in order if not cands[i][0].done][:self.keep]
+        grp["kept"] = [cands[i][0] for i in kept]
+        grp["finished"] += [cands[i] for i in finished]
+        return [{"group": g, "parent": b.scratch.get("parent"), "id": b.scratch["uid"], "r": b.steps[-1].reward,
+                 "score": float(sc), "tokens": len(b.steps[-1].token_ids), "finished": bool(b.done),
+                 "kept": i in kept, "pooled": i in finished} for i, (b, sc) in enumerate(cands)]
+
+    def _lookahead_rewards(self, slots, cands) -> list[list[float]]:
+        """Roll each unfinished candidate on `lookahead` greedy steps; the PRM's reward for the rollout's last step
+        (given everything before it) is the candidate's. The rollout is then dropped."""
+        rolls = []  # (problem, the candidate's view, how many steps the beam had)
+        for (s, g, j, beam), cs in zip(slots, cands):
+            for i, c in enumerate(cs):
+                v = track_view(s, f"{g}.{j}.{i}", context=[*beam.context, *c.token_ids],
+                               steps=[*beam.steps, StepRecord(text=c.text, token_ids=tuple(c.token_ids),
+                                                              source=self.cfg.policy, accepted=None)])
+                v.scratch["last"] = c
+                v.done = stop_reason_after(v, c, max_steps=self.ctx.max_steps,
+                                           room=self.ctx.room(len(v.context))) is not None
+                rolls.append((s, v))
+        for _ in range(self.cfg.lookahead):
+            live = [v for _, v in rolls if not v.done]
+            if not live:
+                break
+            for v, out in zip(live, self.sample(self.policy, live, 1, greedy=True)):
+                if not out:
+                    v.done = True
+                    continue
+                step = out[0]
+                v.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
+                                          accepted=None))
+                v.context.extend(step.token_ids)
+                v.scratch["last"] = step
+                v.done = stop_reason_after(v, step, max_steps=self.ctx.max_steps + self.cfg.lookahead,
+                                           room=self.ctx.room(len(v.context))) is not None
+        # Score each rollout's last step in the context of all before it (one reward call).
+        for _, v in rolls:
+            last = v.scratch["last"]
+            v.steps.pop()
+            del v.context[len(v.context) - len(last.token_ids):]
+        flat = iter(self.rewards([v for _, v in rolls], [[v.scratch["last"]] for _, v in rolls]))
+        for s, v in rolls:
+            absorb(s, [v])
+        return [[next(flat)[0] for _ in cs] for cs in cands]
+
+    def _finish(self, s: ProblemState, tree: dict) -> None:
+        pool = [x for grp in tree["groups"] for x in grp["finished"]]
+        # The best N finished beams (search-and-learn's sort_completed); stable, so ties keep their order.
+        pool = sorted(pool, key=lambda x: -x[1])[:self.pool_size()]
+        if not pool:  # the policy never gave a first step (nothing fits the context window)
+            finish_with(s, [], s.context, STOP_CONTEXT)
+            s.scratch.pop("tree", None)
+            return
+        beams, scores = [b for b, _ in pool], [sc for _, sc in pool]
+        texts = [b.response_text for b in beams]
+        answers = answer_keys(texts) if self.cfg.selection in ("majority", "weighted_majority") else None
+        i, p = select_response(scores, answers, self.cfg.selection, self.ctx.rng(s, "select-response"),
+                               self.cfg.beta)
+        chosen = beams[i]
+        if self.ctx.trace:
+            s.trace.append({"responses": [{"id": b.scratch["uid"], "score": sc, "steps": len(b.steps),
+                                           "stop": b.stop_reason, **({"prob": float(p[k])} if p is not None else {})}
+                                          for k, (b, sc) in enumerate(pool)], "chosen": i})
+        finish_with(s, chosen.steps, chosen.context, chosen.stop_reason)
+        s.scratch.pop("tree", None)
