@@ -58,7 +58,7 @@ class _Verdict:
     rule: str
 
 
-def synthetic_grade(text: str, reference: str) -> _Verdict:
+def synthetic_grade(text: str, reference: str, **_how) -> _Verdict:  # the run passes its grader and timeout
     steps = [s.strip() for s in text.split("\n\n") if s.strip()]
     kinds = [int(s[1:]) for s in steps if s[:1] == "s" and s[1:].isdigit()]
     ok = bool(kinds) and all(k in GOOD_STEPS for k in kinds[-3:])
