@@ -4,8 +4,8 @@ anything is written or loaded.
 The schemas in gsi/config.py already refuse unknown keys, wrong types and values outside a fixed set (Enums);
 this module adds the numeric and cross-field rules, so that a bad value fails in well under a second naming its
 key, instead of deep inside numpy or an engine after the models loaded (and after experiment.json was written).
-It imports only the standard library, OmegaConf and Hydra's callback base (cheap); gsi.data and the PRM adapter
-registry are imported lazily (both are light).
+It imports only the standard library, OmegaConf, Hydra's callback base, gsi.data's registry and the PRM adapter
+registry (all light: no torch, no vLLM, no datasets).
 
     validate(cfg)     # raises ConfigInvalid listing every broken rule, one line per key
     problems(cfg)     # the same list, without raising
@@ -20,6 +20,10 @@ import math
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from gsi.data import REGISTRY as DATASETS
+from gsi.data import parse_shard
+from gsi.engines.rewards import ADAPTERS
 
 # What a method uses beta for, and so whether it must be > 0 (it must be finite everywhere: it is a sweep axis
 # and is written into experiment.json and summary.json).
@@ -93,12 +97,10 @@ def _top(cfg: Any, errors: list[str]) -> None:
     _finite(errors, "beta", _get(cfg, "beta"))
     shard = _get(cfg, "shard")
     if shard is not None:
-        from gsi.data import parse_shard
-
         try:
             parse_shard(shard)
-        except ValueError as exc:
-            errors.append(str(exc))
+        except ValueError:
+            errors.append(f"shard={shard!r}: must be 'i/k' with 0 <= i < k (this job runs the i-th of k shares)")
 
 
 def _generation(gen: Any, errors: list[str]) -> None:
@@ -155,11 +157,9 @@ def _method(m: Any, errors: list[str]) -> None:
 
 
 def _dataset(d: Any, errors: list[str]) -> None:
-    from gsi.data import REGISTRY
-
     name = _get(d, "name")
-    if name not in REGISTRY:
-        errors.append(f"dataset.name={name!r}: not a registered dataset ({', '.join(sorted(REGISTRY))})")
+    if name not in DATASETS:
+        errors.append(f"dataset.name={name!r}: not a registered dataset ({', '.join(sorted(DATASETS))})")
     limit = _get(d, "limit")
     if limit is not None:
         _int_at_least(errors, "dataset.limit", limit, 0, " or null (all problems)")
@@ -167,8 +167,6 @@ def _dataset(d: Any, errors: list[str]) -> None:
 
 
 def _model(model: Any, errors: list[str]) -> None:
-    from gsi.engines.rewards import ADAPTERS
-
     adapter = str(_get(model, "reward.adapter", "auto"))
     if adapter != "auto" and adapter not in ADAPTERS:
         errors.append(f"model.reward.adapter={adapter!r}: not a PRM adapter (auto, {', '.join(sorted(ADAPTERS))})")
