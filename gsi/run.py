@@ -68,7 +68,7 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
     validate(cfg)
     out = Path(out or output_dir())
     out.mkdir(parents=True, exist_ok=True)
-    with RunLock(out), disk_full_message(out):
+    with disk_full_message(out), RunLock(out):
         return _run(cfg, out, engines)
 
 

@@ -246,7 +246,7 @@ class WandbTracker:
             os.environ[key] = str(self.root / sub)
 
         info = hydra_job_info()
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain strings for W&B
         config["_run"] = {"output_dir": str(self.out.resolve()), **info}
         mode = str(cfg.logger.mode or "online")
         run_id_file = self.root / "run_id"
