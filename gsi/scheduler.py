@@ -38,7 +38,8 @@ def run_steps(states: Iterable[ProblemState], method: Method, ctx: StepContext, 
             if s.done:
                 on_finish(s, now - started.pop(s.index))
         if [_progress(s) for s in batch] == before:
-            raise RuntimeError(f"{type(method).__name__}.step made no progress in a round: none of its {len(batch)} "
+            name = getattr(method, "name", type(method).__name__)
+            raise RuntimeError(f"method {name} made no progress in a round: none of its {len(batch)} "
                                "problems gained a step, a token or a stop (a method must advance every live problem "
                                "by one step or finish it); stopping instead of looping forever")
         pending = [s for s in pending if not s.done]

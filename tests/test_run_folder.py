@@ -44,7 +44,7 @@ def ids(out: Path) -> list[str]:
 
 def test_two_runs_on_one_folder_one_runs_the_other_refuses_at_once(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, str(DRIVER), str(out), "--problems", str(N), "--delay", "0.3"]
+    cmd = [sys.executable, str(DRIVER), str(out), "--problems", "4", "--delay", "0.2"]
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     first = None
@@ -63,9 +63,9 @@ def test_two_runs_on_one_folder_one_runs_the_other_refuses_at_once(tmp_path):
     message = outs[loser][1]
     assert "in use by another run" in message and f"pid {procs[winner].pid}" in message, message
     assert "Traceback" not in message
-    # "At once": the refusal came while the other run was still working (it sleeps 0.3 s per engine call).
+    # "At once": the refusal came while the other run was still working (it sleeps 0.2 s per engine call).
     assert ended[winner] - ended[loser] > 2.0
-    assert sorted(ids(out)) == sorted(set(ids(out))) and len(ids(out)) == N  # no problem twice
+    assert sorted(ids(out)) == sorted(set(ids(out))) and len(ids(out)) == 4  # no problem twice
 
 
 def test_lock_is_released_after_the_run_and_held_during_it(tmp_path):
