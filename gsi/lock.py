@@ -5,6 +5,10 @@ naming the holder (pid, host, start time), which the holder writes into the lock
 the kernel drops it when the holder's process (and every process it forked while holding it) is gone, so a
 killed run never leaves a stale lock behind: the file staying there is harmless. flock works across machines on
 NFS (Linux emulates it with POSIX locks); Lustre needs the `flock` mount option.
+
+Within one process the lock is re-entrant (counted): run.py takes it in a Hydra callback, before Hydra writes
+.hydra/ into the folder (a refused second run must not overwrite the running one's config), and gsi.run.run
+takes it again for the run itself.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ class FolderInUse(SystemExit):
 
 
 class RunLock:
+    _held: dict[str, list] = {}  # lock file -> [descriptor, holds] for the locks this process holds
+
     def __init__(self, folder: Path):
         self.path = Path(folder) / LOCK_NAME
-        self._fd: int | None = None
+        self._key: str | None = None
 
     def __enter__(self) -> "RunLock":
         self.acquire()
@@ -38,6 +44,11 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
+        key = os.path.realpath(self.path)
+        if key in RunLock._held:
+            RunLock._held[key][1] += 1
+            self._key = key
+            return
         # Opened without truncation: until the lock is ours, the holder's record must stay readable.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -46,16 +57,22 @@ class RunLock:
             os.close(fd)
             raise FolderInUse(f"{self.path.parent} is in use by another run ({self._holder()}): one run per "
                               "folder. Wait for it to finish, stop it, or give this run another hydra.run.dir")
-        self._fd = fd
+        RunLock._held[key] = [fd, 1]
+        self._key = key
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the last descriptor drops the lock
-            self._fd = None
+        if self._key is None:
+            return
+        held = RunLock._held[self._key]
+        held[1] -= 1
+        if held[1] == 0:
+            os.close(held[0])  # closing the last descriptor drops the lock
+            del RunLock._held[self._key]
+        self._key = None
 
     def _holder(self) -> str:
         # The holder writes its record right after locking: give it a moment if we looked in between.

@@ -184,11 +184,27 @@ except ImportError:  # pragma: no cover - Hydra always has it (>= 1.1)
 
 class ValidateOnRunStart(Callback):
     """Hydra callback (conf/config.yaml `hydra.callbacks`): in run mode Hydra calls on_run_start before it makes
-    the run folder and writes .hydra/ into it, so a bad config leaves no folder behind. Sweeps validate each job
-    in run.py (a job's values are only known there)."""
+    the run folder and writes .hydra/ into it, so a bad config leaves no folder behind. Sweeps: every job of the
+    basic sweeper is checked before the first starts, and each job checks itself again in run.py."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         exit_if_invalid(config)
+        # Valid: lock the run folder now, before Hydra writes .hydra/ into it (a second run on a busy folder must
+        # not overwrite the running one's config); gsi.run.run takes the same lock again (re-entrant) and the
+        # process's exit drops it.
+        from pathlib import Path
+
+        from gsi.lock import RunLock
+
+        folder = Path(str(config.hydra.run.dir))
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock(folder)
+        self._lock.acquire()
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A sweep with the basic sweeper: compose every job's config and check it before any job starts (or is

@@ -68,15 +68,25 @@ def test_two_runs_on_one_folder_one_runs_the_other_refuses_at_once(tmp_path):
     assert sorted(ids(out)) == sorted(set(ids(out))) and len(ids(out)) == 4  # no problem twice
 
 
-def test_lock_is_released_after_the_run_and_held_during_it(tmp_path):
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     from gsi.lock import FolderInUse, RunLock
 
     out = tmp_path / "run"
-    run_once(out)
-    with RunLock(out):  # free again after the run
-        with pytest.raises(FolderInUse, match=rf"pid {os.getpid()} on .*, started "):
+    run_once(out, problems=2)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from gsi.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+         "print('locked', flush=True); time.sleep(120)", str(out)],
+        cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderInUse, match=rf"pid {holder.pid} on .+, started 20"):
             RunLock(out).acquire()
-    run_once(out)  # and a resume can take it
+        with pytest.raises(FolderInUse):
+            run_once(out, problems=2)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_once(out, problems=2)["n_problems"] == 2  # SIGKILLed holder: the kernel dropped its lock
 
 
 def test_trace_is_part_of_the_experiment(tmp_path):
@@ -273,3 +283,23 @@ def test_scheduler_accepts_progress_on_private_tracks():
     assert _in_thread(lambda: run_steps(_states(), Tracks(), _ctx(), batch_size=2,
                                         on_finish=lambda s, t: finished.append(s.id))) is None
     assert sorted(finished) == ["0", "1", "2"]
+
+
+def test_cli_on_a_busy_folder_refuses_before_hydra_writes_into_it(tmp_path):
+    """run.py takes the lock in its Hydra callback: the refused run neither runs nor overwrites the running one's
+    .hydra/config.yaml."""
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from gsi.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+         "print('locked', flush=True); time.sleep(120)", str(out)],
+        cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = subprocess.run([sys.executable, "run.py", "model=tiny", "hardware=cpu", "dataset.limit=1",
+                               f"hydra.run.dir={out}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 1 and f"in use by another run (pid {holder.pid} on " in proc.stderr, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["run.lock"]
