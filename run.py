@@ -1,6 +1,8 @@
 """Entry point: `python run.py method=gsi dataset=olympiad`, or `python run.py -m beta=0.5,1,2 ...` for sweeps.
 
-Hydra composes and validates the config first; the heavy imports (vLLM, torch) happen only after that.
+Hydra composes the config against its typed schemas (unknown keys, wrong types, values outside a fixed set fail
+there), then gsi.validate checks every numeric and cross-field rule (a Hydra callback, before the run folder is
+made); the heavy imports (vLLM, torch) happen only after that.
 """
 
 import hydra
@@ -16,6 +18,9 @@ def main(cfg: DictConfig):
     from gsi.preview import check_multirun
 
     check_multirun()  # a sweep preset without -m says so instead of running its first job
+    from gsi.validate import exit_if_invalid
+
+    exit_if_invalid(cfg)  # again here: a sweep's jobs get their values only now
     from gsi.run import run  # heavy: imported only once the config is known to be valid
 
     return run(cfg)

@@ -22,11 +22,66 @@ ROLES = ("small", "big", "reward")
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema")
 
 
+class Choice(str, Enum):
+    """A fixed set of string values: a typo fails at composition (Hydra names the key and lists the values).
+    Members are str, so methods keep comparing with plain strings (`cfg.policy == "small"`), JSON writes the
+    value, and str()/f-strings give the value too (not `Policy.small`)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Dtype(Choice):  # what vLLM's `dtype` accepts
+    auto = "auto"
+    half = "half"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float = "float"
+    float32 = "float32"
+
+
+class Policy(Choice):  # which policy a one-policy method samples from
+    small = "small"
+    big = "big"
+
+
+class ThresholdOn(Choice):  # what GSI compares with its threshold
+    tilted = "tilted"  # r + (log pi_B - log pi_S) / beta (the paper)
+    raw = "raw"  # the PRM's r alone
+    score = "score"  # the selection score beta r + log pi_B - log pi_S (the reference code's "s > 10")
+
+
+class Selection(Choice):
+    soft = "soft"  # draw by softmax(beta r)
+    hard = "hard"  # argmax r
+    majority = "majority"  # response level only: most frequent final answer
+    weighted_majority = "weighted_majority"  # response level only: answer with the largest summed reward
+
+
+class Level(Choice):
+    step = "step"
+    response = "response"
+
+
+class Aggregate(Choice):  # a whole response's PRM score from its steps' rewards
+    last = "last"
+    min = "min"
+    prod = "prod"
+
+
+class LoggerName(Choice):
+    none = "none"
+    wandb = "wandb"
+
+
 @dataclass
 class RoleModelConfig:
     # A hub id (Qwen/Qwen2.5-Math-7B-Instruct), a local folder, or tiny://<role> for the built-in tiny models.
     path: str = MISSING
-    dtype: str = "auto"
+    dtype: Dtype = Dtype.auto
     # None: the model's own context window.
     max_model_len: Optional[int] = None
     trust_remote_code: bool = False
@@ -54,7 +109,7 @@ class ModelConfig:
     system_prompt: str = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-class Placement(str, Enum):
+class Placement(Choice):
     gpu3 = "gpu3"  # one GPU per role (big may span tensor_parallel_big GPUs)
     gpu1 = "gpu1"  # all three roles on one GPU, memory split by gpu_memory_utilization
     cpu = "cpu"  # vLLM's CPU build
@@ -120,7 +175,7 @@ class GSIConfig(MethodConfig):
     n_big: int = "${.n}"  # type: ignore[assignment]
     threshold: float = 0.5
     # Compare the tilted reward r + (log pi_B - log pi_S)/beta with the threshold (the paper), or the raw r.
-    threshold_on: str = "tilted"
+    threshold_on: ThresholdOn = ThresholdOn.tilted
     # Fall back to pi_B on rejection (false: importance-weighted soft best-of-n from pi_S only).
     fallback: bool = True
 
@@ -142,17 +197,17 @@ class RSDConfig(MethodConfig):
 @dataclass
 class BoNConfig(MethodConfig):
     name: str = "bon"
-    policy: str = "small"  # small | big
-    selection: str = "soft"  # soft | hard | majority | weighted_majority
-    level: str = "step"  # step | response
-    aggregate: str = "last"  # response-level PRM aggregation: last | min | prod
+    policy: Policy = Policy.small
+    selection: Selection = Selection.soft
+    level: Level = Level.step
+    aggregate: Aggregate = Aggregate.last  # response-level PRM aggregation
 
 
 @dataclass
 class BaselineConfig(MethodConfig):
     name: str = "baseline"
     n: int = 1
-    policy: str = "small"  # small | big
+    policy: Policy = Policy.small
     greedy: bool = False
 
 
@@ -198,7 +253,7 @@ class PFConfig(MethodConfig):
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"
+    name: LoggerName = LoggerName.none
     project: str = "gsi"
     entity: Optional[str] = None
     mode: str = "${oc.env:WANDB_MODE,online}"

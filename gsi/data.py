@@ -271,13 +271,51 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def validate_jsonl(path: Path) -> int:
-    """Check that every non-blank line of `path` is a JSON object; returns the number of records."""
+def _lone_surrogate(obj: Any, where: str = "") -> str | None:
+    """The first string field of `obj` holding a lone UTF-16 surrogate (a JSON "\\ud800" escape: valid JSON,
+    but no character, so it cannot be UTF-8 encoded for the tokenizer or Arrow), as 'field: text'; else None."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"{where or 'value'} (character {e.start + 1}: {obj[e.start]!r})"
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            found = _lone_surrogate(k, "a key") or _lone_surrogate(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found = _lone_surrogate(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _bad_reference(row: dict, fields: Sequence[str]) -> str | None:
+    """A reference field whose value is neither a string nor a number (nor a list of them, OlympiadBench's
+    final_answer): str() of a dict would become a 'reference' no answer can match."""
+    for name in fields:
+        v = row.get(name)
+        items = v if isinstance(v, list) else [v]
+        if any(x is not None and (isinstance(x, bool) or not isinstance(x, (str, int, float))) for x in items):
+            return f"field {name!r} is {json.dumps(v)[:80]}, not a string or number"
+    return None
+
+
+def validate_jsonl(path: Path, spec: "DatasetSpec | None" = None) -> list[int]:
+    """Check that every non-blank line of `path` is UTF-8, a JSON object, free of lone surrogates and (with `spec`)
+    carries a string or number as its reference; returns the 1-based line number of each record."""
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
-    n = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    lines = []
+    with open(path, "rb") as f:  # bytes: an encoding error is reported on its line, not by the decoder's buffer
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{path}:{lineno}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                   "re-encode the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -286,19 +324,26 @@ def validate_jsonl(path: Path) -> int:
                 raise DatasetError(f"{path}:{lineno}: malformed JSON line ({e.msg}, column {e.colno})") from None
             if not isinstance(obj, dict):
                 raise DatasetError(f"{path}:{lineno}: a JSON object was expected, got {type(obj).__name__}")
-            n += 1
-    return n
+            bad = _lone_surrogate(obj)
+            if bad:
+                raise DatasetError(f"{path}:{lineno}: a lone surrogate in {bad}: not a character; fix the text")
+            bad = _bad_reference(obj, spec.reference_fields) if spec is not None else None
+            if bad:
+                raise DatasetError(f"{path}:{lineno}: {bad}")
+            lines.append(lineno)
+    return lines
 
 
-def _load_local(path: Path) -> list[dict]:
+def _load_local(path: Path, spec: "DatasetSpec | None" = None) -> tuple[list[dict], list[int]]:
+    """The rows of a local JSONL file and the file line of each (for messages)."""
     import datasets
 
-    validate_jsonl(path)
+    lines = validate_jsonl(path, spec)
     try:
         ds = datasets.load_dataset("json", data_files=str(path), split="train")
     except Exception as e:  # noqa: BLE001 - arrow schema errors etc.
         raise DatasetError(f"{path}: the datasets library could not read it: {e}") from e
-    return ds.to_list()
+    return ds.to_list(), lines
 
 
 def _load_hub(name: str, hub_path: str, hub_config: str | None, split: str, revision: str | None = None) -> list[dict]:
@@ -313,8 +358,17 @@ def _load_hub(name: str, hub_path: str, hub_config: str | None, split: str, revi
     return ds.to_list()
 
 
-def rows_to_problems(spec: DatasetSpec, rows: list[dict], source: str) -> list[Problem]:
-    """Map raw rows to Problems; missing fields, rows without problem/answer and duplicate ids are errors."""
+def rows_to_problems(spec: DatasetSpec, rows: list[dict], source: str,
+                     lines: Sequence[int] | None = None) -> list[Problem]:
+    """Map raw rows to Problems; missing fields, rows without problem/answer, references that are not a string or
+    number and duplicate ids are errors. `lines`: each row's 1-based line in the file `source` (messages then say
+    'line N'; rows of a hub split are named by their 0-based index there)."""
+    if lines is not None and len(lines) != len(rows):
+        lines = None  # the reader dropped or added rows: line numbers would be wrong
+
+    def at(i: int) -> str:
+        return f"line {lines[i]}" if lines is not None else f"row {i}"
+
     columns = set().union(*(r.keys() for r in rows)) if rows else set()
     if rows and not columns & set(spec.problem_fields):
         raise DatasetError(f"dataset {spec.name!r} ({source}): no problem field; looked for "
@@ -328,21 +382,25 @@ def rows_to_problems(spec: DatasetSpec, rows: list[dict], source: str) -> list[P
         pid = str(raw_id) if raw_id is not None else str(i)
         if pid in spec.skip_ids:
             continue
+        wrong = _bad_reference(row, spec.reference_fields)
+        if wrong:
+            bad.append(f"id={pid} ({at(i)}): {wrong}")
+            continue
         text = spec.problem(row) if spec.problem else _text(_first(row, spec.problem_fields))
         ref = spec.reference(row)
         missing = [what for what, v in (("problem", text), ("answer", ref)) if v is None or not str(v).strip()]
         if missing:
-            bad.append(f"id={pid} (row {i}): no {' or '.join(missing)}")
+            bad.append(f"id={pid} ({at(i)}): no {' or '.join(missing)}")
             continue
         if pid in seen:
-            dups.append(f"{pid} (rows {seen[pid]} and {i})")
+            dups.append(f"{pid} ({at(seen[pid])} and {at(i)})")
         seen.setdefault(pid, i)
         solution = _text(_first(row, spec.solution_fields)) if spec.solution_fields else None
         problems.append(Problem(id=pid, problem=text, reference=str(ref).strip(), solution=solution))
     if bad:
         shown = "; ".join(bad[:50]) + (f"; ... ({len(bad) - 50} more)" if len(bad) > 50 else "")
-        raise DatasetError(f"dataset {spec.name!r} ({source}): {len(bad)} row(s) without a problem or answer: "
-                           f"{shown}")
+        raise DatasetError(f"dataset {spec.name!r} ({source}): {len(bad)} row(s) without a problem or a usable "
+                           f"answer: {shown}")
     if dups:
         raise DatasetError(f"dataset {spec.name!r} ({source}): duplicate ids: {'; '.join(dups[:20])}")
     return problems
@@ -408,13 +466,13 @@ def load_problems(cfg: Any, shard: str | None = None) -> list[Problem]:
             raise DatasetError(
                 f"{path}: no such file (dataset {spec.name!r} in dataset.data_dir={str(data_dir)!r}): add it there, "
                 f"or unset GSI_DATA_DIR / set dataset.data_dir=null to read {spec.hub_path} from the dataset hub")
-        rows = _load_local(path)
+        rows, lines = _load_local(path, spec)
         source = str(path)
     else:
         hub_path = str(_cfg(cfg, "hub_path", spec.hub_path))
         hub_config = _cfg(cfg, "hub_config", spec.hub_config)
         split = str(_cfg(cfg, "split", spec.split))
-        rows = _load_hub(spec.name, hub_path, hub_config, split, _cfg(cfg, "revision"))
+        rows, lines = _load_hub(spec.name, hub_path, hub_config, split, _cfg(cfg, "revision")), None
         source = f"{hub_path}:{hub_config or 'default'}:{split}"
-    problems = rows_to_problems(spec, rows, source)
+    problems = rows_to_problems(spec, rows, source, lines)
     return select(problems, offset=_cfg(cfg, "offset", 0), limit=_cfg(cfg, "limit", None), shard=shard)

@@ -124,6 +124,24 @@ def summarize(records: list[dict], *, flops_per_token: dict[str, float], has_acc
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    """Atomically: the old file or the new one, never a torn one, even after a power cut. The data is fsynced
+    before the rename (or the rename may reach the disk first and leave an empty file), and the folder after it
+    (or the rename itself may be lost)."""
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory; the file itself is synced
+        pass
+    finally:
+        os.close(fd)

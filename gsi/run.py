@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -10,16 +11,24 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gsi.results import ResultsFile, summarize, write_json
+from gsi.lock import RunLock
+from gsi.results import ResultsFile, parse_results, summarize, write_json
+from gsi.validate import validate
 
 log = logging.getLogger(__name__)
 
 # Keys whose change makes earlier results in the same folder a different experiment.
+<<<<<<< HEAD
 _IDENTITY_KEYS = ("model", "method", "dataset", "generation", "seed", "shard", "beta", "grader")
+=======
+# (trace: traced and untraced records in one results.jsonl would be one experiment with two record formats)
+_IDENTITY_KEYS = ("model", "method", "dataset", "generation", "seed", "shard", "beta", "trace")
+>>>>>>> issue-13
 
 
 def output_dir() -> Path:
@@ -34,25 +43,71 @@ def output_dir() -> Path:
 def check_same_experiment(out: Path, cfg: DictConfig) -> None:
     """Refuse to resume into a folder that holds another experiment's results."""
     ident = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg[k])
+<<<<<<< HEAD
              else cfg[k] for k in _IDENTITY_KEYS if k in cfg}
+=======
+             else cfg[k] for k in _IDENTITY_KEYS}
+>>>>>>> issue-13
     ident["dataset"].pop("data_dir", None)  # where the files are is not what they are
     path = out / "experiment.json"
     if path.exists():
         old = json.loads(path.read_text())
+<<<<<<< HEAD
         # Provenance (gsi.provenance) says what produced the results, not which experiment they are.
         old = {k: v for k, v in old.items() if not k.startswith("provenance")}
         if "grader" not in old and "grader" in ident:  # written before runs had a grader: they used ours
             old["grader"] = {"name": "ours", "timeout": 5.0}
+=======
+        old.setdefault("trace", False)  # written before trace was part of the identity: untraced records
+>>>>>>> issue-13
         diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
         if diff:
             raise SystemExit(f"{out} holds results of a different experiment (differs in: {', '.join(diff)}); "
                              "use another hydra.run.dir")
     else:
+        results = out / "results.jsonl"
+        if results.exists() and parse_results(results.read_bytes())[0]:
+            raise SystemExit(
+                f"{results} holds results but {path} is missing, so which experiment they belong to is unknown "
+                "(its config may differ from this one). To start afresh, move results.jsonl away (e.g. "
+                f"mv {results} {results}.orphan); to continue it, restore its experiment.json; or use another "
+                "hydra.run.dir")
         write_json(path, ident)
 
 
 def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
-    """Run (or resume) one experiment into `out`; returns the summary. `engines` lets tests pass their own."""
+    """Run (or resume) one experiment into `out`; returns the summary. `engines` lets tests pass their own.
+
+    The config is validated before anything is written; the folder is locked for the whole run (a second run on
+    it exits at once, naming this one); a full disk ends with how many problems are saved."""
+    validate(cfg)
+    out = Path(out or output_dir())
+    out.mkdir(parents=True, exist_ok=True)
+    with disk_full_message(out), RunLock(out):
+        return _run(cfg, out, engines)
+
+
+@contextmanager
+def disk_full_message(out: Path):
+    """No space (or quota) left: say what is safe and what to do instead of a traceback. results.jsonl is fsynced
+    per problem, so every complete line is saved; a half-written last line is dropped and redone on resume."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        path = out / "results.jsonl"
+        try:
+            saved = len(parse_results(path.read_bytes())[0])
+        except OSError:
+            saved = 0
+        print(f"no space left on the disk of {out} ({exc.strerror}{': ' + str(exc.filename) if exc.filename else ''})"
+              f": {saved} problems are saved in {path}. Free some space (or move the folder to a larger disk and "
+              "point hydra.run.dir at it), then rerun the same command to resume", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def _run(cfg: DictConfig, out: Path, engines) -> dict:
     from tqdm import tqdm
 
     import grading
@@ -64,13 +119,15 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
     from gsi.tracking import build_tracker
 
     start = time.perf_counter()
-    out = Path(out or output_dir())
-    out.mkdir(parents=True, exist_ok=True)
+    problems = load_problems(cfg.dataset, shard=cfg.shard)  # a dataset error: nothing written yet
     check_same_experiment(out, cfg)
+<<<<<<< HEAD
     problems = load_problems(cfg.dataset, shard=cfg.shard)
     from gsi import provenance
 
     provenance.record(out, provenance.collect(cfg, problems))
+=======
+>>>>>>> issue-13
     results = ResultsFile(out / "results.jsonl")
     done = results.load()
     todo = [p for p in problems if p.id not in done]
@@ -343,7 +400,11 @@ def known_params(out: Path, cfg: DictConfig) -> dict:
     counted from the models' configs."""
     path = out / "summary.json"
     if path.exists():
-        params = json.loads(path.read_text()).get("params")
+        try:
+            params = json.loads(path.read_text()).get("params")
+        except (OSError, ValueError, AttributeError) as exc:  # truncated by a crash or a full disk
+            log.warning("%s is unreadable (%s); recomputing it from %s", path, exc, out / "results.jsonl")
+            params = None
         if params:
             return params
     from gsi.engines.registry import model_params, validate

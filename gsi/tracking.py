@@ -281,7 +281,7 @@ class WandbTracker:
             os.environ[key] = str(self.root / sub)
 
         info = hydra_job_info()
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain strings for W&B
         config["_run"] = {"output_dir": str(self.out.resolve()), **info}
         with contextlib.suppress(OSError, ValueError):  # what produced the numbers (gsi.provenance)
             config["provenance"] = json.loads((self.out / "experiment.json").read_text())["provenance"]

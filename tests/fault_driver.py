@@ -1,10 +1,11 @@
 """A real `gsi.run.run` on exact table engines (no vLLM, starts in ~2 s), for the fault tests in a subprocess.
 
-    python tests/fault_driver.py OUT [--problems N] [--delay S] [--fail-role ROLE --fail-after K]
+    python tests/fault_driver.py OUT [--problems N] [--delay S] [--fail-role ROLE --fail-after K] [KEY=VALUE ...]
 
 `--delay` sleeps S seconds in every engine call, so that a signal or a kill lands mid-run; `--fail-role` makes
 that role's engine raise on its K-th call (an engine that dies mid-run). The config is the run's own (model=tiny,
-composed like `run.py`), so run() does everything it does for a real run: resume, grading, results, summary.
+composed like `run.py`, plus any KEY=VALUE overrides), so run() does everything it does for a real run: validation,
+the folder lock, resume, grading, results, summary.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ def overrides(problems: int) -> list[str]:
             "method.n=4", "method.threshold=0.47", "generation.max_steps=8", "batch_size=4"]
 
 
-def compose(problems: int):
+def compose(problems: int, extra=()):
     from gsi.config import compose_config
 
-    return compose_config(*overrides(problems))
+    return compose_config(*overrides(problems), *extra)
 
 
 class EngineDied(RuntimeError):
@@ -84,15 +85,17 @@ def main():
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--fail-role")
     ap.add_argument("--fail-after", type=int, default=0)
+    ap.add_argument("extra", nargs="*", help="more config overrides (KEY=VALUE)")
     args = ap.parse_args()
 
-    run_once(Path(args.out), args.problems, args.delay, args.fail_role, args.fail_after)
+    run_once(Path(args.out), args.problems, args.delay, args.fail_role, args.fail_after, extra=args.extra)
 
 
-def run_once(out: Path, problems: int, delay: float = 0.0, fail_role: str | None = None, fail_after: int = 0):
+def run_once(out: Path, problems: int, delay: float = 0.0, fail_role: str | None = None, fail_after: int = 0,
+             extra=()):
     from gsi.run import run
 
-    return run(compose(problems), out=out, engines=make_engines(delay, fail_role, fail_after))
+    return run(compose(problems, extra), out=out, engines=make_engines(delay, fail_role, fail_after))
 
 
 if __name__ == "__main__":

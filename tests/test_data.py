@@ -234,3 +234,64 @@ def test_omegaconf_config(tmp_path):
                           "data_dir": str(tmp_path), "local_file": "amc23/test.jsonl", "limit": 4, "offset": 1})
     ps = load_problems(c, shard="0/2")
     assert [p.id for p in ps] == ["1", "3"]
+
+
+# -- every defect named by file and 1-based line (issue 13) ------------------------------------------------------
+
+
+def _write_bytes(path: Path, raw: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw)
+    return path
+
+
+GOOD = b'{"problem": "1+1?", "answer": "2", "unique_id": "a"}\n'
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    f = _write_bytes(tmp_path / "math500" / "test.jsonl",
+                     GOOD + b"\n" + b'{"problem": "caf\xe9?", "answer": "2", "unique_id": "b"}\n')
+    with pytest.raises(DatasetError, match=rf"{f}:3: not UTF-8 \(byte 0xe9"):
+        load_problems(cfg("math500", data_dir=str(tmp_path)))
+
+
+def test_missing_and_null_fields_name_the_file_line_counting_blank_lines(tmp_path):
+    rows = [GOOD.replace(b'"a"', f'"{i}"'.encode()) for i in range(8)]
+    raw = b"".join(rows[:4]) + b"\n\n \n\n" + b"".join(rows[4:])  # lines 5-8 blank
+    raw += b'{"problem": "p", "answer": null, "unique_id": "null-answer"}\n'  # line 13
+    raw += b'{"answer": "3", "unique_id": "no-problem"}\n'  # line 14
+    f = _write_bytes(tmp_path / "math500" / "test.jsonl", raw)
+    with pytest.raises(DatasetError) as e:
+        load_problems(cfg("math500", data_dir=str(tmp_path)))
+    msg = str(e.value)
+    assert str(f) in msg and "id=null-answer (line 13): no answer" in msg and "id=no-problem (line 14): no problem" in msg
+    assert "row" not in msg.split(":", 1)[1].replace("row(s)", "")
+
+
+def test_lone_surrogate_names_file_line_and_field(tmp_path):
+    f = _write_bytes(tmp_path / "math500" / "test.jsonl",
+                     GOOD + b'{"problem": "x \\ud800 y", "answer": "2", "unique_id": "b"}\n')
+    with pytest.raises(DatasetError, match=rf"{f}:2: a lone surrogate in problem"):
+        load_problems(cfg("math500", data_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("answer", ['{"value": "5"}', "true", '[{"a": 1}]'])
+def test_reference_that_is_not_a_string_or_number_is_refused(tmp_path, answer):
+    f = _write_bytes(tmp_path / "aime24" / "test.jsonl",
+                     GOOD + f'{{"problem": "p", "answer": {answer}, "id": "b"}}\n'.encode())
+    with pytest.raises(DatasetError, match=rf"{f}:2: field 'answer' is .*not a string or number"):
+        load_problems(cfg("aime24", data_dir=str(tmp_path)))
+
+
+def test_hub_rows_with_a_dict_reference_are_refused():
+    rows = [{"problem": "p", "answer": "5", "unique_id": "a"}, {"problem": "q", "answer": {"value": "5"}, "unique_id": "b"}]
+    with pytest.raises(DatasetError, match=r"id=b \(row 1\): field 'answer' is"):
+        data.rows_to_problems(data.REGISTRY["math500"], rows, "hub")
+
+
+def test_number_and_list_references_still_load(tmp_path):
+    _write_bytes(tmp_path / "amc23" / "test.jsonl", b'{"question": "q", "answer": 27.0, "id": 1}\n')
+    assert load_problems(cfg("amc23", data_dir=str(tmp_path)))[0].reference == "27"
+    _write_bytes(tmp_path / "olympiadbench" / "test.jsonl",
+                 b'{"question": "q", "final_answer": ["$69$"], "id": 1}\n')
+    assert load_problems(cfg("olympiad", data_dir=str(tmp_path)))[0].reference == "69"

@@ -1,0 +1,253 @@
+"""Every rule a composed run config must satisfy that its types cannot express, checked in one pass before
+anything is written or loaded.
+
+The schemas in gsi/config.py already refuse unknown keys, wrong types and values outside a fixed set (Enums);
+this module adds the numeric and cross-field rules, so that a bad value fails in well under a second naming its
+key, instead of deep inside numpy or an engine after the models loaded (and after experiment.json was written).
+It imports only the standard library, OmegaConf, Hydra's callback base, gsi.data's registry and the PRM adapter
+registry (all light: no torch, no vLLM, no datasets).
+
+    validate(cfg)     # raises ConfigInvalid listing every broken rule, one line per key
+    problems(cfg)     # the same list, without raising
+
+run.py calls it from a Hydra callback when the run starts (before Hydra creates the run folder), again in the job
+(sweeps), and gsi.run.run calls it first of all (tests, benches and scripts that skip the CLI).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from gsi.data import REGISTRY as DATASETS
+from gsi.data import parse_shard
+from gsi.engines.rewards import ADAPTERS
+
+# What a method uses beta for, and so whether it must be > 0 (it must be finite everywhere: it is a sweep axis
+# and is written into experiment.json and summary.json).
+#  - gsi: the selection score beta*r + log pi_B/pi_S, and the tilted reward r + log(pi_B/pi_S)/beta divides by it.
+#  - bon with soft selection: softmax(beta*r); beta < 0 silently prefers the lowest reward, beta = 0 ignores it.
+#  - rsd with n > 1 or n_big > 1: soft best-of-n by softmax(beta*r), same reason.
+# hard selection, voting and the baseline do not read beta.
+
+
+class ConfigInvalid(ValueError):
+    """A run config breaks one or more rules; the message names each key."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("invalid run config:\n  - " + "\n  - ".join(self.errors))
+
+
+def _get(node: Any, key: str, default: Any = None) -> Any:
+    """cfg[key] for a DictConfig or a dict; `default` when absent (an interpolation that cannot resolve raises)."""
+    if node is None:
+        return default
+    if isinstance(node, DictConfig):
+        return OmegaConf.select(node, key, default=default, throw_on_missing=False)
+    return node.get(key, default) if isinstance(node, dict) else getattr(node, key, default)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> float | None:
+    try:
+        return float(v) if not isinstance(v, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_at_least(errors: list[str], key: str, v: Any, low: int, why: str = "") -> None:
+    if not _is_int(v) or v < low:
+        errors.append(f"{key}={v!r}: must be an integer >= {low}{why}")
+
+
+def _finite(errors: list[str], key: str, v: Any, *, positive: bool = False, why: str = "") -> None:
+    x = _number(v)
+    if x is None or not math.isfinite(x):
+        errors.append(f"{key}={v!r}: must be a finite number{why}")
+    elif positive and not x > 0:
+        errors.append(f"{key}={v!r}: must be > 0{why}")
+
+
+def problems(cfg: Any) -> list[str]:
+    """Every rule `cfg` breaks, as 'key=value: what is wrong' lines (empty when the config is good)."""
+    errors: list[str] = []
+    _top(cfg, errors)
+    _generation(_get(cfg, "generation"), errors)
+    _method(_get(cfg, "method"), errors)
+    _dataset(_get(cfg, "dataset"), errors)
+    _model(_get(cfg, "model"), errors)
+    return errors
+
+
+def validate(cfg: Any) -> None:
+    errors = problems(cfg)
+    if errors:
+        raise ConfigInvalid(errors)
+
+
+def _top(cfg: Any, errors: list[str]) -> None:
+    _int_at_least(errors, "batch_size", _get(cfg, "batch_size"), 1, " (problems advanced together per round)")
+    _int_at_least(errors, "seed", _get(cfg, "seed"), 0)
+    _finite(errors, "beta", _get(cfg, "beta"))
+    shard = _get(cfg, "shard")
+    if shard is not None:
+        try:
+            parse_shard(shard)
+        except ValueError:
+            errors.append(f"shard={shard!r}: must be 'i/k' with 0 <= i < k (this job runs the i-th of k shares)")
+
+
+def _generation(gen: Any, errors: list[str]) -> None:
+    t = _get(gen, "temperature")
+    x = _number(t)
+    if x is None or not math.isfinite(x) or not x > 0:
+        # Both policies sample and are scored at this temperature; greedy decoding is a method's choice.
+        errors.append(f"generation.temperature={t!r}: must be a finite number > 0 (greedy decoding is "
+                      "method=baseline method.greedy=true)")
+    _int_at_least(errors, "generation.max_steps", _get(gen, "max_steps"), 1)
+    _int_at_least(errors, "generation.max_step_tokens", _get(gen, "max_step_tokens"), 1)
+    if not _get(gen, "step_delimiter"):
+        errors.append("generation.step_delimiter: must not be empty (steps are split on it)")
+
+
+def _beta_key(m: Any) -> str:
+    """The key a user set beta with: the top-level `beta` unless method.beta was overridden itself."""
+    if isinstance(m, DictConfig) and "beta" in m and OmegaConf.is_interpolation(m, "beta"):
+        return "beta"
+    return "method.beta"
+
+
+def _method(m: Any, errors: list[str]) -> None:
+    name = str(_get(m, "name"))
+    _int_at_least(errors, "method.n", _get(m, "n"), 1)
+    beta, beta_key = _get(m, "beta"), _beta_key(m)
+    if beta_key == "method.beta":  # else the top-level check covers it
+        _finite(errors, beta_key, beta)
+    n, n_big = _get(m, "n"), _get(m, "n_big")
+    # (gsi's n_big defaults to ${.n}: then method.n's error says it all; gsi without fallback never samples pi_B)
+    n_big_own = not (isinstance(m, DictConfig) and "n_big" in m and OmegaConf.is_interpolation(m, "n_big"))
+    if name in ("gsi", "rsd") and n_big_own and (name == "rsd" or bool(_get(m, "fallback", True))):
+        _int_at_least(errors, "method.n_big", n_big, 1, " (pi_B samples on rejection)")
+    needs_beta = None
+    if name == "gsi":
+        needs_beta = " for gsi (the tilted reward r + log(pi_B/pi_S)/beta divides by it)"
+        _finite(errors, "method.threshold", _get(m, "threshold"))
+    elif name == "rsd":
+        _finite(errors, "method.delta", _get(m, "delta"))
+        _int_at_least(errors, "method.patience", _get(m, "patience"), 0, " (0 turns it off)")
+        if (_is_int(n) and n > 1) or (_is_int(n_big) and n_big > 1):
+            needs_beta = " for rsd with n > 1 or n_big > 1 (soft best-of-n draws by softmax(beta r))"
+    elif name == "bon":
+        level, selection = str(_get(m, "level")), str(_get(m, "selection"))
+        if level == "step" and selection not in ("soft", "hard"):
+            errors.append(f"method.selection={selection}: voting needs whole responses (method.level=response)")
+        if selection == "soft":
+            needs_beta = " for soft selection (softmax(beta r): beta < 0 would prefer the lowest reward)"
+    elif name == "baseline" and _is_int(n) and n != 1:
+        errors.append(f"method.n={n}: the baseline draws one response per problem (for n of them use method=bon)")
+    x = _number(beta)
+    if needs_beta and x is not None and math.isfinite(x) and not x > 0:
+        errors.append(f"{beta_key}={beta!r}: must be > 0{needs_beta}")
+
+
+def _dataset(d: Any, errors: list[str]) -> None:
+    name = _get(d, "name")
+    if name not in DATASETS:
+        errors.append(f"dataset.name={name!r}: not a registered dataset ({', '.join(sorted(DATASETS))})")
+    limit = _get(d, "limit")
+    if limit is not None:
+        _int_at_least(errors, "dataset.limit", limit, 0, " or null (all problems)")
+    _int_at_least(errors, "dataset.offset", _get(d, "offset", 0), 0)
+
+
+def _model(model: Any, errors: list[str]) -> None:
+    adapter = str(_get(model, "reward.adapter", "auto"))
+    if adapter != "auto" and adapter not in ADAPTERS:
+        errors.append(f"model.reward.adapter={adapter!r}: not a PRM adapter (auto, {', '.join(sorted(ADAPTERS))})")
+    for role in ("small", "big", "reward"):
+        mml = _get(model, f"{role}.max_model_len")
+        if mml is not None:
+            _int_at_least(errors, f"model.{role}.max_model_len", mml, 2, " or null (the model's own window)")
+
+
+try:  # the run-mode hook: validate before Hydra creates the run folder
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover - Hydra always has it (>= 1.1)
+    Callback = object  # type: ignore[misc,assignment]
+
+
+class ValidateOnRunStart(Callback):
+    """Hydra callback (conf/config.yaml `hydra.callbacks`): in run mode Hydra calls on_run_start before it makes
+    the run folder and writes .hydra/ into it, so a bad config leaves no folder behind. Sweeps: every job of the
+    basic sweeper is checked before the first starts, and each job checks itself again in run.py."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_if_invalid(config)
+        # Valid: lock the run folder now, before Hydra writes .hydra/ into it (a second run on a busy folder must
+        # not overwrite the running one's config); gsi.run.run takes the same lock again (re-entrant) and the
+        # process's exit drops it.
+        from pathlib import Path
+
+        from gsi.lock import RunLock
+
+        folder = Path(str(config.hydra.run.dir))
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock(folder)
+        self._lock.acquire()
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep with the basic sweeper: compose every job's config and check it before any job starts (or is
+        submitted to SLURM). Other sweepers choose values as they go: their jobs check themselves in run.py."""
+        import sys
+
+        jobs = _basic_sweep_jobs(config)
+        bad = []
+        for overrides, cfg in jobs or ():
+            errors = problems(cfg)
+            if errors:
+                bad.append(f"job {' '.join(overrides) or '(no overrides)'}:\n    - " + "\n    - ".join(errors))
+        if bad:
+            print("invalid sweep, no job was started:\n  " + "\n  ".join(bad), file=sys.stderr, flush=True)
+            raise SystemExit(2)
+
+
+def _basic_sweep_jobs(config: DictConfig) -> list | None:
+    """[(job overrides, composed config)] the way Hydra's BasicSweeper expands them; None when another sweeper
+    runs the sweep or the expansion fails (each job is still checked when it starts)."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return None
+        loader = GlobalHydra.instance().config_loader()
+        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+        args = params + list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(args)
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        return [(job, loader.load_sweep_config(config, list(job))) for job in jobs]
+    except Exception:  # noqa: BLE001 - Hydra internals moved: fall back to the per-job check
+        return None
+
+
+def exit_if_invalid(cfg: Any) -> None:
+    """validate(cfg), or print the error and exit 2 (no traceback: the message is the whole story)."""
+    import sys
+
+    try:
+        validate(cfg)
+    except ConfigInvalid as exc:
+        print(f"{exc}\nnothing was written or loaded; fix the keys above and rerun", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,305 @@
+"""One run per folder, and nothing left behind: the folder lock, trace in the experiment identity, results without
+experiment.json refused, an unreadable summary.json recomputed, write_json's fsyncs, a full disk's message, and
+the scheduler refusing to spin. All on the exact table engines of tests/fault_driver.py (no vLLM)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gsi.results import MEASURED_KEYS, ResultsFile, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+DRIVER = ROOT / "tests" / "fault_driver.py"
+N = 8
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _driver_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fault_driver", DRIVER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_once(out: Path, *extra: str, problems: int = N) -> dict:
+    return _driver_module().run_once(out, problems, extra=extra)
+
+
+def ids(out: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_two_runs_on_one_folder_one_runs_the_other_refuses_at_once(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(DRIVER), str(out), "--problems", "4", "--delay", "0.2"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    first = None
+    ended: dict[int, float] = {}
+    deadline = time.time() + 240
+    while len(ended) < 2 and time.time() < deadline:
+        for k, p in enumerate(procs):
+            if k not in ended and p.poll() is not None:
+                ended[k] = time.time()
+                first = k if first is None else first
+        time.sleep(0.02)
+    outs = [p.communicate(timeout=60) for p in procs]
+    codes = [p.returncode for p in procs]
+    loser, winner = first, 1 - first
+    assert codes[loser] != 0 and codes[winner] == 0, (codes, outs)
+    message = outs[loser][1]
+    assert "in use by another run" in message and f"pid {procs[winner].pid}" in message, message
+    assert "Traceback" not in message
+    # "At once": the refusal came while the other run was still working (it sleeps 0.2 s per engine call).
+    assert ended[winner] - ended[loser] > 2.0
+    assert sorted(ids(out)) == sorted(set(ids(out))) and len(ids(out)) == 4  # no problem twice
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    from gsi.lock import FolderInUse, RunLock
+
+    out = tmp_path / "run"
+    run_once(out, problems=2)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from gsi.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+         "print('locked', flush=True); time.sleep(120)", str(out)],
+        cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderInUse, match=rf"pid {holder.pid} on .+, started 20"):
+            RunLock(out).acquire()
+        with pytest.raises(FolderInUse):
+            run_once(out, problems=2)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_once(out, problems=2)["n_problems"] == 2  # SIGKILLed holder: the kernel dropped its lock
+
+
+def test_trace_is_part_of_the_experiment(tmp_path):
+    out = tmp_path / "run"
+    run_once(out, problems=4)
+    keep = (out / "results.jsonl").read_text().splitlines(keepends=True)[:2]
+    (out / "results.jsonl").write_text("".join(keep))  # as if interrupted after 2 problems
+    with pytest.raises(SystemExit, match=r"differs in: trace\)"):
+        run_once(out, "trace=true", problems=4)
+    assert len(ids(out)) == 2  # nothing was added: no traced records among untraced ones
+    run_once(out, problems=4)
+    assert len(ids(out)) == 4
+
+
+def test_experiment_json_without_trace_resumes_untraced(tmp_path):
+    """A folder written before trace joined the identity holds untraced records: it resumes with trace=false."""
+    out = tmp_path / "run"
+    run_once(out, problems=3)
+    (out / "results.jsonl").write_text((out / "results.jsonl").read_text().splitlines(keepends=True)[0])
+    exp = json.loads((out / "experiment.json").read_text())
+    del exp["trace"]
+    write_json(out / "experiment.json", exp)
+    with pytest.raises(SystemExit, match=r"differs in: trace\)"):
+        run_once(out, "trace=true", problems=3)
+    run_once(out, problems=3)
+    assert len(ids(out)) == 3
+
+
+def test_results_without_experiment_json_are_refused_with_a_way_out(tmp_path):
+    out = tmp_path / "run"
+    run_once(out, problems=3)
+    (out / "experiment.json").unlink()
+    before = (out / "results.jsonl").read_bytes()
+    with pytest.raises(SystemExit) as info:
+        run_once(out, "beta=2", problems=3)
+    msg = str(info.value)
+    assert "experiment.json is missing" in msg and "mv " in msg and "hydra.run.dir" in msg
+    assert (out / "results.jsonl").read_bytes() == before and not (out / "experiment.json").exists()
+    os.replace(out / "results.jsonl", out / "results.jsonl.orphan")  # the way out the message gives
+    run_once(out, "beta=2", problems=3)
+    assert len(ids(out)) == 3
+
+
+def test_unreadable_summary_is_recomputed_from_results(tmp_path):
+    """A finished folder whose summary.json was cut short: the rerun (nothing left to run, so no engines) rewrites
+    it from results.jsonl instead of crashing on it."""
+    from gsi.run import run
+
+    out = tmp_path / "run"
+    driver = _driver_module()
+    first = run_once(out, problems=3)
+    text = (out / "summary.json").read_text()
+    (out / "summary.json").write_text(text[: len(text) // 2])
+    again = run(driver.compose(3), out=out)  # engines=None: model sizes come from the models' configs
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_problems"] == 3 and summary["accuracy"] == first["accuracy"] == again["accuracy"]
+    assert summary["params"]["big"] > 0
+
+
+def test_write_json_fsyncs_the_file_then_the_folder(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        return real(fd)
+
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "fsync", spy)
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append(len(synced)), real_replace(a, b)))
+    write_json(tmp_path / "x.json", {"a": 1})
+    assert synced == ["file", "dir"] and replaced == [1]  # the data before the rename, the folder after it
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1}
+
+
+def test_full_disk_says_how_many_problems_are_saved(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real = ResultsFile.append
+    calls = []
+
+    def append(self, record):
+        calls.append(record["id"])
+        if len(calls) == 4:  # half a line reaches the disk, then it is full
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record)[:40])
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real(self, record)
+
+    monkeypatch.setattr(ResultsFile, "append", append)
+    with pytest.raises(SystemExit) as info:
+        run_once(out)
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "3 problems are saved" in err and "rerun the same command" in err and "No space left" in err, err
+    monkeypatch.setattr(ResultsFile, "append", real)
+    summary = run_once(out)  # space freed: the resume drops the half line and finishes
+    assert summary["n_problems"] == N and len(set(ids(out))) == N
+
+
+def test_full_disk_while_writing_the_summary(tmp_path, monkeypatch, capsys):
+    import gsi.run
+
+    out = tmp_path / "run"
+
+    def full(path, obj):
+        if Path(path).name == "summary.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_json(path, obj)
+
+    monkeypatch.setattr(gsi.run, "write_json", full)
+    with pytest.raises(SystemExit):
+        run_once(out, problems=3)
+    assert "3 problems are saved" in capsys.readouterr().err
+
+
+def test_other_os_errors_are_not_reported_as_a_full_disk(tmp_path, monkeypatch):
+    def broken(self, record):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(ResultsFile, "append", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        run_once(tmp_path / "run", problems=2)
+
+
+# -- the scheduler ----------------------------------------------------------------------------------------------
+
+
+def _in_thread(fn, timeout: float = 10.0):
+    """fn()'s exception, or a failure if it is still running after `timeout` (the old loop spun forever)."""
+    box = {}
+
+    def target():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001
+            box["exc"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "run_steps is still looping"
+    return box.get("exc")
+
+
+def _states(n=3):
+    from gsi.state import ProblemState
+
+    return [ProblemState(index=i, id=str(i), problem="p", reference="1", prompt_ids=[0], context=[0])
+            for i in range(n)]
+
+
+def _ctx():
+    from gsi.methods.base import StepContext
+
+    return StepContext(seed=0, max_step_tokens=8, max_steps=4, window=100)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_scheduler_refuses_an_empty_batch(batch_size):
+    from gsi.scheduler import run_steps
+
+    class Method:
+        def step(self, live):
+            raise AssertionError("not called")
+
+    exc = _in_thread(lambda: run_steps(_states(), Method(), _ctx(), batch_size=batch_size, on_finish=lambda s, t: 0))
+    assert isinstance(exc, ValueError) and f"batch_size={batch_size}" in str(exc)
+
+
+def test_scheduler_stops_a_method_that_makes_no_progress():
+    from gsi.scheduler import run_steps
+
+    class Stuck:
+        def step(self, live):
+            pass
+
+    exc = _in_thread(lambda: run_steps(_states(), Stuck(), _ctx(), batch_size=2, on_finish=lambda s, t: 0))
+    assert isinstance(exc, RuntimeError) and "no progress" in str(exc)
+
+
+def test_scheduler_accepts_progress_on_private_tracks():
+    """Response-level methods advance hidden tracks for a while and only count tokens: that is progress."""
+    from gsi.scheduler import run_steps
+
+    class Tracks:
+        def step(self, live):
+            for s in live:
+                s.count("small", generated=1)
+                if s.tokens["small"]["generated"] >= 3:
+                    s.done, s.stop_reason = True, "eos"
+
+    finished = []
+    assert _in_thread(lambda: run_steps(_states(), Tracks(), _ctx(), batch_size=2,
+                                        on_finish=lambda s, t: finished.append(s.id))) is None
+    assert sorted(finished) == ["0", "1", "2"]
+
+
+def test_cli_on_a_busy_folder_refuses_before_hydra_writes_into_it(tmp_path):
+    """run.py takes the lock in its Hydra callback: the refused run neither runs nor overwrites the running one's
+    .hydra/config.yaml."""
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from gsi.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+         "print('locked', flush=True); time.sleep(120)", str(out)],
+        cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = subprocess.run([sys.executable, "run.py", "model=tiny", "hardware=cpu", "dataset.limit=1",
+                               f"hydra.run.dir={out}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 1 and f"in use by another run (pid {holder.pid} on " in proc.stderr, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["run.lock"]

@@ -1,0 +1,179 @@
+"""One validation pass before anything is written or loaded: fixed-value options are Enums (a typo fails at
+composition), and gsi.validate's numeric and cross-field rules fail naming the key, through the compose API, the
+real CLI (run and sweep) and gsi.run.run, with no engine started and nothing written."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from gsi.config import compose_config
+from gsi.validate import ConfigInvalid, problems
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# The issue's 16 bad configs (each reached the engines, or composed, before) and the key each must name.
+BAD = [
+    (["method.n=0"], "method.n"),
+    (["method.n=-3"], "method.n"),
+    (["beta=-1"], "beta"),  # gsi
+    (["method=bon", "beta=-1"], "beta"),  # soft best-of-n would prefer the lowest reward
+    (["beta=nan"], "beta"),
+    (["batch_size=0"], "batch_size"),
+    (["batch_size=-1"], "batch_size"),
+    (["generation.max_steps=0"], "generation.max_steps"),
+    (["generation.max_step_tokens=0"], "generation.max_step_tokens"),
+    (["seed=-1"], "seed"),
+    (["method=bon", "method.policy=medium"], "method.policy"),
+    (["method.threshold_on=sideways"], "method.threshold_on"),
+    (["method=rsd", "method.n_big=0"], "method.n_big"),
+    (["method=bon", "method.selection=hardd"], "method.selection"),
+    (["shard=5/4"], "shard"),
+    (["dataset.limit=-3"], "dataset.limit"),
+]
+# More of the same kind.
+MORE_BAD = [
+    (["method.beta=inf"], "method.beta"),
+    (["generation.temperature=0"], "generation.temperature"),
+    (["method=bon", "method.level=step", "method.selection=majority"], "method.selection"),
+    (["method=bon", "method.aggregate=mean"], "method.aggregate"),
+    (["method=bon", "method.level=token"], "method.level"),
+    (["method=baseline", "method.policy=huge"], "method.policy"),
+    (["method=baseline", "method.n=4"], "method.n"),
+    (["method=rsd", "method.n=4", "beta=0"], "beta"),
+    (["method=rsd", "method.patience=-1"], "method.patience"),
+    (["dataset.offset=-2"], "dataset.offset"),
+    (["shard=1/0"], "shard"),
+    (["shard=a/b"], "shard"),
+    (["logger.name=wandbb"], "logger.name"),
+    (["model=tiny", "model.small.dtype=bfloat61"], "model.small.dtype"),
+    (["model=tiny", "model.reward.adapter=qwen_prn"], "model.reward.adapter"),
+]
+
+
+def rejection(overrides: list[str]) -> str:
+    """The error text for `overrides`: from composition (Enums, types) or from gsi.validate; '' if accepted."""
+    try:
+        cfg = compose_config(*overrides)
+    except ConfigCompositionException as exc:
+        return f"{exc} {exc.__cause__ or ''}"
+    return "\n".join(problems(cfg))
+
+
+def named(text: str, key: str) -> bool:
+    """The error is about `key`: Hydra's `full_key: key`, or one of gsi.validate's lines (or the CLI's `  - `
+    lines) starting with `key=` (Hydra's echo of the override does not count)."""
+    lines = [line.strip().removeprefix("- ") for line in text.splitlines()]
+    return any(line == f"full_key: {key}" or line.startswith(f"{key}=") for line in lines)
+
+
+@pytest.mark.parametrize("overrides,key", BAD + MORE_BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_bad_config_is_refused_naming_its_key(overrides, key):
+    start = time.perf_counter()
+    text = rejection(overrides)
+    assert text, f"{overrides} was accepted"
+    assert named(text, key), text
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("overrides,key", BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_bad_config_never_reaches_the_engines_nor_the_folder(overrides, key, tmp_path, monkeypatch):
+    """Through gsi.run.run with engines=None: it must refuse before building engines or writing a byte."""
+    import gsi.engines.registry as registry
+    import gsi.run
+
+    def no_engines(*a, **k):
+        raise AssertionError("engines were started for a bad config")
+
+    monkeypatch.setattr(registry, "build_engines", no_engines)
+    out = tmp_path / "run"
+    try:
+        cfg = compose_config("model=tiny", "hardware=cpu", *overrides)
+    except ConfigCompositionException:
+        return  # refused at composition (an Enum): nothing could run
+    with pytest.raises(ConfigInvalid) as info:
+        gsi.run.run(cfg, out=out)
+    assert named(str(info.value), key)
+    assert not out.exists()
+
+
+def test_good_configs_pass():
+    """No rule refuses a shipped preset, method or dataset (test_config composes every combination)."""
+    for exp in sorted((CONF / "experiment").glob("*.yaml")):
+        assert problems(compose_config(f"+experiment={exp.stem}")) == [], exp.stem
+    for method in sorted(p.stem for p in (CONF / "method").glob("*.yaml")):
+        assert problems(compose_config(f"method={method}")) == [], method
+    for dataset in sorted(p.stem for p in (CONF / "dataset").glob("*.yaml")):
+        assert problems(compose_config(f"dataset={dataset}", "model=tiny", "hardware=cpu")) == [], dataset
+    edge = ["method=bon", "method.selection=hard", "beta=-1"]  # hard selection does not read beta
+    assert problems(compose_config(*edge)) == []
+    assert problems(compose_config("method=gsi", "method.fallback=false", "method.n_big=0")) == []
+    assert problems(compose_config("shard=3/4", "dataset.limit=0", "seed=0", "method.threshold_on=score")) == []
+
+
+def test_every_problem_is_listed_at_once():
+    text = "\n".join(problems(compose_config("batch_size=0", "seed=-1", "method.n=0")))
+    assert all(named(text, k) for k in ("batch_size", "seed", "method.n"))
+
+
+def test_enum_values_behave_as_strings():
+    """Methods, JSON and f-strings see the plain values."""
+    cfg = compose_config("method=bon", "method.level=response", "method.selection=weighted_majority")
+    m = cfg.method
+    assert m.policy == "small" and m.selection == "weighted_majority" and m.level in ("step", "response")
+    assert f"{m.selection}/{m.aggregate}" == "weighted_majority/last" and str(m.policy) == "small"
+    assert {"small": 1}[m.policy] == 1
+    data = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))
+    assert data["method"]["selection"] == "weighted_majority"
+    assert OmegaConf.to_container(cfg.method, enum_to_str=True)["policy"] == "small"
+    assert cfg.hardware.placement == "gpu3" and f"{cfg.hardware.placement}" == "gpu3"
+
+
+def test_experiment_json_holds_plain_values(tmp_path):
+    from gsi.run import check_same_experiment
+
+    cfg = compose_config("method=bon", "method.selection=hard")
+    check_same_experiment(tmp_path, cfg)
+    text = (tmp_path / "experiment.json").read_text()
+    assert '"selection": "hard"' in text and "Selection" not in text
+    check_same_experiment(tmp_path, cfg)  # the same experiment: accepted
+
+
+def _cli(*args: str, cwd: Path = ROOT):
+    """The finished process and the CPU seconds it used (on a loaded shared machine wall time says little about
+    whether the heavy imports were skipped; CPU time does: vLLM and torch alone take far more than 5 s)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return proc, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+@pytest.mark.parametrize("overrides,key", [BAD[0], BAD[5], BAD[4], BAD[10], BAD[14]],
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_cli_refuses_before_the_run_folder_exists(overrides, key, tmp_path):
+    out = tmp_path / "run"
+    proc, cpu = _cli("model=tiny", "hardware=cpu", *overrides, f"hydra.run.dir={out}")
+    text = proc.stderr + proc.stdout
+    assert proc.returncode != 0
+    assert named(text, key), text
+    assert cpu < 5.0, f"config errors must come before heavy imports; took {cpu:.1f} s of CPU"
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+
+
+def test_cli_sweep_refuses_before_any_job(tmp_path):
+    out = tmp_path / "sweep"
+    proc, _ = _cli("-m", "model=tiny", "hardware=cpu", "batch_size=4,0", "seed=0,-1", f"hydra.sweep.dir={out}")
+    text = proc.stderr
+    assert proc.returncode != 0
+    assert "batch_size=4 seed=-1" in text and "batch_size=0 seed=0" in text and "batch_size=4 seed=0" not in text
+    assert not out.exists()
