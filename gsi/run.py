@@ -23,12 +23,8 @@ from gsi.validate import validate
 log = logging.getLogger(__name__)
 
 # Keys whose change makes earlier results in the same folder a different experiment.
-<<<<<<< HEAD
-_IDENTITY_KEYS = ("model", "method", "dataset", "generation", "seed", "shard", "beta", "grader")
-=======
 # (trace: traced and untraced records in one results.jsonl would be one experiment with two record formats)
-_IDENTITY_KEYS = ("model", "method", "dataset", "generation", "seed", "shard", "beta", "trace")
->>>>>>> issue-13
+_IDENTITY_KEYS = ("model", "method", "dataset", "generation", "seed", "shard", "beta", "grader", "trace")
 
 
 def output_dir() -> Path:
@@ -43,23 +39,16 @@ def output_dir() -> Path:
 def check_same_experiment(out: Path, cfg: DictConfig) -> None:
     """Refuse to resume into a folder that holds another experiment's results."""
     ident = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg[k])
-<<<<<<< HEAD
              else cfg[k] for k in _IDENTITY_KEYS if k in cfg}
-=======
-             else cfg[k] for k in _IDENTITY_KEYS}
->>>>>>> issue-13
     ident["dataset"].pop("data_dir", None)  # where the files are is not what they are
     path = out / "experiment.json"
     if path.exists():
         old = json.loads(path.read_text())
-<<<<<<< HEAD
         # Provenance (gsi.provenance) says what produced the results, not which experiment they are.
         old = {k: v for k, v in old.items() if not k.startswith("provenance")}
         if "grader" not in old and "grader" in ident:  # written before runs had a grader: they used ours
             old["grader"] = {"name": "ours", "timeout": 5.0}
-=======
         old.setdefault("trace", False)  # written before trace was part of the identity: untraced records
->>>>>>> issue-13
         diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
         if diff:
             raise SystemExit(f"{out} holds results of a different experiment (differs in: {', '.join(diff)}); "
@@ -121,13 +110,9 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
     start = time.perf_counter()
     problems = load_problems(cfg.dataset, shard=cfg.shard)  # a dataset error: nothing written yet
     check_same_experiment(out, cfg)
-<<<<<<< HEAD
-    problems = load_problems(cfg.dataset, shard=cfg.shard)
     from gsi import provenance
 
     provenance.record(out, provenance.collect(cfg, problems))
-=======
->>>>>>> issue-13
     results = ResultsFile(out / "results.jsonl")
     done = results.load()
     todo = [p for p in problems if p.id not in done]

@@ -78,11 +78,11 @@ def named(text: str, key: str) -> bool:
 
 @pytest.mark.parametrize("overrides,key", BAD + MORE_BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_bad_config_is_refused_naming_its_key(overrides, key):
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: wall time depends on the machine's load
     text = rejection(overrides)
     assert text, f"{overrides} was accepted"
     assert named(text, key), text
-    assert time.perf_counter() - start < 5
+    assert time.process_time() - start < 5
 
 
 @pytest.mark.parametrize("overrides,key", BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
