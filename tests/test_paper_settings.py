@@ -58,7 +58,7 @@ def test_mmlu_rows_without_four_choices_or_a_valid_index_are_reported(tmp_path):
     (tmp_path / "mmlu_stem" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = _dataset_cfg("mmlu_stem")
     cfg.data_dir = str(tmp_path)
-    with pytest.raises(data.DatasetError, match=r"2 row\(s\).*id=1 \(row 1\): no problem.*id=2 \(row 2\): no answer"):
+    with pytest.raises(data.DatasetError, match=r"2 row\(s\).*id=1 \(line 2\): no problem.*id=2 \(line 3\): no answer"):
         data.load_problems(cfg)
 
 

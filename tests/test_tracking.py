@@ -425,7 +425,7 @@ def _failing_grader(after: int, exc: BaseException):
 
     calls = []
 
-    def grade(text, reference):
+    def grade(text, reference, **_how):
         calls.append(1)
         if len(calls) > after:
             raise exc
