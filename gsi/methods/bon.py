@@ -63,6 +63,14 @@ class BestOfN(Method):
                 ProblemState(index=s.index, id=s.id, problem=s.problem, reference=s.reference,
                              prompt_ids=s.prompt_ids, context=list(s.prompt_ids))
                 for _ in range(self.cfg.n)]
+            # The n tracks share the prompt: each role reads it once (charged to the problem), and each track
+            # starts past it.
+            prompt = {self.policy.role: len(s.prompt_ids),
+                      "reward": self.engines.reward.input_length(s.problem, []) or len(s.prompt_ids)}
+            for role, n in prompt.items():
+                s.charge(role, n, [], generated=False)
+                for t in s.scratch["tracks"]:
+                    t.read[role] = n
         return s.scratch["tracks"]
 
     def _response_level(self, states):
@@ -74,14 +82,14 @@ class BestOfN(Method):
         # One sample per live track, all in one call; each track draws with its own seed.
         requests = [self.ctx.request(t, self.policy.role, 1, track=k) for t, k in zip(tracks, numbers)]
         out = self.policy.generate(requests) if requests else []
+        for t, steps in zip(tracks, out):
+            self.count_generated(t, self.policy.role, steps)
         rewards = self.rewards(tracks, out)
         for owner, t, steps, r in zip(owners, tracks, out, rewards):
-            owner.count(self.policy.role, context=len(t.context), generated=len(steps[0].token_ids))
-            owner.count("reward", context=len(t.context) + len(steps[0].token_ids))
             step = steps[0]
             t.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
                                       accepted=None, reward=r[0]))
-            t.context.extend(step.token_ids)
+            t.extend(step.token_ids)
             reason = stop_reason_after(t, step, max_steps=self.ctx.max_steps,
                                        room=self.ctx.room(len(t.context)))
             if reason:
@@ -128,6 +136,12 @@ class BestOfN(Method):
                 i = int(max(range(len(ts)), key=lambda k: scores[k]))
             p = None
         chosen = ts[i]
+        for t in ts:  # every track's work is the problem's
+            for role in t.tokens:
+                for kind in ("generated", "context"):
+                    s.tokens[role][kind] += t.tokens[role][kind]
+                    s.tokens_nocache[role][kind] += t.tokens_nocache[role][kind]
+            s.empty_candidates += t.empty_candidates
         s.steps = chosen.steps
         s.context = chosen.context
         s.final_text = chosen.response_text
