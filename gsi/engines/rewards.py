@@ -28,7 +28,7 @@ Adapters, chosen by `model.reward.adapter` (`auto`: from config.json's `architec
   sigmoid(value) at the last step token. vLLM 0.32 has no `Qwen2ForPrmModel`: `gsi.engines.vllm` defines one
   (backbone + `v_head.summary`) and `gsi.engines.worker` registers it in every engine process. The real weights
   are not on this machine: the layout is unit-tested against Skywork's `prepare_input`, and the model class
-  end to end with a tiny stand-in checkpoint (tests/test_engines.py, GSI_TEST_PRM_ENGINES=1); the same test
+  end to end with a tiny stand-in checkpoint (tests/test_engines.py, run by default); the same test
   runs `qwen_prm` on a tiny `Qwen2ForProcessRewardModel`.
 
 A request with no non-empty step at all (a first candidate that is only a delimiter) has nothing to score:
