@@ -1,8 +1,8 @@
 """FLOPs accounting (methods.md): 2 * P * (tokens prefilled + tokens generated) per role, with P the model's
 parameter count without the input embeddings, counted from the model's own config.
 
-P includes the output head (lm_head, or the PRM's score head): it is a matmul every token pays. The input
-embedding is a table lookup and costs nothing.
+P includes the output head (lm_head, or the PRM's score head), tied to the input embedding or not: it is a
+matmul every token pays. The input embedding is a table lookup and costs nothing.
 """
 
 from __future__ import annotations
@@ -25,8 +25,14 @@ def non_embedding_params(path: str, trust_remote_code: bool = False) -> int:
         else:
             from transformers import AutoModel
             model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
-    return sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name
-               and "wte" not in name and "word_embeddings" not in name)
+    total = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name
+                and "wte" not in name and "word_embeddings" not in name)
+    # A tied output head shares its matrix with the input embedding, so named_parameters() lists it only under
+    # the embedding's name (filtered out above); it is still a matmul every token pays.
+    head, inputs = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is not None and inputs is not None and head.weight is inputs.weight:
+        total += head.weight.numel() + (head.bias.numel() if getattr(head, "bias", None) is not None else 0)
+    return total
 
 
 def flops_per_token(params: int) -> float:

@@ -167,6 +167,9 @@ class MethodConfig:
     name: str = MISSING
     n: int = 16
     beta: float = "${beta}"  # type: ignore[assignment]  # the top-level beta, so `beta=0.5,1,2` sweeps
+    # The reward of an empty candidate (no text but the step delimiter, or EOS at once), without a PRM call: the
+    # PRM would drop the empty step and score the last accepted one again.
+    empty_reward: float = 0.0
 
 
 @dataclass
@@ -174,7 +177,8 @@ class GSIConfig(MethodConfig):
     name: str = "gsi"
     n_big: int = "${.n}"  # type: ignore[assignment]
     threshold: float = 0.5
-    # Compare the tilted reward r + (log pi_B - log pi_S)/beta with the threshold (the paper), or the raw r.
+    # What is compared with the threshold: the tilted reward r~ = r + (log pi_B - log pi_S)/beta (`tilted`, the
+    # paper), the score s = beta * r~ (`score`, the reference code's `s > 10`), or the raw reward r (`raw`).
     threshold_on: ThresholdOn = ThresholdOn.tilted
     # Fall back to pi_B on rejection (false: importance-weighted soft best-of-n from pi_S only).
     fallback: bool = True

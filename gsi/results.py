@@ -96,30 +96,50 @@ def proportion_ci(successes: int, n: int, *, method: str = "wilson", level: floa
 
 
 def summarize(records: list[dict], *, flops_per_token: dict[str, float], has_acceptance: bool) -> dict:
-    """Everything here is a function of the per-problem records, so a resumed run reproduces it exactly."""
+    """Everything here is a function of the per-problem records, so a resumed run reproduces it exactly.
+
+    `tokens`/`flops`: the work of engines with a prefix cache (each role reads a problem's context once, plus
+    every candidate's own tokens; gsi.state). `tokens_nocache`/`flops_nocache`: every request re-reads its whole
+    context. acceptance_rate_tokens = accepted draft tokens / tokens of the drafts put to the accept test (one
+    per step, the chosen one of n: the RSD paper's "draft tokens" at n = 1)."""
     n = len(records)
     correct = [bool(r["correct"]) for r in records]
     steps = sum(r["steps"] for r in records)
     accepted = sum(r["accepted_steps"] for r in records)
-    draft = sum(r["draft_tokens"] for r in records)
+    # (records written before the draft-token fields were renamed say "draft_tokens")
+    chosen = sum(r.get("chosen_draft_tokens", r.get("draft_tokens", 0)) for r in records)
     draft_kept = sum(r["accepted_draft_tokens"] for r in records)
     roles = ("small", "big", "reward")
-    tokens = {role: {k: sum(r["tokens"][role][k] for r in records) for k in ("generated", "context")}
-              for role in roles}
-    flops = {role: flops_per_token[role] * (tokens[role]["generated"] + tokens[role]["context"]) for role in roles}
-    flops["total"] = sum(flops.values())
+
+    def totals(key):
+        return {role: {k: sum(r.get(key, r["tokens"])[role][k] for r in records) for k in ("generated", "context")}
+                for role in roles}
+
+    def flops_of(tokens):
+        flops = {role: flops_per_token[role] * (tokens[role]["generated"] + tokens[role]["context"])
+                 for role in roles}
+        flops["total"] = sum(flops.values())
+        return flops
+
+    tokens, tokens_nocache = totals("tokens"), totals("tokens_nocache")
     return {
         "n_problems": n,
         "accuracy": sum(correct) / n if n else None,
         "accuracy_ci95": proportion_ci(sum(correct), n),
         "accuracy_ci95_method": "wilson",
         "acceptance_rate": (accepted / steps if steps else None) if has_acceptance else None,
-        "acceptance_rate_tokens": (draft_kept / draft if draft else None) if has_acceptance else None,
+        "acceptance_rate_tokens": (draft_kept / chosen if chosen else None) if has_acceptance else None,
         "steps": steps,
         "stop_reasons": {k: sum(r["stop_reason"] == k for r in records)
                          for k in sorted({r["stop_reason"] for r in records})},
+        "chosen_draft_tokens": chosen,
+        "drafted_tokens": sum(r.get("drafted_tokens", 0) for r in records),
+        "accepted_draft_tokens": draft_kept,
+        "empty_candidates": sum(r.get("empty_candidates", 0) for r in records),
         "tokens": tokens,
-        "flops": flops,
+        "flops": flops_of(tokens),
+        "tokens_nocache": tokens_nocache,
+        "flops_nocache": flops_of(tokens_nocache),
     }
 
 

@@ -342,7 +342,8 @@ def step_context(cfg: DictConfig, engines):
 
     window = min(r.max_model_len for r in engines.roles().values())
     return StepContext(seed=cfg.seed, max_step_tokens=cfg.generation.max_step_tokens,
-                       max_steps=cfg.generation.max_steps, window=window, trace=cfg.trace)
+                       max_steps=cfg.generation.max_steps, window=window, trace=cfg.trace,
+                       delimiter=cfg.generation.step_delimiter)
 
 
 def make_record(state, verdict, seconds: float, has_acceptance: bool, trace: bool) -> dict:
@@ -361,9 +362,15 @@ def make_record(state, verdict, seconds: float, has_acceptance: bool, trace: boo
         "acceptance": has_acceptance,
         "accepted_steps": sum(bool(s.accepted) for s in state.steps) if has_acceptance else 0,
         "steps_by": {r: sum(s.source == r for s in state.steps) for r in ("small", "big")},
-        "draft_tokens": sum(s.draft_tokens for s in state.steps) if has_acceptance else 0,
+        # Draft tokens (methods with an accept test): of the drafts put to the test, of all n drafts, and of
+        # the drafts that passed it.
+        "chosen_draft_tokens": sum(s.chosen_draft_tokens for s in state.steps) if has_acceptance else 0,
+        "drafted_tokens": sum(s.drafted_tokens for s in state.steps) if has_acceptance else 0,
         "accepted_draft_tokens": sum(len(s.token_ids) for s in state.steps if s.accepted) if has_acceptance else 0,
+        "empty_candidates": state.empty_candidates,
+        # With a prefix cache (each role reads the context once) and without (gsi.state).
         "tokens": {r: dict(state.tokens[r]) for r in roles},
+        "tokens_nocache": {r: dict(state.tokens_nocache[r]) for r in roles},
         "time_s": seconds,
     }
     if trace:

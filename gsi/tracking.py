@@ -44,7 +44,7 @@ ROLES = ("small", "big", "reward")
 # Columns of the per-problem table, from a results.jsonl record (see gsi.run.make_record).
 TABLE_COLUMNS = (
     ["index", "id", "correct", "extracted", "reference", "steps", "accepted_steps", "steps_small", "steps_big",
-     "draft_tokens", "accepted_draft_tokens"]
+     "chosen_draft_tokens", "accepted_draft_tokens"]
     + [f"tokens_{role}_{kind}" for role in ROLES for kind in ("generated", "context")]
     + [f"flops_{role}" for role in ROLES]
     + ["time_s", "stop_reason", "grade_rule", "final_text"]
@@ -201,7 +201,8 @@ def table_row(record: dict, params: dict) -> list:
     steps_by = record.get("steps_by", {})
     return ([record.get("index"), str(record["id"]), bool(record["correct"]), record.get("extracted"),
              record.get("reference"), record["steps"], record["accepted_steps"], steps_by.get("small", 0),
-             steps_by.get("big", 0), record.get("draft_tokens", 0), record.get("accepted_draft_tokens", 0)]
+             steps_by.get("big", 0), record.get("chosen_draft_tokens", record.get("draft_tokens", 0)),
+             record.get("accepted_draft_tokens", 0)]
             + [record["tokens"][role][kind] for role in ROLES for kind in ("generated", "context")]
             + [flops[role] for role in ROLES]
             + [record.get("time_s"), record.get("stop_reason"), record.get("grade_rule"), record.get("final_text")])
@@ -221,7 +222,7 @@ class RunningTotals:
         self.correct += bool(rec["correct"])
         self.steps += rec["steps"]
         self.accepted += rec["accepted_steps"]
-        self.draft += rec.get("draft_tokens", 0)
+        self.draft += rec.get("chosen_draft_tokens", rec.get("draft_tokens", 0))
         self.draft_kept += rec.get("accepted_draft_tokens", 0)
         self.has_acceptance = self.has_acceptance or bool(rec.get("acceptance"))
         for role in ROLES:

@@ -112,3 +112,17 @@ def test_run_reports_flops_from_the_records(tmp_path):
         tokens = sum(r["tokens"][role]["generated"] + r["tokens"][role]["context"] for r in records)
         assert tokens > 0
         assert summary["flops"][role] == 2 * PARAMS[role] * tokens
+
+
+def test_tied_output_head_is_counted(paths, tmp_path):
+    """A causal LM whose lm_head is tied to its input embedding still pays the head's matmul every token:
+    named_parameters() lists the shared matrix only as embed_tokens, and P must add it back."""
+    hidden, layers, heads, kv, inter = tiny.SHAPES["small"]
+    config = json.loads((paths["small"] / "config.json").read_text())
+    vocab = config["vocab_size"]
+    untied = non_embedding_params(str(paths["small"]))
+    config["tie_word_embeddings"] = True
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    tied = non_embedding_params(str(tmp_path))
+    assert tied == untied == hand_count(hidden, layers, heads, kv, inter, vocab, "lm_head")
+    assert tied - hand_count(hidden, layers, heads, kv, inter, 0, "lm_head") == hidden * vocab

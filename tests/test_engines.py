@@ -289,6 +289,9 @@ def test_prm_inputs_are_stable_prefixes(adapter_cls, tiny_tokenizer, qwen_like_t
         if prev is not None:
             assert x.token_ids[: len(prev)] == prev  # step k+1's input extends step k's: prefix-cache hits
         prev = x.token_ids
+        # what the compute accounting charges the PRM: its own token count, empty steps dropped
+        assert adapter.input_length("Solve it.", steps[:k] + ["\n\n"]) == len(x.token_ids)
+    assert adapter.input_length("Solve it.", []) == x.prompt_len
 
 
 def test_token_classification_layout(tiny_tokenizer):
@@ -563,7 +566,7 @@ def test_reward_reads_the_prefix_cache(tiny_engines):
         again = reward.reward([RewardRequest(PROBLEMS[2], base + ["Then the area is $6$.", "Done."])])
     finally:
         reward.prefix_caching = True
-    assert second == pytest.approx(again, abs=1e-5)
+    assert second == pytest.approx(again, abs=1e-5)  # the prefix cache changes no reward
     assert 0 <= first[0] <= 1
 
 
@@ -581,8 +584,8 @@ def test_stats_count_tokens(tiny_engines, contexts):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The other PRM adapters end to end on vLLM, with tiny stand-ins of their architectures (opt-in: two more engine
-# starts; GSI_TEST_PRM_ENGINES=1)
+# The other PRM adapters end to end on vLLM, with tiny stand-ins of their architectures (two more engine starts,
+# in parallel, with the tiny test engines' small KV cache)
 # ---------------------------------------------------------------------------------------------------------------
 def _fake_prm(out: Path, kind: str):
     """A tiny checkpoint with Qwen2.5-Math-PRM's (`qwen_prm`) or Skywork-PRM's (`skywork_prm`) architecture and
@@ -642,8 +645,6 @@ def _fake_prm_reference(w, cfg, kind: str, ids) -> float:
 
 
 @pytest.mark.vllm
-@pytest.mark.skipif(os.environ.get("GSI_TEST_PRM_ENGINES") != "1",
-                    reason="starts two more engines (~30-60 s): set GSI_TEST_PRM_ENGINES=1")
 def test_qwen_and_skywork_prm_adapters_on_vllm(tiny_cfg, tmp_path):
     from transformers import AutoTokenizer
 
@@ -687,5 +688,12 @@ def test_qwen_and_skywork_prm_adapters_on_vllm(tiny_cfg, tmp_path):
             assert model.reward([nxt]) == pytest.approx(
                 [_fake_prm_reference(w, cfg, kind, adapter.build(nxt).token_ids)], abs=1e-5)
             assert model.stats.cached_tokens - before >= 128, kind
+            # the prefix cache changes no reward (1e-4; token_classification: test_reward_reads_the_prefix_cache)
+            cached = model.reward(reqs + [nxt])
+            model.prefix_caching = False
+            try:
+                assert model.reward(reqs + [nxt]) == pytest.approx(cached, abs=1e-4), kind
+            finally:
+                model.prefix_caching = True
     finally:
         shutdown_llms(list(llms.values()))

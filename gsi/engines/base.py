@@ -99,6 +99,11 @@ class RewardModel(ABC):
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
         """One value in [0, 1] per request, for its last step."""
 
+    def input_length(self, problem: str, steps: Sequence[str]) -> int | None:
+        """How many tokens the PRM's own input for (problem, steps) has, for the compute accounting; None when
+        unknown (the accounting then counts the generators' tokens instead)."""
+        return None
+
 
 @dataclass
 class Engines:

@@ -28,7 +28,7 @@ Adapters, chosen by `model.reward.adapter` (`auto`: from config.json's `architec
   sigmoid(value) at the last step token. vLLM 0.32 has no `Qwen2ForPrmModel`: `gsi.engines.vllm` defines one
   (backbone + `v_head.summary`) and `gsi.engines.worker` registers it in every engine process. The real weights
   are not on this machine: the layout is unit-tested against Skywork's `prepare_input`, and the model class
-  end to end with a tiny stand-in checkpoint (tests/test_engines.py, GSI_TEST_PRM_ENGINES=1); the same test
+  end to end with a tiny stand-in checkpoint (tests/test_engines.py, run by default); the same test
   runs `qwen_prm` on a tiny `Qwen2ForProcessRewardModel`.
 
 A request with no non-empty step at all (a first candidate that is only a delimiter) has nothing to score:
@@ -93,6 +93,7 @@ class PRMAdapter(ABC):
         self.system_prompt = system_prompt if system_prompt is not None else self.default_system_prompt()
         self.max_model_len = max_model_len
         self._step_cache: dict[str, list[int]] = {}
+        self._prompt_lengths: dict[str, int] = {}
 
     # -- layout -------------------------------------------------------------------------------------------------
     def default_system_prompt(self) -> str | None:
@@ -121,6 +122,16 @@ class PRMAdapter(ABC):
 
     def prompt_ids(self, problem: str) -> list[int]:
         return self.encode_text(self.render_problem(problem))
+
+    def input_length(self, problem: str, steps: Sequence[str]) -> int:
+        """len(build(...).token_ids) without the context-window trimming, and 0 steps allowed (the prompt
+        alone): what the compute accounting charges the PRM."""
+        prompt = self._prompt_lengths.get(problem)
+        if prompt is None:
+            if len(self._prompt_lengths) > 10_000:
+                self._prompt_lengths.clear()
+            prompt = self._prompt_lengths[problem] = len(self.prompt_ids(problem))
+        return prompt + sum(len(self.encode_step(s)) for s in split_steps(steps, self.delimiter))
 
     @abstractmethod
     def separator_ids(self) -> list[int]:

@@ -56,18 +56,24 @@ class TableGenerator(Generator):
 
 
 class TableReward(RewardModel):
-    def __init__(self, rewards: Sequence[float], max_model_len: int = 100_000, texts: Sequence[str] | None = None):
+    def __init__(self, rewards: Sequence[float], max_model_len: int = 100_000, texts: Sequence[str] | None = None,
+                 delimiter: str = "\n\n"):
         self.r = np.asarray(rewards, dtype=np.float64)
         texts = texts if texts is not None else [step_text(k) for k in range(len(self.r))]
         self.index = {t.strip(): k for k, t in enumerate(texts)}
+        self.delimiter = delimiter
         self.max_model_len = max_model_len
         self.stats = RoleStats()
 
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
+        from gsi.engines.rewards import split_steps
+
         with self.stats.timed(len(requests)):
             out = []
             for req in requests:
-                out.append(float(self.r[self.index[req.steps[-1].strip()]]))
+                # Like a real PRM (gsi.engines.rewards): empty steps are dropped, the last non-empty one is scored.
+                steps = split_steps(req.steps, self.delimiter)
+                out.append(float(self.r[self.index[steps[-1]]]) if steps else 0.0)
                 self.stats.prompt_tokens += len(req.steps)
             return out
 

@@ -477,6 +477,9 @@ class VLLMRewardModel(RewardModel):
         self.prefix_caching = prefix_caching and adapter.uses_prefix_cache
         self._lock = lock or threading.Lock()
 
+    def input_length(self, problem: str, steps: Sequence[str]) -> int:
+        return self.adapter.input_length(problem, steps)
+
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
         from vllm import PoolingParams
         from vllm.inputs import TokensPrompt

@@ -14,7 +14,13 @@ import numpy as np
 
 from gsi import seeding
 from gsi.engines.base import Engines, GenerateRequest, Generator, RewardRequest, Step
+from gsi.engines.rewards import split_steps
 from gsi.state import ProblemState, StepRecord, stop_reason_after
+
+
+def is_empty(step: Step, delimiter: str) -> bool:
+    """No text but the delimiter (or EOS at once): nothing a PRM could score."""
+    return not split_steps([step.text], delimiter)
 
 
 @dataclass
@@ -26,6 +32,7 @@ class StepContext:
     max_steps: int
     window: int  # the smallest context window of the three roles
     trace: bool = False
+    delimiter: str = "\n\n"  # generation.step_delimiter: tells empty candidates apart
 
     def room(self, context_len: int) -> int:
         return self.window - context_len
@@ -43,10 +50,12 @@ class StepContext:
         return GenerateRequest(context=tuple(context), n=n, seed=seed, max_tokens=self.max_tokens(len(context)))
 
     def append(self, state: ProblemState, step: Step, *, source: str, accepted: bool | None,
-               reward: float | None = None, draft_tokens: int = 0, trace: dict | None = None) -> None:
+               reward: float | None = None, chosen_draft_tokens: int = 0, drafted_tokens: int = 0,
+               trace: dict | None = None) -> None:
         state.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=source,
-                                      accepted=accepted, reward=reward, draft_tokens=draft_tokens))
-        state.context.extend(step.token_ids)
+                                      accepted=accepted, reward=reward, chosen_draft_tokens=chosen_draft_tokens,
+                                      drafted_tokens=drafted_tokens))
+        state.extend(step.token_ids)
         if self.trace and trace is not None:
             state.trace.append({"step": state.step_index - 1, **trace})
         reason = stop_reason_after(state, step, max_steps=self.max_steps, room=self.room(len(state.context)))
@@ -72,7 +81,7 @@ class Method(ABC):
     def step(self, states: list[ProblemState]) -> None:
         """Advance every state by one step (or finish it)."""
 
-    # Batched engine calls shared by the methods, with per-problem token accounting.
+    # Batched engine calls shared by the methods, with per-problem token accounting (gsi.state).
 
     def sample(self, generator: Generator, states: Sequence[ProblemState], n: int, *,
                greedy: bool = False) -> list[list[Step]]:
@@ -81,19 +90,54 @@ class Method(ABC):
         requests = [self.ctx.request(s, generator.role, n) for s in states]
         out = generator.generate(requests, greedy=greedy)
         for s, steps in zip(states, out):
-            s.count(generator.role, context=len(s.context), generated=sum(len(c.token_ids) for c in steps))
+            self.count_generated(s, generator.role, steps)
         return out
 
-    def rewards(self, states: Sequence[ProblemState], candidates: Sequence[Sequence[Step]]) -> list[list[float]]:
-        requests = [RewardRequest(problem=s.problem, steps=[*(r.text for r in s.steps), c.text])
-                    for s, cands in zip(states, candidates) for c in cands]
-        if not requests:
-            return [[] for _ in states]
-        flat = iter(self.engines.reward.reward(requests))
-        out = [[next(flat) for _ in cands] for cands in candidates]
-        for s, cands in zip(states, candidates):
-            s.count("reward", context=sum(len(s.context) + len(c.token_ids) for c in cands))
+    def prompt_lengths(self, s: ProblemState, *roles: str) -> dict[str, int]:
+        """The problem's prompt length in each role's own tokens (the PRM renders it its own way)."""
+        out = {}
+        for role in roles:
+            n = self.engines.reward.input_length(s.problem, []) if role == "reward" else None
+            out[role] = len(s.prompt_ids) if n is None else n
         return out
+
+    def count_generated(self, s: ProblemState, role: str, steps: Sequence[Step]) -> None:
+        """One request of n samples at s.context: the n samples share the context."""
+        s.count_nocache(role, context=len(s.context), generated=sum(len(c.token_ids) for c in steps))
+        s.charge(role, len(s.context), [(c.token_ids, len(c.token_ids)) for c in steps], generated=True)
+        s.empty_candidates += sum(is_empty(c, self.ctx.delimiter) for c in steps)
+
+    def rewards(self, states: Sequence[ProblemState], candidates: Sequence[Sequence[Step]]) -> list[list[float]]:
+        """The PRM's r of each candidate after the state's steps. An empty candidate gets method.empty_reward
+        without a PRM call: the PRM would drop it and score the last accepted step again."""
+        empty_reward = float(getattr(self.cfg, "empty_reward", 0.0))
+        out = [[empty_reward] * len(cands) for cands in candidates]
+        requests, where = [], []
+        for k, (s, cands) in enumerate(zip(states, candidates)):
+            for i, c in enumerate(cands):
+                if not is_empty(c, self.ctx.delimiter):
+                    requests.append(RewardRequest(problem=s.problem, steps=[*(r.text for r in s.steps), c.text]))
+                    where.append((k, i))
+        if requests:
+            for (k, i), value in zip(where, self.engines.reward.reward(requests)):
+                out[k][i] = value
+        for s, cands in zip(states, candidates):
+            self._count_rewarded(s, cands)
+        return out
+
+    def _count_rewarded(self, s: ProblemState, cands: Sequence[Step]) -> None:
+        s.count_nocache("reward", context=sum(len(s.context) + len(c.token_ids) for c in cands))
+        scored = [c for c in cands if not is_empty(c, self.ctx.delimiter)]
+        if not scored:
+            return
+        prm = self.engines.reward
+        steps = [r.text for r in s.steps]
+        prefix = prm.input_length(s.problem, steps)
+        if prefix is None:  # the PRM's own token counts are unknown: count the generators' tokens instead
+            s.charge("reward", len(s.context), [(c.token_ids, len(c.token_ids)) for c in scored], generated=False)
+        else:
+            s.charge("reward", prefix, [(c.token_ids, prm.input_length(s.problem, [*steps, c.text]) - prefix)
+                                        for c in scored], generated=False)
 
     def score(self, generator: Generator, states: Sequence[ProblemState],
               candidates: Sequence[Sequence[Step]]) -> list[list[float]]:
@@ -104,7 +148,9 @@ class Method(ABC):
         flat = iter(generator.score(contexts, conts))
         out = [[next(flat) for _ in cands] for cands in candidates]
         for s, cands in zip(states, candidates):
-            s.count(generator.role, context=sum(len(s.context) + len(c.token_ids) for c in cands))
+            s.count_nocache(generator.role, context=sum(len(s.context) + len(c.token_ids) for c in cands))
+            s.charge(generator.role, len(s.context), [(c.token_ids, len(c.token_ids)) for c in cands],
+                     generated=False)
         return out
 
 
@@ -132,7 +178,7 @@ def hard_choice(scores: Sequence[float], rng: np.random.Generator) -> tuple[int,
 def candidate_trace(cands: Sequence[Step], **columns) -> list[dict]:
     rows = []
     for i, c in enumerate(cands):
-        row = {"tokens": len(c.token_ids), "logp": c.logprob}
+        row = {"tokens": len(c.token_ids), "token_ids": list(c.token_ids), "logp": c.logprob}
         for key, values in columns.items():
             if values is not None:
                 row[key] = float(values[i])

@@ -33,7 +33,7 @@ from gsi import seeding
 from gsi.methods import register
 from gsi.methods.base import Method
 from gsi.methods.search import (AGGREGATES, SELECTIONS, absorb, aggregate, answer_keys, check_choice, finish_with,
-                                select_response, track_view)
+                                select_response, share_prompt, track_view)
 from gsi.state import STOP_CONTEXT, ProblemState, StepRecord, stop_reason_after
 
 
@@ -70,6 +70,7 @@ class BeamSearch(Method):
     def _tree(self, s: ProblemState) -> dict:
         if "tree" not in s.scratch:
             root = track_view(s, "root")
+            share_prompt(s, [root], self.prompt_lengths(s, self.policy.role, "reward"))
             root.scratch["uid"] = 0
             # Beam search: the root fills all K slots of the first round (it proposes N); DVTS (K = 1): every
             # subtree starts at the root.
@@ -84,10 +85,11 @@ class BeamSearch(Method):
             for g, grp in enumerate(self._tree(s)["groups"]):
                 for j, beam in enumerate(grp["kept"]):
                     slots.append((s, g, j, beam))
-                    views.append(track_view(s, f"{g}.{j}", steps=beam.steps, context=beam.context))
+                    views.append(track_view(s, f"{g}.{j}", steps=beam.steps, context=list(beam.context),
+                                            parent=beam))
         cands = self.sample(self.policy, views, cfg.width)
         if cfg.lookahead:
-            rewards = self._lookahead_rewards(slots, cands)
+            rewards = self._lookahead_rewards(slots, views, cands)
         else:
             rewards = self.rewards(views, cands)
         for (s, *_), v in zip(slots, views):
@@ -95,14 +97,14 @@ class BeamSearch(Method):
 
         # Children per (problem, group), in slot order.
         children: dict[tuple[str, int], list[tuple[ProblemState, float]]] = {}
-        for (s, g, j, beam), cs, rs in zip(slots, cands, rewards):
+        for (s, g, j, beam), view, cs, rs in zip(slots, views, cands, rewards):
             tree = s.scratch["tree"]
             out = children.setdefault((s.id, g), [])
             if not cs and beam.steps:  # the policy gave nothing: the beam ends as it is
                 beam.done, beam.stop_reason = True, beam.stop_reason or STOP_CONTEXT
                 out.append((beam, aggregate([x.reward for x in beam.steps], cfg.aggregate)))
             for c, r in zip(cs, rs):
-                child = track_view(s, f"b{tree['uid']}", context=[*beam.context, *c.token_ids],
+                child = track_view(s, f"b{tree['uid']}", context=[*beam.context, *c.token_ids], parent=view,
                                    steps=[*beam.steps, StepRecord(text=c.text, token_ids=tuple(c.token_ids),
                                                                   source=cfg.policy, accepted=None, reward=r)])
                 child.scratch.update(uid=tree["uid"], parent=beam.scratch["uid"])
@@ -145,13 +147,13 @@ class BeamSearch(Method):
                  "score": float(sc), "tokens": len(b.steps[-1].token_ids), "finished": bool(b.done),
                  "kept": i in kept, "pooled": i in finished} for i, (b, sc) in enumerate(cands)]
 
-    def _lookahead_rewards(self, slots, cands) -> list[list[float]]:
+    def _lookahead_rewards(self, slots, views, cands) -> list[list[float]]:
         """Roll each unfinished candidate on `lookahead` greedy steps; the PRM's reward for the rollout's last step
         (given everything before it) is the candidate's. The rollout is then dropped."""
         rolls = []  # (problem, the candidate's view, how many steps the beam had)
-        for (s, g, j, beam), cs in zip(slots, cands):
+        for (s, g, j, beam), view, cs in zip(slots, views, cands):
             for i, c in enumerate(cs):
-                v = track_view(s, f"{g}.{j}.{i}", context=[*beam.context, *c.token_ids],
+                v = track_view(s, f"{g}.{j}.{i}", context=[*beam.context, *c.token_ids], parent=view,
                                steps=[*beam.steps, StepRecord(text=c.text, token_ids=tuple(c.token_ids),
                                                               source=self.cfg.policy, accepted=None)])
                 v.scratch["last"] = c
@@ -169,7 +171,7 @@ class BeamSearch(Method):
                 step = out[0]
                 v.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
                                           accepted=None))
-                v.context.extend(step.token_ids)
+                v.extend(step.token_ids)
                 v.scratch["last"] = step
                 v.done = stop_reason_after(v, step, max_steps=self.ctx.max_steps + self.cfg.lookahead,
                                            room=self.ctx.room(len(v.context))) is not None

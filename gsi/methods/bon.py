@@ -11,7 +11,7 @@ from __future__ import annotations
 from gsi.methods import register
 from gsi.methods.base import Method, candidate_trace, hard_choice, soft_choice
 from gsi.methods.search import (SELECTIONS, absorb, aggregate, answer_keys, finish_with, select_response,
-                                track_view)
+                                share_prompt, track_view)
 from gsi.state import ProblemState, StepRecord, stop_reason_after
 
 
@@ -57,6 +57,8 @@ class BestOfN(Method):
     def _tracks(self, s: ProblemState) -> list[ProblemState]:
         if "tracks" not in s.scratch:
             s.scratch["tracks"] = [track_view(s, str(k)) for k in range(self.cfg.n)]
+            # The n tracks share the prompt: each role reads it once (charged to the problem).
+            share_prompt(s, s.scratch["tracks"], self.prompt_lengths(s, self.policy.role, "reward"))
         return s.scratch["tracks"]
 
     def _response_level(self, states):
@@ -75,7 +77,7 @@ class BestOfN(Method):
             step = steps[0]
             t.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
                                       accepted=None, reward=r[0]))
-            t.context.extend(step.token_ids)
+            t.extend(step.token_ids)
             reason = stop_reason_after(t, step, max_steps=self.ctx.max_steps,
                                        room=self.ctx.room(len(t.context)))
             if reason:

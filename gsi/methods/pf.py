@@ -28,7 +28,7 @@ from gsi import seeding
 from gsi.methods import register
 from gsi.methods.base import Method, softmax
 from gsi.methods.search import (AGGREGATES, SELECTIONS, absorb, aggregate, answer_keys, check_choice, finish_with,
-                                select_response, track_view)
+                                select_response, share_prompt, track_view)
 from gsi.state import STOP_CONTEXT, ProblemState, StepRecord, stop_reason_after
 
 WEIGHTINGS = ("logit", "reward")
@@ -59,6 +59,7 @@ class ParticleFiltering(Method):
     def _particles(self, s: ProblemState) -> list[ProblemState]:
         if "particles" not in s.scratch:
             s.scratch["particles"] = [track_view(s, str(k)) for k in range(self.cfg.n)]
+            share_prompt(s, s.scratch["particles"], self.prompt_lengths(s, self.policy.role, "reward"))
             s.scratch["round"] = 0
         return s.scratch["particles"]
 
@@ -78,7 +79,7 @@ class ParticleFiltering(Method):
             step = steps[0]
             p.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
                                       accepted=None, reward=r[0]))
-            p.context.extend(step.token_ids)
+            p.extend(step.token_ids)
             reason = stop_reason_after(p, step, max_steps=self.ctx.max_steps, room=self.ctx.room(len(p.context)))
             if reason:
                 p.done, p.stop_reason = True, reason
@@ -103,7 +104,7 @@ class ParticleFiltering(Method):
         for k, a in enumerate(ancestors):
             src = ps[a]
             # The copy in place k samples with track k's seeds from here on: copies of one ancestor diverge.
-            p = track_view(s, str(k), steps=list(src.steps), context=list(src.context))
+            p = track_view(s, str(k), steps=list(src.steps), context=list(src.context), parent=src)
             p.done, p.stop_reason = src.done, src.stop_reason
             new.append(p)
         s.scratch["particles"] = new

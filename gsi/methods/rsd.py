@@ -48,14 +48,14 @@ class RSD(Method):
                 i, p = 0, [1.0]
             accept = r[i] >= cfg.delta
             trace = {"candidates": candidate_trace(cands, r=r, prob=p), "chosen": i, "accepted": bool(accept)}
-            # The draft put to the accept test (for n = 1 the RSD paper's "draft tokens").
-            draft_tokens = len(cands[i].token_ids)
+            # The draft put to the accept test (for n = 1 the RSD paper's "draft tokens"), and all n drafts.
+            drafted = {"chosen_draft_tokens": len(cands[i].token_ids),
+                       "drafted_tokens": sum(len(c.token_ids) for c in cands)}
             if accept:
-                self.ctx.append(s, cands[i], source="small", accepted=True, reward=r[i], draft_tokens=draft_tokens,
-                                trace=trace)
+                self.ctx.append(s, cands[i], source="small", accepted=True, reward=r[i], trace=trace, **drafted)
             else:
                 rejected.append(s)
-                decisions[s.id] = (trace, draft_tokens)
+                decisions[s.id] = (trace, drafted)
 
         targets = self.sample(big, rejected, cfg.n_big, greedy=cfg.greedy)
         # One target sample is taken as is (the RSD paper); several are chosen among by soft best-of-n.
@@ -63,7 +63,7 @@ class RSD(Method):
         target_rewards = dict(zip((s.id for s in scored),
                                   self.rewards(scored, [c for c in targets if len(c) > 1])))
         for s, cands in zip(rejected, targets):
-            trace, draft_tokens = decisions[s.id]
+            trace, drafted = decisions[s.id]
             r = target_rewards.get(s.id)
             if r is not None:
                 j, p = soft_choice([cfg.beta * x for x in r], self.ctx.rng(s, "fallback"))
@@ -71,7 +71,7 @@ class RSD(Method):
                 j, p = 0, [1.0]
             trace["fallback"] = {"candidates": candidate_trace(cands, r=r, prob=p), "chosen": j}
             self.ctx.append(s, cands[j], source="big", accepted=False, reward=None if r is None else r[j],
-                            draft_tokens=draft_tokens, trace=trace)
+                            trace=trace, **drafted)
 
         if cfg.patience > 0:  # the RSD code's run-global patience, kept only to reproduce its numbers
             if last_round:

@@ -75,13 +75,36 @@ def select_response(scores: Sequence[float], answers: Sequence[str | None] | Non
     return max((k for k, a in enumerate(answers) if a == winner), key=lambda k: scores[k]), None
 
 
-def track_view(s: ProblemState, track: str, steps=None, context=None) -> ProblemState:
+def track_view(s: ProblemState, track: str, steps=None, context=None, parent: ProblemState | None = None
+               ) -> ProblemState:
     """A partial response of problem `s` seen as a problem state of its own: the base helpers build its requests
     (its id names the track, so its samples get their own seeds: (seed, problem, track, step, role)) and count
-    its tokens, which `absorb` then moves to the problem."""
-    return ProblemState(index=s.index, id=f"{s.id}#{track}", problem=s.problem, reference=s.reference,
-                        prompt_ids=s.prompt_ids, context=list(s.prompt_ids) if context is None else context,
-                        steps=[] if steps is None else steps)
+    its tokens, which `absorb` then moves to the problem.
+
+    Token accounting (gsi.state): a view that continues `parent` (another view) starts where the roles' prefix
+    caches are, i.e. past what each role read for the parent, and past the tokens it adds to the parent's context
+    when a role read them as the parent's candidate; a fresh view starts at 0 (`share_prompt` charges the prompt
+    once per problem)."""
+    v = ProblemState(index=s.index, id=f"{s.id}#{track}", problem=s.problem, reference=s.reference,
+                     prompt_ids=s.prompt_ids, context=list(s.prompt_ids) if context is None else context,
+                     steps=[] if steps is None else steps)
+    if parent is not None:
+        v.read = dict(parent.read)
+        added = tuple(v.context[len(parent.context):])
+        for role, pending in parent.pending.items():
+            end = pending.get(added) if added else None
+            if end is not None:
+                v.read[role] = max(v.read[role], end)
+    return v
+
+
+def share_prompt(owner: ProblemState, views: Sequence[ProblemState], lengths: dict[str, int]) -> None:
+    """The views of one problem share its prompt: each role in `lengths` (its prompt length in its own tokens)
+    reads it once, charged to the problem, and every view starts past it."""
+    for role, n in lengths.items():
+        owner.charge(role, n, [], generated=False)
+        for v in views:
+            v.read[role] = max(v.read[role], n)
 
 
 def _add(into: dict, counts: dict) -> None:
@@ -96,7 +119,11 @@ def absorb(owner: ProblemState, views: Sequence[ProblemState]) -> None:
     """Move the token counts the base helpers put on track views to the problem that owns them."""
     for v in views:
         _add(owner.tokens, v.tokens)
+        _add(owner.tokens_nocache, v.tokens_nocache)
+        owner.empty_candidates += v.empty_candidates
         v.tokens = {r: {k: 0 for k in c} for r, c in v.tokens.items()}
+        v.tokens_nocache = {r: {k: 0 for k in c} for r, c in v.tokens_nocache.items()}
+        v.empty_candidates = 0
 
 
 def finish_with(s: ProblemState, steps, context, stop_reason: str | None) -> None:
