@@ -57,8 +57,10 @@ class BestOfN(Method):
     def _tracks(self, s: ProblemState) -> list[ProblemState]:
         if "tracks" not in s.scratch:
             s.scratch["tracks"] = [track_view(s, str(k)) for k in range(self.cfg.n)]
-            # The n tracks share the prompt: each role reads it once (charged to the problem).
-            share_prompt(s, s.scratch["tracks"], self.prompt_lengths(s, self.policy.role, "reward"))
+            # The n tracks share the prompt: each role reads it once (charged to the problem); a plain majority
+            # vote never calls the PRM.
+            roles = (self.policy.role,) if self.cfg.selection == "majority" else (self.policy.role, "reward")
+            share_prompt(s, s.scratch["tracks"], self.prompt_lengths(s, *roles))
         return s.scratch["tracks"]
 
     def _response_level(self, states):
