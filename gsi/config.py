@@ -156,6 +156,18 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
 
+class SchedulerMode(str, Enum):
+    overlap = "overlap"  # cohorts in threads: roles work on different cohorts at once (gsi/scheduler.py)
+    lockstep = "lockstep"  # one batch, one role at a time
+
+
+@dataclass
+class SchedulerConfig:
+    mode: SchedulerMode = SchedulerMode.overlap
+    # Cohorts stepped at once under `overlap` (batch_size problems in flight in all, split among them).
+    cohorts: int = 2
+
+
 @dataclass
 class Config:
     model: ModelConfig = MISSING
@@ -172,6 +184,7 @@ class Config:
     trace: bool = False
     # Problems advanced together per round (one engine call per role per round).
     batch_size: int = 64
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
 METHOD_SCHEMAS = {"gsi": GSIConfig, "rsd": RSDConfig, "bon": BoNConfig, "baseline": BaselineConfig}

@@ -55,7 +55,7 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
     from gsi.data import load_problems
     from gsi.methods import build_method
     from gsi.report import print_summary
-    from gsi.scheduler import run_steps
+    from gsi.scheduler import step_all
     from gsi.state import ProblemState
     from gsi.tracking import build_tracker
 
@@ -102,7 +102,8 @@ def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
 
             with StopOnSignal() as stop:
                 try:
-                    run_steps(states, stop.guard(method), ctx, batch_size=cfg.batch_size, on_finish=on_finish)
+                    step_all(states, stop.guard(method), ctx, batch_size=cfg.batch_size, mode=cfg.scheduler.mode,
+                             cohorts=cfg.scheduler.cohorts, on_finish=on_finish)
                 except BaseException as exc:
                     bar.close()
                     stopped(exc, stop, engines, len(done), len(problems), results.path)

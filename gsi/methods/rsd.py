@@ -14,6 +14,10 @@ class RSD(Method):
         super().__init__(cfg, engines, ctx)
         self._rounds_without_finish = 0
 
+    @property
+    def cohort_safe(self) -> bool:
+        return self.cfg.patience <= 0  # the reproduction flag's patience counts rounds over the whole batch
+
     def step(self, states):
         cfg, small, big = self.cfg, self.engines.small, self.engines.big
         drafts = self.sample(small, states, cfg.n)
