@@ -209,3 +209,31 @@ def test_overlapped_gives_lockstep_results_on_tiny_vllm(overrides, tiny_engines,
         other = out["overlap"][pid]
         assert rec["final_text"] == other["final_text"] and rec["tokens"] == other["tokens"]
         _close({k: v for k, v in rec.items() if k != "time_s"}, {k: v for k, v in other.items() if k != "time_s"})
+
+
+def test_utilisation_arithmetic():
+    from gsi.utilisation import utilisation
+
+    use = utilisation({"small": {"busy_s": 5.0}, "big": {"busy_s": 8.0}, "reward": {"busy_s": 2.0}}, 10.0,
+                      before={"small": {"busy_s": 1.0}, "big": {"busy_s": 0.0}, "reward": {"busy_s": 0.0}})
+    assert use["busy_fraction"] == {"small": 0.4, "big": 0.8, "reward": 0.2}
+    assert use["busiest_role"] == "big" and use["wall_over_busiest"] == 1.25 and use["wall_over_sum"] == 10 / 14
+
+
+def test_summary_and_results_table_show_each_roles_busy_fraction(tmp_path, capsys):
+    import importlib.util
+
+    from gsi.run import run
+
+    spec = importlib.util.spec_from_file_location("fault_driver", ROOT / "tests" / "fault_driver.py")
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    engines = driver.make_engines()
+    run(driver.compose(6), out=tmp_path, engines=engines)
+    use = json.loads((tmp_path / "summary.json").read_text())["measured"]["utilisation"]
+    assert set(use["busy_fraction"]) == {"small", "big", "reward"}
+    for role, frac in use["busy_fraction"].items():
+        assert frac == pytest.approx(engines.roles()[role].stats.busy_s / use["wall_s"])
+        assert 0 < frac < 1
+    assert use["wall_over_busiest"] >= 1.0
+    assert "utilisation (step loop)" in capsys.readouterr().out
