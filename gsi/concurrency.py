@@ -24,7 +24,7 @@ class Observer:
     def child_start(self, token: object) -> None:
         pass
 
-    def child_end(self) -> None:
+    def child_end(self, token: object) -> None:
         pass
 
     def joined(self, token: object) -> None:
@@ -58,7 +58,7 @@ def run_concurrently(fns: Sequence[Callable[[], object]], *, name: str = "gsi") 
         except BaseException as exc:  # noqa: BLE001 - re-raised in the parent
             errors[k] = exc
         finally:
-            observer.child_end()
+            observer.child_end(token)
 
     threads = [threading.Thread(target=one, args=(k,), name=f"{name}-{k}", daemon=True) for k in range(len(fns))]
     for t in threads:
