@@ -351,6 +351,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--cohorts", nargs="+", type=int, default=[2, 3])
+    ap.add_argument("--lockstep-only", action="store_true",
+                    help="only lock-step rows (e.g. with --batch-size 128 for a same-in-flight comparison)")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -360,7 +362,9 @@ def main() -> None:
         variants = [(m, k, c, args.batch_size) for m, k, c in variants]
         # overlapped: batch_size problems in flight in all (smaller calls), and batch_size per cohort (the
         # lock-step run's call sizes, k times the problems in flight)
-        variants += [("overlap", k, True, b) for k in args.cohorts for b in (args.batch_size, k * args.batch_size)]
+        if not args.lockstep_only:
+            variants += [("overlap", k, True, b) for k in args.cohorts
+                         for b in (args.batch_size, k * args.batch_size)]
         for mode, k, conc, batch in variants:
             row = run_one(method, problems=args.problems, n=args.n, batch_size=batch, mode=mode,
                           cohorts=k, concurrent_calls=conc)

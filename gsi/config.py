@@ -55,6 +55,7 @@ class Placement(str, Enum):
     gpu3 = "gpu3"  # one GPU per role (big may span tensor_parallel_big GPUs)
     gpu1 = "gpu1"  # all three roles on one GPU, memory split by gpu_memory_utilization
     cpu = "cpu"  # vLLM's CPU build
+    remote = "remote"  # every role on a vLLM server (hardware.remote: a URL per role; python -m gsi.serve)
 
 
 @dataclass
@@ -74,6 +75,9 @@ class HardwareConfig:
     # Above any one batch's prompt tokens: seeded requests must not have their prefill split (vllm-facts §4).
     max_num_batched_tokens: int = 65536
     enable_prefix_caching: bool = True
+    # Roles served by a vLLM server instead of an in-process engine: {role: URL} (gsi/engines/remote.py). Any
+    # placement may name some roles here; placement=remote names all three.
+    remote: Dict[str, str] = field(default_factory=dict)
     # Launcher hints (SLURM): CPUs and memory per task.
     cpus_per_task: int = 8
     mem_gb: int = 64
