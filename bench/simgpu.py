@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import sys
 import threading
 import time
@@ -378,8 +377,8 @@ def main() -> None:
 
 
 def markdown(rows) -> str:
-    out = ["| method | scheduler | problems in flight | wall (virtual) | small busy | big busy | reward busy | wall / busiest | "
-           "wall / sum of roles | target ≤ 1.15 |",
+    out = ["| method | scheduler | problems in flight | wall (virtual) | small busy | big busy | reward busy | "
+           "wall / busiest | wall / sum of roles | target ≤ 1.15 |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sched = (f"overlap, {r['cohorts']} cohorts" if r["mode"] == "overlap"

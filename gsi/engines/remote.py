@@ -28,7 +28,6 @@ and a rerun resumes (gsi.run).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -84,8 +83,18 @@ class _Client:
                                   f"{r.status_code}: {r.text[:500]}")
         return r
 
-    def post_all(self, path: str, bodies: Sequence[dict]) -> list[dict]:
-        return list(self.pool.map(lambda b: self.call("POST", path, b).json(), bodies))
+    def post_all(self, path: str, bodies: Sequence[dict], *, unusable: str | None = None) -> list[dict | None]:
+        """Every body at once; an answer 400 whose text contains `unusable` comes back as None (not an error)."""
+        def one(body):
+            r = self.call("POST", path, body, ok=(200, 400) if unusable else (200,))
+            if r.status_code == 400:
+                if unusable in r.text:
+                    return None
+                raise RemoteRoleError(f"the {self.role} server at {self.url} answered POST {path} with 400: "
+                                      f"{r.text[:500]}")
+            return r.json()
+
+        return list(self.pool.map(one, bodies))
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -137,6 +146,7 @@ class RemoteGenerator(Generator):
         self.prefix_caching = prefix_caching
         self._lock = threading.Lock()
         self.score_resends = 0
+        self.unencodable = 0  # teacher-forced answers the server could not encode (garbage floats), resent
         self.info = self._probe()
         self.max_model_len = self.info.max_model_len
 
@@ -237,10 +247,19 @@ class RemoteGenerator(Generator):
         bodies = [{"token_ids": ctx + cont, "sampling_params": {
             "n": 1, "temperature": 1.0, "max_tokens": 1, "prompt_logprobs": 0, "detokenize": False,
             "skip_reading_prefix_cache": not use_cache}} for _, ctx, cont in todo]
-        outputs = self.client.post_all(GENERATE, bodies)
+        # A prefix-cache read leaves the cached positions' prompt log-probs uninitialised (vllm-facts §3); when one
+        # of them is not a finite float the server cannot even encode its answer as JSON: resent without the cache.
+        outputs = self.client.post_all(GENERATE, bodies, unusable="Out of range float values")
         failed = []
         for out, item in zip(outputs, todo):
             k, ctx, cont = item
+            if out is None:
+                if not use_cache:
+                    raise RemoteRoleError(f"the {self.role} server at {self.client.url} returned non-finite prompt "
+                                          "log-probs without the prefix cache")
+                self.unencodable += 1
+                failed.append(item)
+                continue
             cached = _cached(out)
             self.stats.prompt_tokens += len(ctx) + len(cont)
             self.stats.cached_tokens += cached
@@ -311,7 +330,3 @@ class RemoteRewardModel(RewardModel):
             scores[k] = score
         return scores
 
-
-def describe(engine) -> str:
-    info = getattr(engine, "info", None)
-    return json.dumps({"url": info.url, "model": info.model}) if info else "in-process"
