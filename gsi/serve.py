@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     url = f"http://{public_host(host)}:{port}"
     local_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, start_new_session=True)
+    proc = subprocess.Popen(cmd, env={**os.environ, **env})  # in our process group: a kill of the group stops both
 
     def stop(signum, frame):
         proc.terminate()

@@ -122,7 +122,7 @@ def _check_scale(client: _Client, temperature: float | None) -> None:
     scales = [s for worker in r.json()["results"] for s in (worker or [])]
     want = 1.0 / float(temperature)
     if not scales or any(abs(s - want) > 1e-6 for s in scales):
-        served = {round(1.0 / s, 6) for s in scales if s} if scales else "unknown"
+        served = ", ".join(sorted({f"{1.0 / s:g}" for s in scales if s})) or "unknown"
         raise RemoteRoleError(f"the {client.role} server at {client.url} samples at T={served} (logits scales "
                               f"{scales}), but generation.temperature={temperature}: start a server at this "
                               f"temperature (python -m gsi.serve role={client.role} generation.temperature="
