@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import threading
 import time
@@ -311,6 +312,8 @@ def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, c
     from gsi.utilisation import utilisation
 
     cfg = compose_config("model=tiny", "hardware=cpu", "beta=20", f"method.n={n}", *METHODS[method])
+    # batch_size here is the problems in flight; the scheduler's batch_size is per cohort
+    per_call = batch_size if mode == "lockstep" else math.ceil(batch_size / cohorts)
     clock = Clock()
     engines = sim_engines(clock)
     ctx = StepContext(seed=0, max_step_tokens=512, max_steps=max_steps, window=100_000)  # stops: EOS or max_steps
@@ -324,7 +327,7 @@ def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, c
     try:
         clock.start()
         t0 = time.perf_counter()
-        step_all(states, method_obj, ctx, batch_size=batch_size, mode=mode, cohorts=cohorts,
+        step_all(states, method_obj, ctx, batch_size=per_call, mode=mode, cohorts=cohorts,
                  on_finish=lambda s, t: None)
         real = time.perf_counter() - t0
     finally:

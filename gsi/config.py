@@ -168,7 +168,7 @@ class SchedulerMode(str, Enum):
 @dataclass
 class SchedulerConfig:
     mode: SchedulerMode = SchedulerMode.overlap
-    # Cohorts stepped at once under `overlap` (batch_size problems in flight in all, split among them).
+    # Cohorts stepped at once under `overlap`, each of up to batch_size problems (cohorts x batch_size in flight).
     cohorts: int = 2
 
 

@@ -5,8 +5,8 @@ method makes one engine call per role for the whole batch; finished problems lea
 engines see large batches while each problem stops at its own pace. (The reference code loops over problems one
 at a time.) But within a round the roles take turns: while pi_S drafts, pi_B and the PRM idle.
 
-Overlapped (`scheduler.mode=overlap`, the default): the problems in flight are split into `scheduler.cohorts`
-cohorts, each stepped by its own thread with the same loop. Each role engine serves one call at a time (its own
+Overlapped (`scheduler.mode=overlap`, the default): `scheduler.cohorts` cohorts of up to `batch_size` problems
+each (so cohorts x batch_size problems in flight), each stepped by its own thread with the same loop. Each role engine serves one call at a time (its own
 lock), so the cohorts fall out of phase by themselves: while cohort A is on pi_B, cohort B drafts on pi_S. The
 method code is unchanged; every request is seeded by (seed, problem, step, role) and engine results do not depend
 on batch composition, so a problem's steps are the same as under lock-step (only the order in which problems
@@ -55,15 +55,16 @@ def run_steps(states: Iterable[ProblemState], method: Method, ctx: StepContext, 
 def run_steps_overlapped(states: Iterable[ProblemState], method: Method, ctx: StepContext, *, batch_size: int,
                          cohorts: int, on_finish: Callable[[ProblemState, float], None],
                          on_round: Callable[[list], None] | None = None) -> None:
-    """`batch_size` problems in flight in all, split into `cohorts` threads of up to ceil(batch_size / cohorts)
-    each; a cohort refills from the shared queue, in order, as its problems finish. `on_finish` and `on_round` are
+    """`cohorts` threads of up to `batch_size` problems each (an engine call is as large as lock-step's: a decode
+    call lasts as long as its longest sample, so smaller calls would cost the busiest role more; docs/benchmarks.md);
+    a cohort refills from the shared queue, in order, as its problems finish. `on_finish` and `on_round` are
     called under one lock (they write results and progress). After a cohort fails (an engine error, a stop
     request) the others finish their current round and stop; then the first error is raised."""
     if not getattr(method, "cohort_safe", True):
         raise ValueError(f"method {getattr(method, 'name', method)!r} shares state between problems and cannot be "
                          "stepped in cohorts: use scheduler.mode=lockstep")
     queue = deque(states)
-    per_cohort = max(1, math.ceil(batch_size / max(1, cohorts)))
+    per_cohort = max(1, batch_size)
     lock = threading.Lock()
     failed = threading.Event()
 
