@@ -198,8 +198,9 @@ def test_overlapped_gives_lockstep_results_on_tiny_vllm(overrides, tiny_engines,
     from gsi.config import compose_config
     from gsi.run import run
 
+    # batch_size=2 with 3 cohorts: all three cohorts step problems at once (lock-step: rounds of 2)
     base = ["model=tiny", "hardware=cpu", "dataset=math500", "dataset.limit=6", "method.n=3",
-            "generation.max_steps=3", "generation.max_step_tokens=10", "batch_size=6", "trace=true", *overrides]
+            "generation.max_steps=3", "generation.max_step_tokens=10", "batch_size=2", "trace=true", *overrides]
     out = {}
     for mode in ("lockstep", "overlap"):
         cfg = compose_config(*base, f"scheduler.mode={mode}", "scheduler.cohorts=3")
