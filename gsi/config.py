@@ -113,6 +113,7 @@ class Placement(Choice):
     gpu3 = "gpu3"  # one GPU per role (big may span tensor_parallel_big GPUs)
     gpu1 = "gpu1"  # all three roles on one GPU, memory split by gpu_memory_utilization
     cpu = "cpu"  # vLLM's CPU build
+    remote = "remote"  # every role on a vLLM server (hardware.remote: a URL per role; python -m gsi.serve)
 
 
 @dataclass
@@ -132,6 +133,9 @@ class HardwareConfig:
     # Above any one batch's prompt tokens: seeded requests must not have their prefill split (vllm-facts §4).
     max_num_batched_tokens: int = 65536
     enable_prefix_caching: bool = True
+    # Roles served by a vLLM server instead of an in-process engine: {role: URL} (gsi/engines/remote.py). Any
+    # placement may name some roles here; placement=remote names all three.
+    remote: Dict[str, str] = field(default_factory=dict)
     # Launcher hints (SLURM): CPUs and memory per task.
     cpus_per_task: int = 8
     mem_gb: int = 64
@@ -264,6 +268,18 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
 
+class SchedulerMode(str, Enum):
+    overlap = "overlap"  # cohorts in threads: roles work on different cohorts at once (gsi/scheduler.py)
+    lockstep = "lockstep"  # one batch, one role at a time
+
+
+@dataclass
+class SchedulerConfig:
+    mode: SchedulerMode = SchedulerMode.overlap
+    # Cohorts stepped at once under `overlap`, each of up to batch_size problems (cohorts x batch_size in flight).
+    cohorts: int = 2
+
+
 @dataclass
 class Config:
     model: ModelConfig = MISSING
@@ -281,6 +297,7 @@ class Config:
     trace: bool = False
     # Problems advanced together per round (one engine call per role per round).
     batch_size: int = 64
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
 METHOD_SCHEMAS = {"gsi": GSIConfig, "rsd": RSDConfig, "bon": BoNConfig, "baseline": BaselineConfig,

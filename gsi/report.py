@@ -54,5 +54,15 @@ def print_summary(summary: dict, out: Path | None = None, file=None) -> None:
     roles.add_row("total", "", "", _fmt_flops(summary["flops"]["total"]),
                   _fmt_flops(nocache["total"]) if nocache else "-", "", "")
     console_.print(roles)
+    use = summary.get("measured", {}).get("utilisation")
+    if use:
+        busy = Table(title="utilisation (step loop)")
+        for col in ("wall time", *(f"{r} busy" for r in use["busy_fraction"]), "wall / busiest role",
+                    "wall / sum of roles"):
+            busy.add_column(col, justify="right")
+        ratio = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        busy.add_row(f"{use['wall_s']:.1f} s", *(pct(f) for f in use["busy_fraction"].values()),
+                     f"{ratio(use['wall_over_busiest'])} ({use['busiest_role']})", ratio(use["wall_over_sum"]))
+        console_.print(busy)
     if out is not None:
         console_.print(f"results: {out / 'results.jsonl'}\nsummary: {out / 'summary.json'}")

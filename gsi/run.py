@@ -103,9 +103,10 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
     from gsi.data import load_problems
     from gsi.methods import build_method
     from gsi.report import print_summary
-    from gsi.scheduler import run_steps
+    from gsi.scheduler import step_all
     from gsi.state import ProblemState
     from gsi.tracking import build_tracker
+    from gsi.utilisation import utilisation, with_busy_fraction
 
     start = time.perf_counter()
     problems = load_problems(cfg.dataset, shard=cfg.shard)  # a dataset error: nothing written yet
@@ -152,20 +153,25 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
                 tally["accepted"] += rec["accepted_steps"]
                 tally["correct"] += rec["correct"]
                 tracker.on_problem(rec, done_count=len(done), total=len(problems), tally=tally,
-                                   engine_stats=engines.stats(), params=engines.params)
+                                   engine_stats=with_busy_fraction(engines.stats(), time.perf_counter() - loop_start,
+                                                                   stats_before),
+                                   params=engines.params)
                 bar.update(1)
                 bar.set_postfix(acc=f"{tally['correct'] / len(done):.3f}",
                                 accept=f"{tally['accepted'] / max(tally['steps'], 1):.2f}"
                                 if method.has_acceptance else "-")
 
+            stats_before, loop_start = engines.stats(), time.perf_counter()
             with StopOnSignal() as stop:
                 try:
-                    run_steps(states, stop.guard(method), ctx, batch_size=cfg.batch_size, on_finish=on_finish)
+                    step_all(states, stop.guard(method), ctx, batch_size=cfg.batch_size, mode=cfg.scheduler.mode,
+                             cohorts=cfg.scheduler.cohorts, on_finish=on_finish)
                 except BaseException as exc:
                     bar.close()
                     stopped(exc, stop, engines, len(done), len(problems), results.path)
                     raise
             bar.close()
+            loop_s = time.perf_counter() - loop_start
         records = sorted(done.values(), key=lambda r: r["index"])
         params = engines.params if engines is not None else known_params(out, cfg)
         summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ("small", "big", "reward")},
@@ -175,6 +181,8 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
         summary["wall_time_s"] = time.perf_counter() - start
         summary["measured"] = measured(engines, params) if engines is not None else {}
         summary["provenance"] = provenance.collect(cfg, problems)  # after the engines: hub commits are known now
+        if todo and engines is not None:  # this session's step loop: each role's busy fraction of its wall time
+            summary["measured"]["utilisation"] = utilisation(engines.stats(), loop_s, stats_before)
         write_json(out / "summary.json", summary)
         print_summary(summary, out)
         tracker.finish(summary, records)

@@ -249,7 +249,7 @@ class RunningTotals:
             m.update({f"running/flops/{role}": f for role, f in flops.items()})
             m["running/flops/total"] = sum(flops.values())
         for role, st in (engine_stats or {}).items():
-            for key in ("busy_s", "generated_tokens", "prefilled_tokens", "cached_tokens"):
+            for key in ("busy_s", "busy_fraction", "generated_tokens", "prefilled_tokens", "cached_tokens"):
                 if key in st:
                     m[f"engine/{role}/{key}"] = st[key]
         return m

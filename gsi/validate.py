@@ -82,7 +82,21 @@ def problems(cfg: Any) -> list[str]:
     _method(_get(cfg, "method"), errors)
     _dataset(_get(cfg, "dataset"), errors)
     _model(_get(cfg, "model"), errors)
+    _scheduler(cfg, errors)
     return errors
+
+
+def _scheduler(cfg: Any, errors: list[str]) -> None:
+    sched = _get(cfg, "scheduler")
+    if sched is None:
+        return
+    _int_at_least(errors, "scheduler.cohorts", _get(sched, "cohorts"), 1)
+    mode = str(_get(sched, "mode", "lockstep"))
+    m = _get(cfg, "method")
+    if mode == "overlap" and (_number(_get(sched, "cohorts")) or 1) > 1 and str(_get(m, "name")) == "rsd" \
+            and (_number(_get(m, "patience")) or 0) > 0:
+        errors.append("scheduler.mode=overlap: method.patience counts rounds over the whole run, which cohorts "
+                      "stepped in threads do not share; use scheduler.mode=lockstep (or method.patience=0)")
 
 
 def validate(cfg: Any) -> None:

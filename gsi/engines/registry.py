@@ -202,13 +202,36 @@ def placement_devices(hw) -> dict[str, list[int]]:
 # ---------------------------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------------------------
+def remote_roles(hw) -> dict[str, str]:
+    """{role: URL} of the roles served by vLLM servers (hardware.remote)."""
+    return {str(k): str(v) for k, v in (_get(hw, "remote") or {}).items() if v}
+
+
+def _check_remote(hw, errors: list[str]) -> None:
+    urls = remote_roles(hw)
+    unknown = sorted(set(urls) - set(ROLES))
+    if unknown:
+        errors.append(f"hardware.remote names unknown roles {unknown}; roles are {list(ROLES)}")
+    bad = {r: u for r, u in urls.items() if not u.startswith(("http://", "https://"))}
+    if bad:
+        errors.append(f"hardware.remote {bad}: a role's URL must start with http:// or https://")
+    if _placement(hw) == "remote":
+        missing = [r for r in ROLES if r not in urls]
+        if missing:
+            errors.append(f"hardware.placement=remote needs a URL per role: hardware.remote lacks {missing} "
+                          "(start them with python -m gsi.serve role=<role> ...)")
+
+
 def _check_hardware(hw, errors: list[str], *, check_devices: bool) -> None:
+    _check_remote(hw, errors)
     placement = _placement(hw)
+    if placement == "remote":
+        return
     gpus = int(_get(hw, "gpus", 0) or 0)
     tp = int(_get(hw, "tensor_parallel_big", 1) or 1)
     frac = _fractions(hw)
     if placement not in ("gpu3", "gpu1", "cpu"):
-        errors.append(f"hardware.placement={placement!r}: expected gpu3, gpu1 or cpu")
+        errors.append(f"hardware.placement={placement!r}: expected gpu3, gpu1, cpu or remote")
         return
     if tp < 1:
         errors.append(f"hardware.tensor_parallel_big={tp} must be >= 1")
@@ -485,7 +508,8 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
         from gsi.engines.worker import register_custom_models
 
         register_custom_models()  # this process; the workers register through their extension
-    specs = engine_specs(cfg, plan)
+    remote = remote_roles(hw)
+    specs = engine_specs(cfg, plan, roles=[r for r in ROLES if r not in remote])
     if parallel is None:
         parallel = start_parallel(plan, specs)
     elif parallel and any(s.env for s in specs):
@@ -502,9 +526,16 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
         lock = threading.Lock() if plan.placement == "cpu" and cpu_inprocess() else None
         generators = {}
         for role in ("small", "big"):
+            eos = _eos_ids(plan.models[role], tokenizers[role])
+            if role in remote:
+                from gsi.engines.remote import RemoteGenerator
+
+                generators[role] = RemoteGenerator(role, remote[role], shared, temperature=temperature,
+                                                   delimiter=delimiter, eos_token_ids=eos, prefix_caching=caching)
+                continue
             generators[role] = VLLMGenerator(
                 role, llms[role], shared, temperature=temperature, delimiter=delimiter,
-                eos_token_ids=_eos_ids(plan.models[role], tokenizers[role]), prefix_caching=caching, lock=lock)
+                eos_token_ids=eos, prefix_caching=caching, lock=lock)
         reward_cfg = _get(model, "reward")
         system_prompt = _get(reward_cfg, "system_prompt")
         if system_prompt is None and plan.adapter == "token_classification":
@@ -513,7 +544,12 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
 
             system_prompt = full_system_prompt(_get(model, "system_prompt"), _get(_get(cfg, "dataset"), "instruction"))
         adapter = make_adapter(plan.adapter, tokenizers["reward"], delimiter=delimiter, system_prompt=system_prompt)
-        reward = VLLMRewardModel(llms["reward"], adapter, prefix_caching=caching, lock=lock)
+        if "reward" in remote:
+            from gsi.engines.remote import RemoteRewardModel
+
+            reward = RemoteRewardModel(remote["reward"], adapter)
+        else:
+            reward = VLLMRewardModel(llms["reward"], adapter, prefix_caching=caching, lock=lock)
         params = model_params(cfg, plan)
     except BaseException:
         shutdown_llms(list(llms.values()))
@@ -522,9 +558,10 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
         timings.update({"validate_s": t1 - t0, "start_s": t2 - t1, **{f"{r}_s": s for r, s in seconds.items()}})
     log.info("engines up in %.1fs (%s): %s", t2 - t1, "parallel" if parallel else "serial",
              {r: round(s, 1) for r, s in seconds.items()})
-    order = [llms[r] for r in ROLES]
+    order = [llms[r] for r in ROLES if r in llms]
+    clients = [e.close for e in (generators["small"], generators["big"], reward) if hasattr(e, "client")]
     engines = Engines(small=generators["small"], big=generators["big"], reward=reward, tokenizer=shared,
-                      closers=[lambda: shutdown_llms(order)], params=params)
+                      closers=[lambda: shutdown_llms(order), *clients], params=params)
     # A caller that never closes them still gets an explicit shutdown before the interpreter tears down (vLLM's
     # own exit-time cleanup is what prints "terminate called without an active exception").
     atexit.register(_close_at_exit, weakref.ref(engines))

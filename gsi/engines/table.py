@@ -8,6 +8,7 @@ Step type 0 can be made the EOS step (finish='eos') to test stopping.
 
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -33,13 +34,14 @@ class TableGenerator(Generator):
         self.max_model_len = max_model_len
         self.eos_token_ids = frozenset([eos_step] if eos_step is not None else [])
         self.stats = RoleStats()
+        self._lock = threading.Lock()  # one call at a time, like a vLLM engine (the overlapped scheduler's cohorts)
 
     def _step(self, k: int) -> Step:
         finish = FINISH_EOS if k == self.eos_step else FINISH_DELIMITER
         return Step(token_ids=(k,), text=self.texts[k], logprob=float(self.logp[k]), finish=finish)
 
     def generate(self, requests: Sequence[GenerateRequest], *, greedy: bool = False) -> list[list[Step]]:
-        with self.stats.timed(len(requests)):
+        with self._lock, self.stats.timed(len(requests)):
             out = []
             for req in requests:
                 rng = np.random.default_rng(req.seed)
@@ -50,7 +52,7 @@ class TableGenerator(Generator):
             return out
 
     def score(self, contexts, continuations) -> list[float]:
-        with self.stats.timed(len(contexts)):
+        with self._lock, self.stats.timed(len(contexts)):
             self.stats.prompt_tokens += sum(len(c) + len(t) for c, t in zip(contexts, continuations))
             return [float(sum(self.logp[k] for k in cont)) for cont in continuations]
 
@@ -64,11 +66,12 @@ class TableReward(RewardModel):
         self.delimiter = delimiter
         self.max_model_len = max_model_len
         self.stats = RoleStats()
+        self._lock = threading.Lock()
 
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
         from gsi.engines.rewards import split_steps
 
-        with self.stats.timed(len(requests)):
+        with self._lock, self.stats.timed(len(requests)):
             out = []
             for req in requests:
                 # Like a real PRM (gsi.engines.rewards): empty steps are dropped, the last non-empty one is scored.

@@ -52,6 +52,7 @@ class TemperatureExtension:
 
     def gsi_set_temperature(self, temperature: float) -> float:
         """Set the temperature of every logits processor of this worker's model; return the scale now in use."""
+        temperature = float(temperature)  # a server's /collective_rpc passes its arguments as strings
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0 (greedy decoding is a request option), got {temperature}")
         processors = _logits_processors(self.get_model())

@@ -66,6 +66,9 @@ class StepContext:
 class Method(ABC):
     name: str
     has_acceptance = True  # whether steps carry an accept/reject decision
+    # Whether `step` touches only the states it is given (and their `scratch`), so that the overlapped scheduler
+    # may step several cohorts at once; a method with state shared between problems sets it False.
+    cohort_safe = True
 
     def __init__(self, cfg, engines: Engines, ctx: StepContext):
         self.cfg = cfg
@@ -81,7 +84,15 @@ class Method(ABC):
     def step(self, states: list[ProblemState]) -> None:
         """Advance every state by one step (or finish it)."""
 
-    # Batched engine calls shared by the methods, with per-problem token accounting (gsi.state).
+    @staticmethod
+    def concurrently(*calls):
+        """Run independent batched engine calls (thunks, to different roles) at the same time; their results in
+        order. E.g. `r, lb = self.concurrently(lambda: self.rewards(...), lambda: self.score(big, ...))`."""
+        from gsi.concurrency import run_concurrently
+
+        return run_concurrently(calls, name="gsi-call")
+
+        # Batched engine calls shared by the methods, with per-problem token accounting (gsi.state).
 
     def sample(self, generator: Generator, states: Sequence[ProblemState], n: int, *,
                greedy: bool = False) -> list[list[Step]]:

@@ -30,8 +30,8 @@ class GSI(Method):
     def step(self, states):
         cfg, small, big = self.cfg, self.engines.small, self.engines.big
         drafts = self.sample(small, states, cfg.n)
-        rewards = self.rewards(states, drafts)
-        logp_big = self.score(big, states, drafts)
+        rewards, logp_big = self.concurrently(lambda: self.rewards(states, drafts),
+                                              lambda: self.score(big, states, drafts))
 
         rejected, decisions = [], {}
         for s, cands, r, lb in zip(states, drafts, rewards, logp_big):

