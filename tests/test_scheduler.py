@@ -57,8 +57,9 @@ def run_table(method_cfg, *, mode, cohorts=3, problems=40, batch_size=12, engine
 
 
 def fingerprint(s: ProblemState):
-    return (s.response_text, s.stop_reason, [(st.token_ids, st.source, st.accepted, st.reward, st.draft_tokens)
-                                             for st in s.steps], s.tokens, s.trace)
+    return (s.response_text, s.stop_reason, [(st.token_ids, st.source, st.accepted, st.reward, st.chosen_draft_tokens,
+                                              st.drafted_tokens) for st in s.steps],
+            s.tokens, s.tokens_nocache, s.empty_candidates, s.trace)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
