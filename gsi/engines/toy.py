@@ -51,12 +51,12 @@ SHAPES = {
 }
 # Optimiser steps (batch BATCH), peak learning rate. pi_S stops early on purpose.
 TRAIN = {
-    "small": (120, 3e-3),
-    "big": (700, 3e-3),
-    "reward": (250, 1e-3),
+    "small": (100, 3e-3),
+    "big": (320, 3e-3),
+    "reward": (150, 1e-3),
 }
 BATCH = 32
-N_TRAIN = 20_000  # distinct training problems
+N_TRAIN = 1_000  # distinct training problems (of ~1,500 on the training side for 2..4 operations)
 PRM_SAMPLES = 384  # pi_S samples labelled by the checker for the PRM
 
 
@@ -299,11 +299,11 @@ def _build(base: Path) -> None:
         # PRM data: correct solutions, corrupted ones, and pi_S's own samples, each step labelled by the checker.
         rng = random.Random(SEED + 20)
         prm_examples = []
-        for p in train[: N_TRAIN // 4]:
+        for p in train:
             steps, labels = (p.steps(), [True] * (len(p.ops) + 1)) if rng.random() < 0.4 else arith.corrupt(p, rng)
             x = enc.prm(p.text, steps)
             prm_examples.append((x.token_ids, list(zip(x.step_ends, labels))))
-        pool = train[N_TRAIN // 4 : N_TRAIN // 4 + PRM_SAMPLES]
+        pool = train[:PRM_SAMPLES]
         for p, steps in zip(pool, sample(models["small"], enc, [q.text for q in pool], greedy=False, seed=SEED + 21)):
             if steps:
                 x = enc.prm(p.text, steps)
