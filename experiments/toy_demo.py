@@ -15,17 +15,17 @@ import time
 from pathlib import Path
 
 CONFIGS = {
-    "greedy pi_S": ["method=baseline", "method.policy=small", "method.greedy=true"],
-    "greedy pi_B": ["method=baseline", "method.policy=big", "method.greedy=true"],
-    "soft BoN pi_S": ["method=bon", "method.policy=small", "method.selection=soft"],
-    "soft BoN pi_B": ["method=bon", "method.policy=big", "method.selection=soft"],
+    "greedy π_S": ["method=baseline", "method.policy=small", "method.greedy=true"],
+    "greedy π_B": ["method=baseline", "method.policy=big", "method.greedy=true"],
+    "soft BoN π_S": ["method=bon", "method.policy=small", "method.selection=soft"],
+    "soft BoN π_B": ["method=bon", "method.policy=big", "method.selection=soft"],
     "RSD": ["method=rsd"],
     "GSI": ["method=gsi"],
 }
 
 
 def slug(name: str) -> str:
-    return name.lower().replace(" ", "_").replace("pi_", "")
+    return name.lower().replace(" ", "_").replace("π_", "")
 
 
 def table(rows: list[tuple[str, dict]]) -> None:
@@ -36,7 +36,7 @@ def table(rows: list[tuple[str, dict]]) -> None:
 
     first = rows[0][1]
     t = Table(title=f"toy world: {first['dataset']}, {first['n_problems']} held-out problems, model={first['model']}")
-    for col in ("method", "accuracy", "95% CI", "acceptance", "pi_B tokens", "FLOPs", "wall time"):
+    for col in ("method", "accuracy", "95% CI", "acceptance", "π_B tokens", "FLOPs", "wall time"):
         t.add_column(col, justify="right" if col != "method" else "left")
     for name, s in rows:
         ci = s.get("accuracy_ci95")
@@ -44,7 +44,7 @@ def table(rows: list[tuple[str, dict]]) -> None:
         t.add_row(name, f"{100 * s['accuracy']:.1f}%", f"{100 * ci[0]:.0f}-{100 * ci[1]:.0f}%" if ci else "-",
                   "-" if acc is None else f"{100 * acc:.1f}%", f"{s['tokens']['big']['generated']:,}",
                   _fmt_flops(s["flops"]["total"]), f"{s['wall_time_s']:.0f} s")
-    Console().print(t)
+    Console(width=120).print(t)
 
 
 def main(argv=None) -> list[tuple[str, dict]]:

@@ -12,13 +12,12 @@ GSI_TOY_CLAIM_PROBLEMS sets the number of held-out problems (default 120).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
-
-from tests.conftest import vllm_available
 
 pytestmark = pytest.mark.vllm
 
@@ -29,7 +28,7 @@ BASE = ("+experiment=toy_demo", f"dataset.limit={N}")
 
 @pytest.fixture(scope="module")
 def toy_engines():
-    if not vllm_available():
+    if importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM is not importable in this environment (install the CPU build: scripts/setup.sh)")
     from gsi.config import compose_config
     from gsi.engines.registry import build_engines

@@ -53,6 +53,7 @@ SHAPES = {
 TRAIN = {
     "small": (100, 3e-3),
     "big": (320, 3e-3),
+    "big2": (300, 1.5e-3),  # a second cosine cycle for pi_B
     "reward": (150, 1e-3),
 }
 BATCH = 32
@@ -277,7 +278,7 @@ def _config(role: str, tok):
 
 def _build(base: Path) -> None:
     import torch
-    from transformers import GenerationConfig, Qwen2ForCausalLM, Qwen2ForTokenClassification
+    from transformers import Qwen2ForCausalLM
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
@@ -296,39 +297,9 @@ def _build(base: Path) -> None:
             steps, lr = TRAIN[role]
             train_lm(model, examples, steps, lr, SEED + 10 + i, desc=role)
             models[role] = model
-        # PRM data: correct solutions, corrupted ones, and pi_S's own samples, each step labelled by the checker.
-        rng = random.Random(SEED + 20)
-        prm_examples = []
-        for p in train:
-            steps, labels = (p.steps(), [True] * (len(p.ops) + 1)) if rng.random() < 0.4 else arith.corrupt(p, rng)
-            x = enc.prm(p.text, steps)
-            prm_examples.append((x.token_ids, list(zip(x.step_ends, labels))))
-        pool = train[:PRM_SAMPLES]
-        for p, steps in zip(pool, sample(models["small"], enc, [q.text for q in pool], greedy=False, seed=SEED + 21)):
-            if steps:
-                x = enc.prm(p.text, steps)
-                prm_examples.append((x.token_ids, list(zip(x.step_ends, arith.check_steps(p, steps)))))
-        torch.manual_seed(SEED + 2)
-        cfg = _config("reward", tok)
-        cfg.num_labels = 1
-        prm = Qwen2ForTokenClassification(cfg)
-        prm.model.load_state_dict(models["big"].model.state_dict())  # start from pi_B's reading of arithmetic
-        steps, lr = TRAIN["reward"]
-        train_prm(prm, prm_examples, steps, lr, SEED + 12)
-        models["reward"] = prm
-        for role, model in models.items():
-            out = tmp / role
-            model.to(torch.float32).save_pretrained(out, safe_serialization=True)
-            tok.save_pretrained(out)
-            if role != "reward":
-                GenerationConfig(eos_token_id=[tok.eos_token_id], pad_token_id=tok.pad_token_id,
-                                 do_sample=True, temperature=0.7).save_pretrained(out)
-        shutil.rmtree(tmp / "_tokenizer")
-        info = {"fingerprint": fingerprint(tmp), "build_s": round(time.perf_counter() - t0, 1),
-                "load_avg": os.getloadavg()[0], "params": {r: sum(p.numel() for p in m.parameters())
-                                                           for r, m in models.items()}}
-        (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n")
-        (tmp / "COMPLETE").write_text(info["fingerprint"] + "\n")
+        _train_big2(models["big"], examples)
+        models["reward"] = _train_reward(tok, enc, train, models)
+        _save(tmp, tok, models, t0)
         if base.exists():
             shutil.rmtree(base)
         os.replace(tmp, base)
@@ -336,6 +307,56 @@ def _build(base: Path) -> None:
         torch.set_num_threads(threads)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _train_big2(big, examples) -> None:
+    steps, lr = TRAIN["big2"]
+    train_lm(big, examples, steps, lr, SEED + 13, desc="big (2)")
+
+
+def _train_reward(tok, enc, train, models):
+    import torch
+    from transformers import Qwen2ForTokenClassification
+
+    # PRM data: correct solutions, corrupted ones, and pi_S's own samples, each step labelled by the checker.
+    rng = random.Random(SEED + 20)
+    prm_examples = []
+    for p in train:
+        steps, labels = (p.steps(), [True] * (len(p.ops) + 1)) if rng.random() < 0.4 else arith.corrupt(p, rng)
+        x = enc.prm(p.text, steps)
+        prm_examples.append((x.token_ids, list(zip(x.step_ends, labels))))
+    pool = train[:PRM_SAMPLES]
+    for p, steps in zip(pool, sample(models["small"], enc, [q.text for q in pool], greedy=False, seed=SEED + 21)):
+        if steps:
+            x = enc.prm(p.text, steps)
+            prm_examples.append((x.token_ids, list(zip(x.step_ends, arith.check_steps(p, steps)))))
+    torch.manual_seed(SEED + 2)
+    cfg = _config("reward", tok)
+    cfg.num_labels = 1
+    prm = Qwen2ForTokenClassification(cfg)
+    prm.model.load_state_dict(models["big"].model.state_dict())  # start from pi_B's reading of arithmetic
+    steps, lr = TRAIN["reward"]
+    train_prm(prm, prm_examples, steps, lr, SEED + 12)
+    return prm
+
+
+def _save(tmp: Path, tok, models, t0: float) -> None:
+    import torch
+    from transformers import GenerationConfig
+
+    for role, model in models.items():
+        out = tmp / role
+        model.to(torch.float32).save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        if role != "reward":
+            GenerationConfig(eos_token_id=[tok.eos_token_id], pad_token_id=tok.pad_token_id,
+                             do_sample=True, temperature=0.7).save_pretrained(out)
+    shutil.rmtree(tmp / "_tokenizer")
+    info = {"fingerprint": fingerprint(tmp), "build_s": round(time.perf_counter() - t0, 1),
+            "load_avg": os.getloadavg()[0], "params": {r: sum(p.numel() for p in m.parameters())
+                                                       for r, m in models.items()}}
+    (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n")
+    (tmp / "COMPLETE").write_text(info["fingerprint"] + "\n")
 
 
 def evaluate(n: int = 200, seed: int = 0) -> dict:
