@@ -373,8 +373,15 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
     big = AutoModelForCausalLM.from_pretrained(paths["big"]).eval()
     prm = AutoModelForTokenClassification.from_pretrained(paths["reward"]).eval()
     a, npos, nneg = prm_auc(prm, small, enc, problems)
+    # pi_S's samples are almost all wrong: also the AUC on held-out correct and corrupted solutions (balanced)
+    rng, scores, labels = random.Random(seed), [], []
+    for p in problems:
+        steps, lab = (p.steps(), [True] * (len(p.ops) + 1)) if rng.random() < 0.5 else arith.corrupt(p, rng)
+        scores += prm_scores(prm, enc, p.text, steps)
+        labels += lab
     return {"n": n, "greedy_small": accuracy(small, enc, problems), "greedy_big": accuracy(big, enc, problems),
-            "prm_auc_small_samples": a, "steps_correct": npos, "steps_wrong": nneg}
+            "prm_auc_small_samples": a, "steps_correct": npos, "steps_wrong": nneg,
+            "prm_auc_corrupted": auc(scores, labels)}
 
 
 if __name__ == "__main__":
