@@ -9,8 +9,9 @@
 The toy engines start once for this module (0.25 GiB KV cache each) and every run goes through gsi.run.run.
 GSI_TOY_CLAIM_PROBLEMS sets the number of held-out problems (default 120).
 
-Opt-in (GSI_TOY_CLAIMS=1) until the toy models reach the skill the claims need: with TOY_VERSION v1, greedy pi_B
-is at 15% and the PRM is not informative (README, "The main job"), so the margins are not expected to hold yet.
+Opt-in (GSI_TOY_CLAIMS=1) until the toy models' build fits CI's time budget (v1: ~29 min on the loaded 2-core
+machine) and they reach the issue's skill targets (v1: greedy pi_B 15%, pi_S 1%). With 100 problems all five
+pass on v1 (542 s, models cached; p-values in README, "The main job").
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import pytest
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(os.environ.get("GSI_TOY_CLAIMS") != "1",
-                       reason="toy-world claim tests are opt-in (GSI_TOY_CLAIMS=1): the v1 toy models do not yet "
-                              "separate enough for the claims' margins"),
+                       reason="toy-world claim tests are opt-in (GSI_TOY_CLAIMS=1): the v1 toy models' build does not "
+                              "fit CI's time budget yet"),
 ]
 
 N = int(os.environ.get("GSI_TOY_CLAIM_PROBLEMS", "120"))
