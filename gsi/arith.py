@@ -1,19 +1,21 @@
 """`dataset=arith`: multi-step arithmetic generated from a seed, with worked solutions and a step checker.
 
-A problem is a left-to-right chain of additions and subtractions of one-digit numbers to a two-digit start value
-("Compute 47+8-3+9."); its worked solution has one operation per step, steps separated by the step delimiter, and
-ends with the boxed answer:
+A problem applies one one-digit operation, repeated 2-4 times, to a two-digit start value ("Compute 47+8+8+8.");
+its worked solution has one operation per step, steps separated by the step delimiter, and ends with the boxed
+answer:
 
     47+8=55
 
-    55-3=52
+    55+8=63
 
-    52+9=61
+    63+8=71
 
-    \\boxed{61}
+    \\boxed{71}
 
-Every intermediate value stays in 10..99, so about half the steps carry or borrow into the tens digit: an error is
-local to one step and `check_steps` can say which step went wrong. Difficulty is the number of operations.
+Every value of the chain stays in 10..99, so many steps carry or borrow into the tens digit: an error is local to
+one step and `check_steps` (which also reads mixed chains such as "Compute 47+8-3.") says which step went wrong.
+Difficulty is the number of operations. (Mixed operations were tried first: the toy models could not learn to find
+the k-th operation in the problem within a CPU-minutes training budget.)
 
 The problem space is split in two by a hash of the problem text: the held-out side (`split="test"`, the dataset)
 and the training side (`split="train"`, what gsi/engines/toy.py trains on), so no seed ever gives a test problem
