@@ -159,6 +159,19 @@ class DatasetConfig:
 
 
 @dataclass
+class ArithDatasetConfig(DatasetConfig):
+    """dataset=arith (gsi/arith.py): held-out problems generated from `seed`, never among the toy models'
+    training problems."""
+
+    hub_path: str = ""
+    local_file: str = ""
+    n_problems: int = 500
+    min_ops: int = 2  # difficulty: operations per problem, uniform in [min_ops, max_ops]
+    max_ops: int = 4
+    seed: int = 0
+
+
+@dataclass
 class GenerationConfig:
     temperature: float = 0.7  # both models sample, and are scored, at this temperature
     step_delimiter: str = "\n\n"
@@ -328,6 +341,7 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
     cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
+    cs.store(group="schema/dataset", name="arith", node=ArithDatasetConfig)
     cs.store(group="schema/logger", name="logger", node=LoggerConfig)
     cs.store(group="schema/grader", name="grader", node=GraderConfig)
     for name, schema in METHOD_SCHEMAS.items():

@@ -238,6 +238,11 @@ register(DatasetSpec(
     description="AMC 2023 (12A/12B)",
 ))
 register(DatasetSpec(
+    name="arith", hub_path="", hub_config=None, split="test", local_file="",
+    reference=lambda row: None, reference_fields=(),
+    description="generated multi-step arithmetic (gsi/arith.py): no files, load_problems dispatches there",
+))
+register(DatasetSpec(
     name="gsm8k", hub_path="openai/gsm8k", hub_config="main", split="test",
     local_file="gsm8k/test.jsonl", reference=_ref_gsm8k, reference_fields=("answer",),
     problem_fields=("question", "problem"), solution_fields=("answer",),
@@ -454,6 +459,11 @@ def load_problems(cfg: Any, shard: str | None = None) -> list[Problem]:
     back to the registry's defaults."""
     name = _cfg(cfg, "name")
     spec = get_spec(name)
+    if spec.name == "arith":  # generated from a seed (gsi/arith.py), no files
+        from gsi import arith
+
+        return select(arith.load_problems(cfg), offset=_cfg(cfg, "offset", 0), limit=_cfg(cfg, "limit", None),
+                      shard=shard)
     data_dir = _cfg(cfg, "data_dir")
     if data_dir:
         if not Path(str(data_dir)).is_dir():

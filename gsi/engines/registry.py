@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("small", "big", "reward")
 TINY_SCHEME = "tiny://"
+TOY_SCHEME = "toy://"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
@@ -112,6 +113,15 @@ def resolve_model_path(path: str, key: str) -> ResolvedModel:
             raise ConfigError(f"{key}={path!r}: unknown tiny model {name!r}; known: "
                               f"{[TINY_SCHEME + r for r in tiny.ROLES]}")
         folder = tiny.tiny_paths()[name]
+        return ResolvedModel(role, str(folder), True, _read_config(folder, key))
+    if path.startswith(TOY_SCHEME):  # the trained toy models (gsi/engines/toy.py), built on first use
+        from gsi.engines import toy
+
+        name = path[len(TOY_SCHEME):]
+        if name not in toy.ROLES:
+            raise ConfigError(f"{key}={path!r}: unknown toy model {name!r}; known: "
+                              f"{[TOY_SCHEME + r for r in toy.ROLES]}")
+        folder = toy.toy_paths()[name]
         return ResolvedModel(role, str(folder), True, _read_config(folder, key))
     expanded = Path(os.path.expanduser(path))
     if expanded.is_dir():

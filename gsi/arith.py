@@ -1,0 +1,201 @@
+"""`dataset=arith`: multi-step arithmetic generated from a seed, with worked solutions and a step checker.
+
+A problem applies one one-digit operation, repeated 2-4 times, to a two-digit start value ("Compute 47+8+8+8.");
+its worked solution has one operation per step, steps separated by the step delimiter, and ends with the boxed
+answer:
+
+    47+8=55
+
+    55+8=63
+
+    63+8=71
+
+    \\boxed{71}
+
+Every value of the chain stays in 10..99, so many steps carry or borrow into the tens digit: an error is local to
+one step and `check_steps` (which also reads mixed chains such as "Compute 47+8-3.") says which step went wrong.
+Difficulty is the number of operations. (Mixed operations were tried first: the toy models could not learn to find
+the k-th operation in the problem within a CPU-minutes training budget.)
+
+The problem space is split in two by a hash of the problem text: the held-out side (`split="test"`, the dataset)
+and the training side (`split="train"`, what gsi/engines/toy.py trains on), so no seed ever gives a test problem
+that the toy models were trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+DELIMITER = "\n\n"
+LOW, HIGH = 10, 99  # every value of the chain
+MAX_OPERAND = 9
+
+_STEP = re.compile(r"^\s*(\d+)\s*([+\-])\s*(\d+)\s*=\s*(-?\d+)\s*$")
+_BOXED = re.compile(r"^\s*\\boxed\{\s*(-?\d+)\s*\}\s*$")
+
+
+@dataclass(frozen=True)
+class ArithProblem:
+    start: int
+    ops: tuple[tuple[str, int], ...]  # ("+", 8), ("-", 3), ...
+
+    @property
+    def text(self) -> str:
+        return "Compute " + str(self.start) + "".join(f"{o}{v}" for o, v in self.ops) + "."
+
+    def values(self) -> list[int]:
+        out = [self.start]
+        for o, v in self.ops:
+            out.append(out[-1] + v if o == "+" else out[-1] - v)
+        return out
+
+    @property
+    def answer(self) -> int:
+        return self.values()[-1]
+
+    def steps(self) -> list[str]:
+        vals = self.values()
+        steps = [f"{vals[k]}{o}{v}={vals[k + 1]}" for k, (o, v) in enumerate(self.ops)]
+        return steps + [f"\\boxed{{{self.answer}}}"]
+
+    @property
+    def solution(self) -> str:
+        return DELIMITER.join(self.steps())
+
+
+def split_of(text: str) -> str:
+    """'train' or 'test': a fixed hash of the problem text, so the two sides never share a problem."""
+    return "test" if hashlib.sha256(text.encode()).digest()[0] % 2 else "train"
+
+
+def random_problem(rng: random.Random, n_ops: int) -> ArithProblem:
+    """One operation (+v or -v, v a digit) applied n_ops times to a two-digit start, the chain within 10..99."""
+    while True:
+        start, v, o = rng.randint(LOW, HIGH), rng.randint(2, MAX_OPERAND), rng.choice("+-")
+        end = start + n_ops * v if o == "+" else start - n_ops * v
+        if LOW <= end <= HIGH:
+            return ArithProblem(start, ((o, v),) * n_ops)
+
+
+def generate(n: int, *, seed: int, min_ops: int = 2, max_ops: int = 4, split: str = "test") -> list[ArithProblem]:
+    """`n` distinct problems of `split`, their number of operations uniform in [min_ops, max_ops]."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not 1 <= min_ops <= max_ops:
+        raise ValueError(f"need 1 <= min_ops <= max_ops, got min_ops={min_ops}, max_ops={max_ops}")
+    rng = random.Random(f"arith/{split}/{seed}/{min_ops}/{max_ops}")
+    out, seen = [], set()
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 100 * n + 10_000:
+            raise ValueError(f"cannot find {n} distinct {split} problems with {min_ops}..{max_ops} operations")
+        p = random_problem(rng, rng.randint(min_ops, max_ops))
+        if p.text in seen or split_of(p.text) != split:
+            continue
+        seen.add(p.text)
+        out.append(p)
+    return out
+
+
+def parse_problem(text: str) -> ArithProblem:
+    m = re.fullmatch(r"Compute (\d+)((?:[+\-]\d+)+)\.", text.strip())
+    if not m:
+        raise ValueError(f"not an arith problem: {text!r}")
+    ops = tuple((o, int(v)) for o, v in re.findall(r"([+\-])(\d+)", m.group(2)))
+    return ArithProblem(int(m.group(1)), ops)
+
+
+def check_steps(problem: ArithProblem | str, steps: Sequence[str]) -> list[bool]:
+    """Is each step correct given the steps before it?
+
+    Step k (0-based) of a solution must be the k-th operation of the problem applied to the value the previous
+    step wrote (the start value for k = 0), with the right result; the step after the last operation must box
+    the value the previous step wrote. Anything else (a wrong result, a skipped or repeated operation, a wrong
+    copy, an early or extra answer, free text) is wrong. A step after a wrong one is judged on what is written
+    before it, so only the step that goes wrong is wrong.
+    """
+    p = parse_problem(problem) if isinstance(problem, str) else problem
+    verdicts, prev = [], p.start
+    for k, step in enumerate(steps):
+        m = _STEP.match(step)
+        if k < len(p.ops):
+            ok = False
+            if m:
+                a, o, v, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+                ok = a == prev and (o, v) == p.ops[k] and c == (a + v if o == "+" else a - v)
+                prev = c
+            verdicts.append(ok)
+        elif k == len(p.ops):
+            b = _BOXED.match(step)
+            verdicts.append(bool(b) and int(b.group(1)) == prev)
+        else:
+            verdicts.append(False)
+    return verdicts
+
+
+def corrupt(p: ArithProblem, rng: random.Random) -> tuple[list[str], list[bool]]:
+    """A plausible wrong solution: one step with a carry/borrow slip, a digit slip, a wrong copy or a skipped
+    operation; the steps after it follow correctly from what it wrote. Returns (steps, checker labels)."""
+    k = rng.randrange(len(p.ops) + 1)
+    vals = p.values()
+    steps, prev = [], p.start
+    for j, (o, v) in enumerate(p.ops):
+        a = prev
+        c = a + v if o == "+" else a - v
+        text = f"{a}{o}{v}={c}"
+        if j == k:
+            kind = rng.choice(["carry", "carry", "digit", "copy", "operand"])
+            if kind == "carry":
+                c2 = c + rng.choice([-10, 10])
+            elif kind == "digit":
+                c2 = c + rng.choice([-2, -1, 1, 2])
+            else:
+                c2 = c
+            if kind == "copy":
+                a = a + rng.choice([-10, -1, 1, 10])
+                c2 = a + v if o == "+" else a - v
+            if kind == "operand":
+                v2 = rng.choice([x for x in range(1, MAX_OPERAND + 1) if x != v])
+                text = f"{a}{o}{v2}={a + v2 if o == '+' else a - v2}"
+                c2 = a + v2 if o == "+" else a - v2
+            else:
+                text = f"{a}{o}{v}={c2}"
+            c = c2
+        steps.append(text)
+        prev = c
+    if k == len(p.ops):  # the wrong step is the answer: boxed off by a slip
+        steps.append(f"\\boxed{{{vals[-1] + rng.choice([-10, -1, 1, 10])}}}")
+    else:
+        steps.append(f"\\boxed{{{prev}}}")
+    return steps, check_steps(p, steps)
+
+
+def _cfg(cfg: Any, key: str, default: Any = None) -> Any:
+    try:
+        v = cfg[key] if isinstance(cfg, dict) else getattr(cfg, key)
+    except Exception:  # noqa: BLE001 - missing key
+        return default
+    return default if v is None else v
+
+
+def load_problems(cfg: Any) -> list:
+    """The held-out problems the dataset config asks for (n_problems, min_ops, max_ops, seed) as gsi.data
+    Problems, with reference answer and worked solution."""
+    from gsi.data import Problem
+
+    seed = int(_cfg(cfg, "seed", 0))
+    problems = generate(int(_cfg(cfg, "n_problems", 500)), seed=seed, min_ops=int(_cfg(cfg, "min_ops", 2)),
+                        max_ops=int(_cfg(cfg, "max_ops", 4)), split="test")
+    return [Problem(id=f"arith-{seed}-{i}", problem=p.text, reference=str(p.answer), solution=p.solution)
+            for i, p in enumerate(problems)]
+
+
+def last_answer(steps: Sequence[str]) -> int | None:
+    """The boxed integer of the last step, if it is one."""
+    m = _BOXED.match(steps[-1]) if steps else None
+    return int(m.group(1)) if m else None
