@@ -303,6 +303,10 @@ class RemoteRewardModel(RewardModel):
     def close(self) -> None:
         self.client.close()
 
+    def input_length(self, problem: str, steps: Sequence[str]) -> int:
+        # The adapter renders the PRM's input here, as in process: the token accounting is the same.
+        return self.adapter.input_length(problem, steps)
+
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
         import torch
 
