@@ -3,8 +3,8 @@ module and stopped at its end. A run against them gives the in-process engines' 
 their solo results; a server killed mid-run ends the run with a message naming the role, and the rerun resumes.
 
 The in-process reference runs first, in a subprocess that exits before the servers start (one set of engines at a
-time on the shared machine). Opt-in (GSI_REMOTE_TESTS=1): six engine starts and five run.py processes take ~10 min
-on an idle 2-core machine (45 min on the loaded shared one), too much for every `make test`."""
+time on the shared machine). Six engine starts and five run.py processes: ~9 min on a 2-core machine, part of every
+`make test` (remote roles are only protected if CI runs them)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.vllm,
-              pytest.mark.skipif(os.environ.get("GSI_REMOTE_TESTS") != "1",
-                                 reason="set GSI_REMOTE_TESTS=1 to start three vLLM servers (~10 min)")]
+pytestmark = [pytest.mark.vllm]
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
