@@ -65,7 +65,7 @@ def test_accept_nothing_writes_every_step_with_big_model(overrides, tiny_engines
 @pytest.mark.parametrize("overrides", [
     ["method=bon", "method.policy=small"],
     ["method=bon", "method.policy=small", "method.level=response", "method.selection=weighted_majority"],
-    ["method=baseline", "method.policy=small", "method.greedy=true"],
+    ["method=baseline", "method.policy=small", "method.greedy=true", "method.n=1"],
 ])
 def test_small_policy_methods_never_touch_the_big_model(overrides, tiny_engines, tmp_path):
     summary, records = run_method(overrides, tiny_engines, tmp_path)

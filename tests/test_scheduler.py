@@ -168,7 +168,7 @@ VLLM_METHODS = [
     ["method=rsd", "method.delta=0.5"],
     ["method=bon", "method.policy=big"],
     ["method=bon", "method.policy=small", "method.level=response", "method.selection=weighted_majority"],
-    ["method=baseline", "method.policy=small", "method.greedy=true"],
+    ["method=baseline", "method.policy=small", "method.greedy=true", "method.n=1"],
 ]
 
 
