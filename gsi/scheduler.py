@@ -20,6 +20,7 @@ import math
 import threading
 import time
 from collections import deque
+from contextlib import nullcontext
 from typing import Callable, Iterable
 
 from gsi.concurrency import run_concurrently
@@ -31,43 +32,12 @@ LOCKSTEP, OVERLAP = "lockstep", "overlap"
 
 def run_steps(states: Iterable[ProblemState], method: Method, ctx: StepContext, *, batch_size: int,
               on_finish: Callable[[ProblemState, float], None], on_round: Callable[[list], None] | None = None) -> None:
-    if batch_size < 1:  # an empty batch would make no progress, forever
-        raise ValueError(f"batch_size={batch_size}: must be >= 1 (problems advanced together per round)")
+    _check_batch_size(batch_size)
     pending = list(states)
     started: dict[int, float] = {}
     while pending:
-        batch = pending[:batch_size]
-        before = [_progress(s) for s in batch]
-        now = time.perf_counter()
-        for s in batch:
-            started.setdefault(s.index, now)
-            if ctx.max_tokens(len(s.context)) < 1:
-                s.done, s.stop_reason = True, STOP_CONTEXT
-        live = [s for s in batch if not s.done]
-        if live:
-            method.step(live)
-        if on_round:
-            on_round(live)
-        now = time.perf_counter()
-        for s in batch:
-            if s.done:
-                on_finish(s, now - started.pop(s.index))
-        _check_progress(method, batch, before)
+        _round(pending[:batch_size], method, ctx, started, on_finish, on_round)
         pending = [s for s in pending if not s.done]
-
-
-def _check_progress(method, batch: list[ProblemState], before: list[tuple]) -> None:
-    if [_progress(s) for s in batch] == before:
-        name = getattr(method, "name", type(method).__name__)
-        raise RuntimeError(f"method {name} made no progress in a round: none of its {len(batch)} "
-                           "problems gained a step, a token or a stop (a method must advance every live problem "
-                           "by one step or finish it); stopping instead of looping forever")
-
-
-def _progress(s: ProblemState) -> tuple:
-    """What a round must change for at least one problem: finished, a step more, or tokens spent (response-level
-    methods advance private tracks and count their tokens)."""
-    return s.done, len(s.steps), len(s.context), repr(s.tokens)
 
 
 def run_steps_overlapped(states: Iterable[ProblemState], method: Method, ctx: StepContext, *, batch_size: int,
@@ -81,10 +51,8 @@ def run_steps_overlapped(states: Iterable[ProblemState], method: Method, ctx: St
     if not getattr(method, "cohort_safe", True):
         raise ValueError(f"method {getattr(method, 'name', method)!r} shares state between problems and cannot be "
                          "stepped in cohorts: use scheduler.mode=lockstep")
-    if batch_size < 1:  # an empty batch would make no progress, forever
-        raise ValueError(f"batch_size={batch_size}: must be >= 1 (problems advanced together per round)")
+    _check_batch_size(batch_size)
     queue = deque(states)
-    per_cohort = batch_size
     lock = threading.Lock()
     failed = threading.Event()
 
@@ -94,34 +62,57 @@ def run_steps_overlapped(states: Iterable[ProblemState], method: Method, ctx: St
         try:
             while not failed.is_set():
                 with lock:
-                    while len(batch) < per_cohort and queue:
+                    while len(batch) < batch_size and queue:
                         batch.append(queue.popleft())
                 if not batch:
                     return
-                before = [_progress(s) for s in batch]
-                now = time.perf_counter()
-                for s in batch:
-                    started.setdefault(s.index, now)
-                    if ctx.max_tokens(len(s.context)) < 1:
-                        s.done, s.stop_reason = True, STOP_CONTEXT
-                live = [s for s in batch if not s.done]
-                if live:
-                    method.step(live)
-                now = time.perf_counter()
-                with lock:
-                    if on_round:
-                        on_round(live)
-                    for s in batch:
-                        if s.done:
-                            on_finish(s, now - started.pop(s.index))
-                _check_progress(method, batch, before)
+                _round(batch, method, ctx, started, on_finish, on_round, report_lock=lock)
                 batch = [s for s in batch if not s.done]
         except BaseException:
             failed.set()
             raise
 
-    n = max(1, min(cohorts, math.ceil(len(queue) / per_cohort)))
+    n = max(1, min(cohorts, math.ceil(len(queue) / batch_size)))
     run_concurrently([cohort] * n, name="gsi-cohort")
+
+
+def _round(batch: list[ProblemState], method: Method, ctx: StepContext, started: dict[int, float],
+           on_finish: Callable[[ProblemState, float], None], on_round: Callable[[list], None] | None,
+           report_lock=None) -> None:
+    """One round of `batch` (both schedulers): problems whose next step would not fit stop, the others advance one
+    step; then the round is reported (under `report_lock`) and a round that changed nothing is refused."""
+    before = [_progress(s) for s in batch]
+    now = time.perf_counter()
+    for s in batch:
+        started.setdefault(s.index, now)
+        if ctx.max_tokens(len(s.context)) < 1:
+            s.done, s.stop_reason = True, STOP_CONTEXT
+    live = [s for s in batch if not s.done]
+    if live:
+        method.step(live)
+    now = time.perf_counter()
+    with report_lock or nullcontext():
+        if on_round:
+            on_round(live)
+        for s in batch:
+            if s.done:
+                on_finish(s, now - started.pop(s.index))
+    if [_progress(s) for s in batch] == before:
+        name = getattr(method, "name", type(method).__name__)
+        raise RuntimeError(f"method {name} made no progress in a round: none of its {len(batch)} "
+                           "problems gained a step, a token or a stop (a method must advance every live problem "
+                           "by one step or finish it); stopping instead of looping forever")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:  # an empty batch would make no progress, forever
+        raise ValueError(f"batch_size={batch_size}: must be >= 1 (problems advanced together per round)")
+
+
+def _progress(s: ProblemState) -> tuple:
+    """What a round must change for at least one problem: finished, a step more, or tokens spent (response-level
+    methods advance private tracks and count their tokens)."""
+    return s.done, len(s.steps), len(s.context), repr(s.tokens)
 
 
 def step_all(states: Iterable[ProblemState], method: Method, ctx: StepContext, *, batch_size: int,
