@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 
+from grading.graders.prm800k import _fix_fracs  # Hendrycks MATH's helper: both evaluations copy it verbatim
 from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, Verdict, reference_text
 
 __all__ = ["grade_local", "math_equal", "extract_answer", "strip_string", "choice_answer_clean"]
@@ -39,21 +40,6 @@ MAX_DEPTH = 8  # recursion through bracketed lists and matrices
 
 
 # ---------------------------------------------------------------------------------------------- normalisation
-def _fix_fracs(s: str) -> str:
-    parts = s.split("\\frac")
-    out = parts[0]
-    for sub in parts[1:]:
-        out += "\\frac"
-        if sub[:1] == "{":
-            out += sub
-            continue
-        if len(sub) < 2:
-            return s
-        a, b, rest = sub[0], sub[1], sub[2:]
-        out += "{" + a + "}{" + b + "}" + rest if b != "{" else "{" + a + "}" + b + rest
-    return out
-
-
 def _fix_a_slash_b(s: str) -> str:
     parts = s.split("/")
     if len(parts) != 2:
