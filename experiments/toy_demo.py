@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 CONFIGS = {
-    "greedy π_S": ["method=baseline", "method.policy=small", "method.greedy=true"],
-    "greedy π_B": ["method=baseline", "method.policy=big", "method.greedy=true"],
+    "greedy π_S": ["method=baseline", "method.policy=small", "method.greedy=true", "method.n=1"],
+    "greedy π_B": ["method=baseline", "method.policy=big", "method.greedy=true", "method.n=1"],
     "soft BoN π_S": ["method=bon", "method.policy=small", "method.selection=soft"],
     "soft BoN π_B": ["method=bon", "method.policy=big", "method.selection=soft"],
     "RSD": ["method=rsd"],
@@ -60,10 +60,13 @@ def main(argv=None) -> list[tuple[str, dict]]:
     from gsi.config import compose_config
     from gsi.engines.registry import build_engines
     from gsi.run import run
+    from gsi.validate import validate
 
     out = Path(args.out or f"outputs/toy_demo/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     names = args.only or list(CONFIGS)
     cfgs = {n: compose_config("+experiment=toy_demo", *CONFIGS[n], *args.overrides) for n in names}
+    for cfg in cfgs.values():
+        validate(cfg)  # every configuration, before any engine starts
     t0 = time.perf_counter()
     engines = build_engines(cfgs[names[0]])  # model, hardware and generation are shared by all six
     print(f"engines up in {time.perf_counter() - t0:.0f} s")

@@ -92,3 +92,17 @@ def test_auc():
     assert auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
     assert auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
     assert auc([0.5, 0.5], [True, False]) == 0.5
+
+
+def test_toy_models_have_separated_skill():
+    """The issue's skill targets, measured on 200 held-out problems with transformers (no engines): greedy pi_B at
+    least 30 points above greedy pi_S, and the PRM's verdicts on pi_S's own samples better than chance (one-sided
+    Mann-Whitney on correct vs wrong steps, and an AUC of at least 0.75). Builds the toy models on first use."""
+    pytest.importorskip("transformers")
+    from gsi.engines import toy
+
+    m = toy.evaluate(200)
+    print(m)
+    assert m["greedy_big"] - m["greedy_small"] >= 0.30, m
+    assert m["steps_correct"] >= 50 and m["steps_wrong"] >= 50, m  # pi_S's samples hold both kinds of step
+    assert m["prm_auc_small_samples"] >= 0.75 and m["prm_auc_p"] < 1e-3, m

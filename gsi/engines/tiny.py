@@ -103,7 +103,9 @@ def _corpus(seed: int = SEED, n_docs: int = 3000) -> list[str]:
     return docs
 
 
-def build_tokenizer(out: Path):
+def build_tokenizer(out: Path, extra_docs: list[str] | None = None):
+    """A byte-level BPE trained on _corpus() (plus extra_docs, e.g. the toy world's own text), with Qwen2's
+    normaliser, split regex and chat template."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -124,7 +126,7 @@ def build_tokenizer(out: Path):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() + list(extra_docs or []), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         additional_special_tokens=SPECIAL_TOKENS[1:],

@@ -1,21 +1,35 @@
 """The toy world's three trained models (`model=toy`): small Qwen2 models with real, separated skill on
 `dataset=arith` (gsi/arith.py), built in code from fixed seeds on first use and cached like the tiny models.
 
-- small (pi_S): a 1-head, 2-layer Qwen2, briefly trained: it often slips on a carry or loses its place.
-- big (pi_B): a 2-head, 3-layer Qwen2 trained longer: mostly right.
+- small (pi_S): 1 head, 2 layers, hidden 64 (205k parameters), trained 600 steps: it has started to carry and
+  borrow but slips often (greedy 11.5% on 200 held-out problems; 59% of its sampled steps are right).
+- big (pi_B): 2 heads, 3 layers, hidden 128 (885k parameters), trained 1,500 steps: greedy 100%.
 - reward: a `Qwen2ForTokenClassification` PRM (one label, read by the `token_classification` adapter at each
-  step's delimiter) started from pi_B's backbone and trained to say whether a step is correct given the steps
-  before it; labels come from gsi.arith.check_steps over correct solutions, corrupted ones and pi_S's own
-  samples.
+  step's delimiter) started from pi_B's backbone and trained 300 steps to say whether a step is correct given
+  the steps before it; labels come from gsi.arith.check_steps over correct solutions, corrupted ones and pi_S's
+  own samples. Its verdicts on pi_S's samples are far better than chance (AUC 0.87 on 200 held-out problems),
+  but they come from knowing *when* pi_S slips (its score rises with the step index, where pi_S's errors sit),
+  not from checking the arithmetic: on held-out correct vs corrupted solutions its AUC is 0.50. A PRM that
+  checks the sum did not train within budget: pairs of a correct and a corrupted step in the same context (so
+  the step index says nothing), with labels at the delimiter or on every token of the step, stayed at chance
+  after 1,500 steps. In this world GSI's choice among pi_S's candidates is carried mostly by the importance
+  ratio pi_B/pi_S, and its safety by the fallback.
 
 Every model is trained on exactly what it sees at inference: the chat-rendered problem (gsi.prompts.render_prompt
-with SYSTEM_PROMPT, the same string as conf/model/toy.yaml's system_prompt) followed by the solution steps, each
-tokenised on its own and followed by the delimiter's tokens (how vLLM's generated steps and the PRM adapter's
-input are laid out), the last step followed by EOS. Training problems come from gsi.arith's training side, which
-never overlaps the held-out problems of `dataset=arith`.
+with SYSTEM_PROMPT, the same string as conf/model/toy.yaml's system_prompt: empty, so no system turn) followed by
+the solution steps, each tokenised on its own and followed by the delimiter's tokens (how vLLM's generated steps
+and the PRM adapter's input are laid out), the last step followed by EOS. Training problems come from gsi.arith's
+training side, which never overlaps the held-out problems of `dataset=arith`. The tokenizer is the tiny models'
+BPE, trained the same way with the toy world's text added, so that a prompt is 19 tokens, not 42.
 
-Determinism: one CPU thread, torch.use_deterministic_algorithms, fixed seeds for data, initialisation, batches
-and sampling; `fingerprint()` hashes every weight and tokenizer file and is written to COMPLETE.
+Why these sizes: carrying into the tens digit is learnt in a sudden drop of the loss, after a plateau whose length
+depends on the seed. With a short context the 3-layer model got past it by step 800-1,200 for every seed tried
+(4 of 4); 1-layer and 2-layer models at 128 hidden stayed on the plateau for most seeds within 1,200 steps.
+
+Determinism: THREADS torch threads, torch.use_deterministic_algorithms, fixed seeds for data, initialisation,
+batches and sampling; `fingerprint()` hashes every weight and tokenizer file and is written to COMPLETE (and
+build.json, with the build time). Two builds on this machine give the same fingerprint; another CPU (another
+vector ISA) may round differently, so the tests check the models' skill, not a fingerprint.
 
     python -m gsi.engines.toy            # build (if needed), print paths, fingerprint and build time
     python -m gsi.engines.toy --eval 200 # also greedy accuracy of pi_S and pi_B and the PRM's AUC on pi_S samples
@@ -38,9 +52,9 @@ from gsi import arith
 from gsi.engines.tiny import DELIMITER, build_tokenizer, cache_root
 
 ROLES = ("small", "big", "reward")
-TOY_VERSION = "v1"  # bump when anything below changes what is built
+TOY_VERSION = "v2"  # bump when anything below changes what is built
 SEED = 4321
-SYSTEM_PROMPT = "Solve step by step."
+SYSTEM_PROMPT = ""  # no system turn: a shorter context, so attention finds the digits sooner
 MIN_OPS, MAX_OPS = 2, 4  # the training problems' difficulty range (= conf/dataset/arith.yaml's defaults)
 
 # (hidden, layers, heads, kv heads, intermediate). head_dim = hidden / heads = 64: vLLM's CPU attention needs it.
@@ -49,13 +63,13 @@ SHAPES = {
     "big": (128, 3, 2, 1, 512),
     "reward": (128, 3, 2, 1, 512),
 }
-# Optimiser steps (batch BATCH), peak learning rate. pi_S stops early on purpose.
+# Optimiser steps (batch BATCH), peak learning rate (cosine decay).
 TRAIN = {
-    "small": (100, 3e-3),
-    "big": (320, 3e-3),
-    "big2": (300, 1.5e-3),  # a second cosine cycle for pi_B
-    "reward": (150, 1e-3),
+    "small": (600, 3e-3),
+    "big": (1500, 3e-3),
+    "reward": (300, 1e-3),
 }
+THREADS = 2  # a fixed thread count: the same reduction order, so the same weights, on every run
 BATCH = 32
 N_TRAIN = 1_000  # distinct training problems (of ~1,500 on the training side for 2..4 operations)
 PRM_SAMPLES = 384  # pi_S samples labelled by the checker for the PRM
@@ -251,8 +265,12 @@ def auc(scores: list[float], labels: list[bool]) -> float:
     return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
-def prm_auc(prm, small, enc: Encoder, problems: list[arith.ArithProblem], seed: int = 1) -> tuple[float, int, int]:
-    """AUC of the PRM's step verdicts against the checker's on pi_S's samples (T = 0.7)."""
+def prm_auc(prm, small, enc: Encoder, problems: list[arith.ArithProblem],
+            seed: int = 1) -> tuple[float, int, int, float]:
+    """AUC of the PRM's step verdicts against the checker's on pi_S's samples (T = 0.7): (AUC, correct steps,
+    wrong steps, one-sided Mann-Whitney p that correct steps do not score higher)."""
+    from scipy.stats import mannwhitneyu
+
     sols = sample(small, enc, [p.text for p in problems], greedy=False, seed=seed)
     scores, labels = [], []
     for p, steps in zip(problems, sols):
@@ -260,7 +278,10 @@ def prm_auc(prm, small, enc: Encoder, problems: list[arith.ArithProblem], seed: 
             continue
         scores += prm_scores(prm, enc, p.text, steps)
         labels += arith.check_steps(p, steps)
-    return auc(scores, labels), sum(labels), len(labels) - sum(labels)
+    pos = [s for s, l in zip(scores, labels) if l]
+    neg = [s for s, l in zip(scores, labels) if not l]
+    p = float(mannwhitneyu(pos, neg, alternative="greater").pvalue) if pos and neg else float("nan")
+    return auc(scores, labels), len(pos), len(neg), p
 
 
 # ---------------------------------------------------------------------------------------------------- build
@@ -276,17 +297,26 @@ def _config(role: str, tok):
     )
 
 
+def _tokenizer_docs() -> list[str]:
+    """The toy world's own text, so that the chat roles and 'Compute' are single tokens (the tiny models' corpus
+    alone splits 'assistant' into seven): every context is shorter, and training faster."""
+    docs = []
+    for p in arith.generate(2_000, seed=SEED, min_ops=1, max_ops=6, split="train"):
+        docs.append(f"system\nuser\n{p.text}\nassistant\n{p.solution}")
+    return docs
+
+
 def _build(base: Path) -> None:
     import torch
     from transformers import Qwen2ForCausalLM
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same reduction order, so the same weights, on every machine
+    torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     tmp = Path(tempfile.mkdtemp(prefix=".toy-build-", dir=base.parent))
     try:
-        tok = build_tokenizer(tmp / "_tokenizer")
+        tok = build_tokenizer(tmp / "_tokenizer", extra_docs=_tokenizer_docs())
         enc = Encoder(tok)
         train = arith.generate(N_TRAIN, seed=SEED, min_ops=MIN_OPS, max_ops=MAX_OPS, split="train")
         examples = [(enc.prompt(p.text), enc.solution(p.steps())) for p in train]
@@ -297,7 +327,6 @@ def _build(base: Path) -> None:
             steps, lr = TRAIN[role]
             train_lm(model, examples, steps, lr, SEED + 10 + i, desc=role)
             models[role] = model
-        _train_big2(models["big"], examples)
         models["reward"] = _train_reward(tok, enc, train, models)
         _save(tmp, tok, models, t0)
         if base.exists():
@@ -309,16 +338,12 @@ def _build(base: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _train_big2(big, examples) -> None:
-    steps, lr = TRAIN["big2"]
-    train_lm(big, examples, steps, lr, SEED + 13, desc="big (2)")
-
-
 def _train_reward(tok, enc, train, models):
     import torch
     from transformers import Qwen2ForTokenClassification
 
     # PRM data: correct solutions, corrupted ones, and pi_S's own samples, each step labelled by the checker.
+    # What it learns (measured, see the module docstring): when pi_S tends to slip, not the arithmetic itself.
     rng = random.Random(SEED + 20)
     prm_examples = []
     for p in train:
@@ -364,7 +389,7 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     paths = toy_paths()
     tok = AutoTokenizer.from_pretrained(paths["small"])
     enc = Encoder(tok)
@@ -372,7 +397,7 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
     small = AutoModelForCausalLM.from_pretrained(paths["small"]).eval()
     big = AutoModelForCausalLM.from_pretrained(paths["big"]).eval()
     prm = AutoModelForTokenClassification.from_pretrained(paths["reward"]).eval()
-    a, npos, nneg = prm_auc(prm, small, enc, problems)
+    a, npos, nneg, auc_p = prm_auc(prm, small, enc, problems)
     # pi_S's samples are almost all wrong: also the AUC on held-out correct and corrupted solutions (balanced)
     rng, scores, labels = random.Random(seed), [], []
     for p in problems:
@@ -380,7 +405,7 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
         scores += prm_scores(prm, enc, p.text, steps)
         labels += lab
     return {"n": n, "greedy_small": accuracy(small, enc, problems), "greedy_big": accuracy(big, enc, problems),
-            "prm_auc_small_samples": a, "steps_correct": npos, "steps_wrong": nneg,
+            "prm_auc_small_samples": a, "prm_auc_p": auc_p, "steps_correct": npos, "steps_wrong": nneg,
             "prm_auc_corrupted": auc(scores, labels)}
 
 
