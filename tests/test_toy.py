@@ -106,3 +106,18 @@ def test_toy_models_have_separated_skill():
     assert m["greedy_big"] - m["greedy_small"] >= 0.30, m
     assert m["steps_correct"] >= 50 and m["steps_wrong"] >= 50, m  # pi_S's samples hold both kinds of step
     assert m["prm_auc_small_samples"] >= 0.75 and m["prm_auc_p"] < 1e-3, m
+
+
+def test_empty_system_prompt_means_no_system_turn(tmp_path):
+    """model=toy has no system prompt: the rendered prompt has no system turn (as the PRM adapters render it),
+    and a dataset instruction alone becomes the system prompt without a stray space."""
+    pytest.importorskip("transformers")
+    from gsi.engines.tiny import build_tokenizer
+    from gsi.prompts import render_prompt, system_prompt
+
+    tok = build_tokenizer(tmp_path / "tok")
+    bare = tok.decode(render_prompt(tok, "", "Compute 47+8."))
+    assert bare == "<|im_start|>user\nCompute 47+8.<|im_end|>\n<|im_start|>assistant\n"
+    assert "<|im_start|>system\nBe brief.<|im_end|>\n" in tok.decode(render_prompt(tok, "Be brief.", "Compute 47+8."))
+    assert system_prompt("", "Box it.") == "Box it." and system_prompt("Be brief.", None) == "Be brief."
+    assert system_prompt("Be brief.", "Box it.") == "Be brief. Box it."
