@@ -83,15 +83,29 @@ def read_results(path: Path) -> tuple[list[dict], int]:
     return list(records.values()), len(bad) + len(dup)
 
 
+def _read_json(path: Path):
+    """The file's JSON, or None when it is cut short or not JSON (a run killed while writing it)."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
 def load_shard(run_dir: Path) -> Shard:
     exp_path = run_dir / "experiment.json"
-    experiment = json.loads(exp_path.read_text())
+    experiment = _read_json(exp_path)
+    if not isinstance(experiment, dict):
+        raise MergeError(f"{exp_path} is unreadable (not a JSON object): rerun that shard's command to rewrite it")
     if experiment.get("shard") in (None, ""):
         raise MergeError(f"{run_dir} is not a shard (its experiment.json has shard: null)")
     i, k = parse_shard(experiment["shard"])
     records, dropped = read_results(run_dir / "results.jsonl")
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    summary = _read_json(summary_path) if summary_path.exists() else None
+    if summary_path.exists() and not isinstance(summary, dict):
+        # Counted as unfinished (below): rerunning the shard's command recomputes it from results.jsonl.
+        log.warning("%s is unreadable; the shard counts as unfinished", summary_path)
+        summary = None
     return Shard(run_dir, experiment, i, k, records, summary, dropped)
 
 
@@ -144,7 +158,7 @@ def check_shards(shards: list[Shard], *, allow_incomplete: bool = False) -> None
         unfinished = []
         for s in sorted(shards, key=lambda s: s.i):
             if s.summary is None:
-                unfinished.append(f"{s.label} ({s.dir}: no summary.json, {len(s.records)} results so far)")
+                unfinished.append(f"{s.label} ({s.dir}: no readable summary.json, {len(s.records)} results so far)")
             elif s.summary.get("n_problems") != len(s.records):
                 unfinished.append(f"{s.label} ({s.dir}: {len(s.records)} results, its summary.json says "
                                   f"{s.summary.get('n_problems')})")

@@ -133,7 +133,7 @@ def test_refuses_different_k_and_non_shards(tmp_path):
 def test_refuses_unfinished_shards_unless_allowed(tmp_path):
     dirs = make_shards(tmp_path, n=6, k=2)
     (dirs[0] / "summary.json").unlink()  # still running, or killed before the end
-    with pytest.raises(M.MergeError, match=r"unfinished shard\(s\): 0/2 .*no summary.json, 3 results so far"):
+    with pytest.raises(M.MergeError, match=r"unfinished shard\(s\): 0/2 .*no readable summary.json, 3 results so far"):
         M.merge(tmp_path / "out", dirs)
     # Results appended after the summary was written: a resumed run that has not finished yet.
     summary = M.merge(tmp_path / "out", dirs, allow_incomplete=True)
@@ -174,3 +174,20 @@ def test_parse_shard():
     for bad in ("4/4", "-1/2", "1", "a/b"):
         with pytest.raises(M.MergeError):
             M.parse_shard(bad)
+
+
+def test_truncated_summary_or_experiment_is_a_clear_error(tmp_path):
+    """A shard killed while writing summary.json counts as unfinished (not a JSONDecodeError); an unreadable or
+    missing experiment.json is named."""
+    dirs = make_shards(tmp_path, n=6, k=2)
+    text = (dirs[0] / "summary.json").read_text()
+    (dirs[0] / "summary.json").write_text(text[: len(text) // 2])
+    with pytest.raises(M.MergeError, match=r"unfinished shard\(s\): 0/2 .*no readable summary.json"):
+        M.merge(tmp_path / "out", dirs)
+    assert M.merge(tmp_path / "out", dirs, allow_incomplete=True)["incomplete_shards"] == ["0/2"]
+    (dirs[1] / "experiment.json").write_bytes(b'{"shard": "1/')
+    with pytest.raises(M.MergeError, match=r"experiment.json is unreadable"):
+        M.merge(tmp_path / "out2", dirs)
+    (dirs[1] / "experiment.json").unlink()
+    with pytest.raises(M.MergeError, match=r"no run dir \(experiment.json\) in it"):
+        M.merge(tmp_path / "out3", dirs)
