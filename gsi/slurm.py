@@ -96,15 +96,26 @@ def _make_watcher_class():
 
         `squeue --states=all` knows a job until MinJobAge after it ended; a job it no longer lists is GONE, which
         counts as finished: then either its result file exists, or submitit reports the job as failed (with the
-        tail of its log) instead of waiting forever."""
+        tail of its log) instead of waiting forever.
+
+        A job counts as finished only when two polls in a row see it in a final state. Between a job's requeue
+        (a time limit's checkpoint, `scontrol requeue`, preemption) and its next start, one poll can catch it
+        COMPLETED, FAILED or unlisted; submitit never asks again about a job its watcher called finished, and
+        (its result file not being written yet) reports it as failed, while the job runs on. A job that ends with
+        its result is seen by its result file, without the watcher, so only failures wait one more poll."""
 
         def __init__(self, delay_s: int = 60) -> None:
             super().__init__(delay_s=delay_s)
             self.use_sacct: bool | None = None  # None: not tried yet
+            self._final_once: set[str] = set()  # seen in a final state by the last poll only
+
+        def _final(self, job_id: str) -> bool:
+            state = self.get_state(job_id, mode="cache").upper().split()[0]  # "CANCELLED by 0" -> CANCELLED
+            return state not in INCOMPLETE_STATES
 
         def is_done(self, job_id: str, mode: str = "standard") -> bool:
-            state = self.get_state(job_id, mode=mode).upper().split()[0]  # "CANCELLED by 0" -> CANCELLED
-            return state not in INCOMPLETE_STATES
+            self.get_state(job_id, mode=mode)  # polls when `mode` says so
+            return job_id in self._finished
 
         def update(self) -> None:
             to_check = {x.split("_")[0] for x in self._registered - self._finished}
@@ -119,9 +130,15 @@ def _make_watcher_class():
             if info is not None:
                 self._info_dict.update(info)
             self._last_status_check = time.time()
+            if info is None:
+                return  # nothing new: neither a confirmation nor a change
             for job_id in self._registered - self._finished:
-                if self.is_done(job_id, mode="cache"):
+                if not self._final(job_id):
+                    self._final_once.discard(job_id)
+                elif job_id in self._final_once:
                     self._finished.add(job_id)
+                else:
+                    self._final_once.add(job_id)
 
         def _sacct(self, ids: set[str]) -> dict | None:
             cmd = ["sacct", "-o", "JobID,State,NodeList", "--parsable2"] + [a for i in sorted(ids) for a in ("-j", i)]

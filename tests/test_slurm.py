@@ -205,6 +205,36 @@ def test_cancelled_job_is_reported_not_waited_for(slurm_cluster, tmp_path, monke
     assert submitit_slurm.SlurmJob.watcher.use_sacct is False
 
 
+def test_watcher_waits_for_a_second_final_poll(monkeypatch):
+    """A requeued job can look finished to one poll (COMPLETED, FAILED or unlisted between its requeue and its
+    restart); the watcher calls a job finished only when two polls in a row see it so (no cluster: squeue's
+    answers are replayed)."""
+    import subprocess as sp
+
+    from gsi import slurm
+
+    answers = iter(["RUNNING", "COMPLETED", "PENDING", "", "RUNNING", "FAILED", "FAILED"])
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd[0])
+        if cmd[0] == "sacct":
+            return sp.CompletedProcess(cmd, 1, "", "Slurm accounting storage is disabled")
+        state = next(answers)
+        return sp.CompletedProcess(cmd, 0, f"42_0|{state}|node1\n" if state else "", "")
+
+    monkeypatch.setattr(slurm.subprocess, "run", fake_run)
+    watcher = slurm._make_watcher_class()(delay_s=0)
+    watcher.register_job("42_0")
+    seen = []
+    for _ in range(7):
+        watcher.update()
+        seen.append(watcher.is_done("42_0", mode="cache"))
+    # RUNNING, COMPLETED (once), PENDING (requeued), unlisted (once), RUNNING, FAILED, FAILED (twice: finished)
+    assert seen == [False, False, False, False, False, False, True]
+    assert watcher.get_state("42_0", mode="cache") == "FAILED" and calls.count("sacct") == 1
+
+
 # A stand-in for run.py with the same config and launcher preset, whose "problems" take a few seconds each and
 # which, like the engines, has a child process that SIGTERM kills: the launcher glue without vLLM's start-up.
 STANDIN = f"""
