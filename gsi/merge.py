@@ -87,7 +87,7 @@ def _read_json(path: Path):
     """The file's JSON, or None when it is cut short or not JSON (a run killed while writing it)."""
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
         return None
 
 
@@ -101,11 +101,13 @@ def load_shard(run_dir: Path) -> Shard:
     i, k = parse_shard(experiment["shard"])
     records, dropped = read_results(run_dir / "results.jsonl")
     summary_path = run_dir / "summary.json"
-    summary = _read_json(summary_path) if summary_path.exists() else None
-    if summary_path.exists() and not isinstance(summary, dict):
-        # Counted as unfinished (below): rerunning the shard's command recomputes it from results.jsonl.
-        log.warning("%s is unreadable; the shard counts as unfinished", summary_path)
-        summary = None
+    summary = None
+    if summary_path.exists():
+        summary = _read_json(summary_path)
+        if not isinstance(summary, dict):
+            # Counted as unfinished (below): rerunning the shard's command recomputes it from results.jsonl.
+            log.warning("%s is unreadable; the shard counts as unfinished", summary_path)
+            summary = None
     return Shard(run_dir, experiment, i, k, records, summary, dropped)
 
 

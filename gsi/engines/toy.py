@@ -280,8 +280,8 @@ def prm_auc(prm, small, enc: Encoder, problems: list[arith.ArithProblem],
         labels += arith.check_steps(p, steps)
     pos = [s for s, l in zip(scores, labels) if l]
     neg = [s for s, l in zip(scores, labels) if not l]
-    p = float(mannwhitneyu(pos, neg, alternative="greater").pvalue) if pos and neg else float("nan")
-    return auc(scores, labels), len(pos), len(neg), p
+    pvalue = float(mannwhitneyu(pos, neg, alternative="greater").pvalue) if pos and neg else float("nan")
+    return auc(scores, labels), len(pos), len(neg), pvalue
 
 
 # ---------------------------------------------------------------------------------------------------- build
@@ -398,7 +398,7 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
     big = AutoModelForCausalLM.from_pretrained(paths["big"]).eval()
     prm = AutoModelForTokenClassification.from_pretrained(paths["reward"]).eval()
     a, npos, nneg, auc_p = prm_auc(prm, small, enc, problems)
-    # pi_S's samples are almost all wrong: also the AUC on held-out correct and corrupted solutions (balanced)
+    # Also the AUC on held-out correct and corrupted solutions: whether the PRM checks the arithmetic itself
     rng, scores, labels = random.Random(seed), [], []
     for p in problems:
         steps, lab = (p.steps(), [True] * (len(p.ops) + 1)) if rng.random() < 0.5 else arith.corrupt(p, rng)
