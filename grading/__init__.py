@@ -25,17 +25,20 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
+from grading.lifetime import MAX_TIMEOUT, check_timeout
 from grading.safety import close_pool, default_workers, get_pool
 from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, RULES, Verdict
 
-__all__ = ["grade", "grade_many", "Verdict", "RULES", "MAX_TEXT_CHARS", "MAX_ANSWER_CHARS", "close_pool"]
+__all__ = ["grade", "grade_many", "Verdict", "RULES", "MAX_TEXT_CHARS", "MAX_ANSWER_CHARS", "close_pool",
+           "check_timeout", "MAX_TIMEOUT"]
 
 
 def grade(generated_text: str, reference_answer: str, *, timeout: float = 5.0, grader: str | None = None) -> Verdict:
-    """Grade one generated text against a reference answer, in a worker process under `timeout` seconds, by
-    `grader`'s rules (grading.graders: ours (None), prm800k, qwen; an unknown name raises ValueError).
+    """Grade one generated text against a reference answer, in a worker process under `timeout` seconds of CPU
+    time (finite, in (0, MAX_TIMEOUT]: ValueError otherwise, see check_timeout), by `grader`'s rules
+    (grading.graders: ours (None), prm800k, qwen; an unknown name raises ValueError).
 
-    Never raises for bad input: an answer that runs too long gives Verdict(False, "timeout"), an over-long input
+    Never raises for bad text: an answer that runs too long gives Verdict(False, "timeout"), an over-long input
     Verdict(False, "refused_too_long"), no answer Verdict(False, "no_answer"), an input that is not text (not a
     str, bytes or number, or one whose conversion raises) Verdict(False, "invalid_input"). Safe to call from any
     thread.
@@ -54,12 +57,24 @@ def _grader_arg(grader: str | None) -> str | None:
 
 def grade_many(pairs: Iterable[tuple[str, str]], *, timeout: float = 5.0, workers: int | None = None,
                grader: str | None = None) -> list[Verdict]:
-    """Grade (generated_text, reference) pairs in parallel worker processes; results are in input order."""
+    """Grade (generated_text, reference) pairs in parallel worker processes; results are in input order. A pair
+    graded "timeout" is graded once more after all the others (by then the workers have the machine to themselves;
+    the limit is CPU time, so this only settles answers that need about the limit), and that verdict stands."""
     grader = _grader_arg(grader)
+    check_timeout(timeout)  # a bad limit is the caller's error, not an answer's: raise before grading anything
     pairs = list(pairs)
     n = max(1, workers or default_workers())
     pool = get_pool(min_size=n)
+
+    def one(tr):
+        return pool.grade(tr[0], tr[1], timeout=timeout, grader=grader)
+
     if n == 1 or len(pairs) <= 1:
-        return [pool.grade(t, r, timeout=timeout, grader=grader) for t, r in pairs]
-    with ThreadPoolExecutor(max_workers=min(n, len(pairs)), thread_name_prefix="grade") as ex:
-        return list(ex.map(lambda tr: pool.grade(tr[0], tr[1], timeout=timeout, grader=grader), pairs))
+        verdicts = [one(tr) for tr in pairs]
+    else:
+        with ThreadPoolExecutor(max_workers=min(n, len(pairs)), thread_name_prefix="grade") as ex:
+            verdicts = list(ex.map(one, pairs))
+    for i, v in enumerate(verdicts):
+        if v.rule == "timeout":
+            verdicts[i] = one(pairs[i])
+    return verdicts

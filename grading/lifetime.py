@@ -5,9 +5,13 @@ killed (SIGKILL, OOM killer, a cancelled SLURM job) while a worker grades `\\box
 would stop it. So the worker polices itself, with mechanisms that act even while its main thread sits in one
 long C call holding the GIL (a big-integer power), where no Python code runs:
 
-* Per task (`task_limits`): a wall-clock timer (setitimer ITIMER_REAL; SIGALRM left at its default action,
-  which terminates the process in the kernel) and a CPU-time limit (RLIMIT_CPU soft limit; SIGXCPU's default
-  action terminates too). Core dumps are off (RLIMIT_CORE 0) so such an end leaves no file behind.
+* Per task (`LimitedTask`): the limit is CPU time, not wall-clock time, so that a verdict does not depend on
+  how loaded the machine is (a busy node must not grade a slow-to-verify correct answer wrong where an idle one
+  grades it right). A CPU-time timer (setitimer ITIMER_PROF, user + system time of the process, sub-second
+  resolution; SIGPROF left at its default action, which terminates the process in the kernel) ends the task at
+  its limit, RLIMIT_CPU (SIGXCPU, whole seconds) a second later as a backstop. Wall-clock time (ITIMER_REAL,
+  SIGALRM) is only a far outer guard (`wall_guard`: many times the limit), against a task that waits without
+  computing. Core dumps are off (RLIMIT_CORE 0) so such an end leaves no file behind.
 * Parent death (`watch_parent`): on Linux, prctl(PR_SET_PDEATHSIG, SIGKILL): the kernel kills the worker when
   the process that forked it dies. With the 'forkserver' start method that parent is the fork server, which
   exits when the run's end of its "alive" pipe closes; CPython hands every forkserver child a copy of that pipe
@@ -28,22 +32,48 @@ import signal
 import sys
 import threading
 
-__all__ = ["watch_parent", "task_limits", "LimitedTask", "KILLED_BY_LIMIT", "limit_for"]
+__all__ = ["watch_parent", "task_limits", "LimitedTask", "KILLED_BY_LIMIT", "limit_for", "wall_guard",
+           "check_timeout", "MAX_TIMEOUT"]
 
+_LIMIT_SIGNALS = ("SIGPROF", "SIGXCPU", "SIGALRM")
 # exit codes (negative signal numbers, as multiprocessing reports them) of a worker ended by its own task limit
-KILLED_BY_LIMIT = tuple(-s for s in (getattr(signal, "SIGALRM", None), getattr(signal, "SIGXCPU", None)) if s)
+KILLED_BY_LIMIT = tuple(-getattr(signal, n) for n in _LIMIT_SIGNALS if hasattr(signal, n))
 
-LIMIT_GRACE = 1.0  # seconds; the caller's deadline counts from its send, this from the receipt: it comes later
+LIMIT_GRACE = 1.0  # seconds; the caller's wall-clock guard counts from its send, the worker's from the receipt
+# The wall-clock guard: WALL_FACTOR x the CPU limit + WALL_SLACK seconds. Far enough that a loaded machine (a
+# worker getting a tenth of a core) still reaches the CPU limit first, so wall-clock time never decides a verdict.
+WALL_FACTOR, WALL_SLACK = 10.0, 10.0
+# The largest per-answer limit accepted: an answer no grader settles in 10 CPU minutes is not worth the wait, and
+# the wall-clock guard (10x) must stay a number of seconds a run can afford.
+MAX_TIMEOUT = 600.0
+
+
+def check_timeout(timeout) -> float | None:
+    """`timeout` as float seconds of CPU time per answer, or None (no limit); ValueError saying what is accepted
+    otherwise (inf, nan, <= 0, over MAX_TIMEOUT, not a number)."""
+    if timeout is None:
+        return None
+    import math
+    import numbers
+
+    t = float(timeout) if isinstance(timeout, numbers.Real) and not isinstance(timeout, bool) else math.nan
+    if not (math.isfinite(t) and 0 < t <= MAX_TIMEOUT):
+        raise ValueError(f"timeout={timeout!r}: must be a finite number of seconds in (0, {MAX_TIMEOUT:g}] (the CPU "
+                         "time a grading worker may spend on one answer; past it the answer is graded 'timeout')")
+    return t
+
+
+def wall_guard(limit: float | None) -> float | None:
+    """The wall-clock guard of a task with a CPU-time `limit`: many times the limit (see WALL_FACTOR)."""
+    return None if limit is None else WALL_FACTOR * limit + WALL_SLACK
 _PR_SET_PDEATHSIG = 1
 _POLL_SECONDS = 0.5
 
 
 def limit_for(timeout: float | None) -> float | None:
-    """The worker's own limit for a task the caller gives `timeout` seconds: a little after the caller's deadline
-    (which normally ends the task: the pool kills and replaces the worker), so it acts when the caller cannot."""
-    if timeout is None:
-        return None
-    return max(float(timeout), 0.0) + LIMIT_GRACE
+    """The CPU-time limit the worker enforces for a task the caller gives `timeout` seconds: the timeout itself
+    (the worker is the only one that can measure its own CPU time exactly; the caller keeps a wall-clock guard)."""
+    return check_timeout(timeout)
 
 
 def _set_pdeathsig() -> bool:
@@ -131,7 +161,8 @@ def _resource():
 
 
 class LimitedTask:
-    """Context manager: the current task ends the process if it runs past `limit` seconds (wall or CPU)."""
+    """Context manager: the current task ends the process once it has used `limit` seconds of CPU time, or after
+    `wall_guard(limit)` seconds of wall-clock time (see the module doc)."""
 
     def __init__(self, limit: float | None):
         self.limit = limit
@@ -141,13 +172,14 @@ class LimitedTask:
         if self.limit is None:
             return self
         if hasattr(signal, "setitimer"):
-            signal.setitimer(signal.ITIMER_REAL, max(self.limit, 0.001))
+            signal.setitimer(signal.ITIMER_PROF, max(self.limit, 0.001))
+            signal.setitimer(signal.ITIMER_REAL, wall_guard(self.limit))
         res = _resource()
         if res is not None:
             try:
                 soft, hard = res.getrlimit(res.RLIMIT_CPU)
                 used = res.getrusage(res.RUSAGE_SELF)
-                cap = int(used.ru_utime + used.ru_stime + self.limit) + 1
+                cap = int(used.ru_utime + used.ru_stime + self.limit) + 2  # whole seconds: after ITIMER_PROF
                 if hard != res.RLIM_INFINITY:
                     cap = min(cap, hard)
                 res.setrlimit(res.RLIMIT_CPU, (cap, hard))
@@ -160,6 +192,7 @@ class LimitedTask:
         if self.limit is None:
             return False
         if hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_PROF, 0)
             signal.setitimer(signal.ITIMER_REAL, 0)
         res = _resource()
         if res is not None and self._cpu_soft is not None:
@@ -173,7 +206,7 @@ class LimitedTask:
 def task_limits() -> None:
     """Once per worker: the signals of the per-task limits keep their default action (terminate), and a
     terminated worker writes no core file."""
-    for name in ("SIGALRM", "SIGXCPU"):
+    for name in _LIMIT_SIGNALS:
         sig = getattr(signal, name, None)
         if sig is not None:
             signal.signal(sig, signal.SIG_DFL)

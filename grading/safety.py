@@ -2,8 +2,11 @@
 
 math-verify's own timeout uses SIGALRM, which only works on the main thread of the main interpreter; it is
 disabled (grading.equivalence passes ``parsing_timeout=None`` / ``timeout_seconds=None``) and the limit is
-enforced here instead, from outside: every grading call runs in a worker process, and a worker that does not
-answer within the limit is killed (SIGKILL) and replaced. The caller gets ``Verdict(False, "timeout")``.
+enforced here instead: every grading call runs in a worker process, whose task ends (with the process) once
+it has used the limit in CPU time (lifetime.py); the caller gets ``Verdict(False, "timeout")`` and a replacement
+worker starts in the background. The limit is CPU time so that the same answers get the same verdicts on an idle
+and on a loaded machine; the caller only keeps a far wall-clock guard (lifetime.wall_guard) against a worker that
+hangs without computing. No call waits for a killed worker to be reaped or for its replacement to start.
 
 * Workers are started with the 'forkserver' method where available (the fork server preloads sympy and
   math-verify once, so a replacement worker is ready in milliseconds), else 'spawn'. Never plain 'fork': the
@@ -11,14 +14,13 @@ answer within the limit is killed (SIGKILL) and replaced. The caller gets ``Verd
 * Each worker caps its address space (RLIMIT_AS, default 4 GiB, env GRADING_WORKER_MEMORY_MB) so that a
   hostile answer cannot exhaust the machine's memory; a MemoryError becomes ``Verdict(False, "error")``.
 * The pool is thread-safe: any thread may call `WorkerPool.grade`; a worker serves one call at a time and a
-  caller waits for an idle worker when all are busy. The time limit counts from the moment the task is handed
-  to a ready worker (not the wait for a free one, nor a worker's start-up).
+  caller waits for an idle worker when all are busy. The time limit counts the worker's CPU time from the moment
+  it receives the task (not the wait for a free one, nor a worker's start-up).
 * Like every non-fork multiprocessing start method, this re-imports the caller's main script in each worker:
   scripts that grade must keep their top-level code under ``if __name__ == "__main__":`` (run.py, pytest and
   ``python -m grading`` do).
-* A worker also polices itself (lifetime.py): each task has its own wall-clock and CPU limit inside the worker
-  (a little past the caller's deadline; a worker that ends itself there reads as ``Verdict(False, "timeout")``),
-  and a worker exits when its run is gone (PR_SET_PDEATHSIG under the fork server, plus a watchdog thread on the
+* A worker polices itself (lifetime.py): each task has its CPU-time limit (and the far wall-clock guard) inside
+  the worker (a worker that ends itself there reads as ``Verdict(False, "timeout")``), and a worker exits when its run is gone (PR_SET_PDEATHSIG under the fork server, plus a watchdog thread on the
   run's pid), so killing a run (even with SIGKILL) leaves no worker, fork server or resource tracker behind.
 * Only plain strings reach a worker (verdict.input_text): any other input is answered with a Verdict.
 * Nothing untrusted is parsed in the calling process: the worker first reports the extracted answer and the
@@ -133,15 +135,24 @@ class _Worker:
             return False
 
     def kill(self) -> None:
+        """SIGKILL, without waiting: the process is reaped by a background thread (a join here could hold the
+        grading call for seconds on a loaded machine)."""
         try:
             self.proc.kill()
-            self.proc.join(5)
-        except (OSError, ValueError, AssertionError):
+        except (OSError, ValueError, AssertionError, AttributeError):
             pass
         try:
             self.conn.close()
         except OSError:
             pass
+        threading.Thread(target=_reap, args=(self.proc,), name="grading-reaper", daemon=True).start()
+
+
+def _reap(proc) -> None:
+    try:
+        proc.join(60)
+    except (OSError, ValueError, AssertionError):
+        pass
 
 
 class WorkerPool:
@@ -158,6 +169,8 @@ class WorkerPool:
         self._cond = threading.Condition(threading.Lock())
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
+        self._starting = 0  # replacements being started in the background
+        self._start_failed: BaseException | None = None
         self._closed = False
         # Workers are started from this one long-lived thread: a spawned worker's PR_SET_PDEATHSIG refers to
         # the thread that started it, which must not be a short-lived grade_many thread (lifetime.py).
@@ -166,11 +179,11 @@ class WorkerPool:
 
     @property
     def size(self) -> int:
-        return len(self._all)
+        return len(self._all) + self._starting
 
     def ensure_size(self, n: int) -> None:
         with self._cond:
-            while len(self._all) < n:
+            while len(self._all) + self._starting < n:
                 w = self._new_worker()
                 self._all.add(w)
                 self._idle.append(w)
@@ -183,6 +196,7 @@ class WorkerPool:
             return _Worker(self._ctx, self._memory_limit)
 
     def _replace(self, w: _Worker) -> _Worker:
+        """A worker that failed to start: kill it and start another now (the caller needs one to grade)."""
         w.kill()
         nw = self._new_worker()
         with self._cond:
@@ -190,11 +204,46 @@ class WorkerPool:
             self._all.add(nw)
         return nw
 
+    def _discard(self, w: _Worker) -> None:
+        """Kill `w` (timed out, crashed, or in doubt) and start its replacement in the background: the grading
+        call returns now; the next call takes the replacement once it is idle."""
+        w.kill()
+        with self._cond:
+            self._all.discard(w)
+            self._starting += 1
+        try:
+            self._starter.submit(self._start_replacement)
+        except RuntimeError:  # the starter is shut down (pool closing, interpreter exit)
+            with self._cond:
+                self._starting -= 1
+                self._cond.notify_all()
+
+    def _start_replacement(self) -> None:
+        nw, err = None, None
+        for _ in range(2):
+            try:
+                nw = _Worker(self._ctx, self._memory_limit, True)
+                break
+            except Exception as e:  # noqa: BLE001 - reported to the next caller (_acquire)
+                err = e
+        with self._cond:
+            self._starting -= 1
+            if nw is None:
+                self._start_failed = err
+            elif self._closed:
+                nw.kill()
+            else:
+                self._all.add(nw)
+                self._idle.append(nw)
+            self._cond.notify_all()
+
     def _acquire(self) -> _Worker:
         with self._cond:
             while not self._idle:
                 if self._closed:
                     raise RuntimeError("grading worker pool is closed")
+                if not self._all and not self._starting:
+                    raise RuntimeError(f"no grading worker could be started ({self._start_failed!r})")
                 self._cond.wait()
             if self._closed:
                 raise RuntimeError("grading worker pool is closed")
@@ -213,8 +262,10 @@ class WorkerPool:
 
     def grade(self, generated_text, reference_answer, *, timeout: float | None = 5.0,
               grader: str | None = None) -> Verdict:
-        """Grade in a worker process; a call that runs past `timeout` seconds gives Verdict(False, "timeout").
+        """Grade in a worker process; an answer whose grading uses more than `timeout` seconds of CPU time gives
+        Verdict(False, "timeout") (lifetime.check_timeout says which values are accepted; ValueError otherwise).
         `grader`: a name of grading.graders (None: ours)."""
+        timeout = lifetime.check_timeout(timeout)
         # Only plain strings cross to the worker (anything else might not pickle, or run code when converted
         # there); an input that is not text is answered by the worker as Verdict(False, rule), see input_text.
         text, why = input_text(generated_text, MAX_TEXT_CHARS)
@@ -242,11 +293,15 @@ class WorkerPool:
             try:
                 w.conn.send((text, ref, lifetime.limit_for(timeout)) if grader is None
                             else (text, ref, lifetime.limit_for(timeout), grader))
-                deadline = None if timeout is None else time.monotonic() + max(float(timeout), 0.0)
+                # Normally the worker ends the task at its CPU limit (its pipe then reads EOF, below); this wall-
+                # clock deadline only guards against a worker that hangs without computing.
+                guard = lifetime.wall_guard(timeout)
+                deadline = None if guard is None else time.monotonic() + guard + lifetime.LIMIT_GRACE
                 while True:
                     remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                     if not w.conn.poll(remaining):
-                        w = self._replace(w)
+                        self._discard(w)
+                        w = None
                         return Verdict(False, "timeout", extracted, norm_ref)
                     msg = w.conn.recv()
                     if msg[0] == "prep":
@@ -255,18 +310,22 @@ class WorkerPool:
                     if msg[0] == "ok":
                         return Verdict(bool(msg[1]), msg[2], msg[3], msg[4])
                     # "error": the worker survived an exception (MemoryError...); a fresh one is safer
-                    w = self._replace(w)
+                    self._discard(w)
+                    w = None
                     return Verdict(False, "error", extracted, norm_ref)
             except (EOFError, OSError, BrokenPipeError):
                 # the worker died: at its own task limit (a "timeout"), or a crash, an OOM kill ("error")
                 rule = "timeout" if w.ended_by_own_limit() else "error"
-                w = self._replace(w)
+                self._discard(w)
+                w = None
                 return Verdict(False, rule, extracted, norm_ref)
             except Exception:  # noqa: BLE001 - e.g. a garbled message: grade() answers with a Verdict, always
-                w = self._replace(w)
+                self._discard(w)
+                w = None
                 return Verdict(False, "error", extracted, norm_ref)
         finally:
-            self._release(w)
+            if w is not None:
+                self._release(w)
 
     def close(self) -> None:
         with self._cond:

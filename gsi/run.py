@@ -172,6 +172,7 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
                     raise
             bar.close()
             loop_s = time.perf_counter() - loop_start
+        retry_timeouts(grading, results, done, grader=grader, timeout=grade_timeout)
         records = sorted(done.values(), key=lambda r: r["index"])
         params = engines.params if engines is not None else known_params(out, cfg)
         summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ("small", "big", "reward")},
@@ -393,6 +394,22 @@ def grade_pool(grading, pool: list[dict], reference: str, **how) -> list[dict]:
     pairs = [(r["text"], reference) for r in pool]
     verdicts = many(pairs, **how) if many else [grading.grade(t, ref) for t, ref in pairs]
     return [{**r, "extracted": v.extracted, "correct": bool(v.correct)} for r, v in zip(pool, verdicts)]
+
+
+def retry_timeouts(grading, results: ResultsFile, done: dict, **how) -> None:
+    """Grade each answer graded "timeout" once more, after the run's other grading (the engines idle now): the
+    limit is the grading worker's CPU time, so this settles only answers that need about the limit, and makes
+    their verdict not depend on what else ran beside the first try. The retry's verdict stands; the record says
+    it was retried (`grade_retried`), so a resume does not retry it again. `how`: the run's grader and timeout."""
+    redo = [r for r in done.values() if r.get("grade_rule") == "timeout" and not r.get("grade_retried")]
+    if not redo:
+        return
+    for rec in redo:
+        v = grading.grade(rec["final_text"], rec["reference"], **how)
+        rec.update(correct=bool(v.correct), grade_rule=v.rule, extracted=v.extracted, grade_retried=True)
+    log.info("graded %d answer(s) that timed out once more: %d correct now", len(redo),
+             sum(r["correct"] for r in redo))
+    results.rewrite(done.values())
 
 
 def known_params(out: Path, cfg: DictConfig) -> dict:

@@ -148,11 +148,13 @@ def test_limited_task_restores_limits():
     before = resource.getrlimit(resource.RLIMIT_CPU)
     with lifetime.LimitedTask(50.0):
         soft, _ = resource.getrlimit(resource.RLIMIT_CPU)
-        assert soft != resource.RLIM_INFINITY and soft <= time.process_time() + 52
-        assert 49 < signal.getitimer(signal.ITIMER_REAL)[0] <= 50
+        assert soft != resource.RLIM_INFINITY and soft <= time.process_time() + 53
+        assert 49 < signal.getitimer(signal.ITIMER_PROF)[0] <= 50.1  # the limit: CPU time (rounded to ticks)
+        guard = lifetime.wall_guard(50.0)
+        assert guard >= 10 * 50 and guard - 1 < signal.getitimer(signal.ITIMER_REAL)[0] <= guard  # far outer
     assert resource.getrlimit(resource.RLIMIT_CPU) == before
-    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
-    assert lifetime.limit_for(None) is None and lifetime.limit_for(5) > 5
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0 and signal.getitimer(signal.ITIMER_PROF)[0] == 0
+    assert lifetime.limit_for(None) is None and lifetime.limit_for(5) == 5.0
 
 
 @pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
@@ -173,3 +175,41 @@ def test_watchdog_notices_the_end_of_a_process(monkeypatch, pidfd):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_timed_out_call_does_not_wait_for_the_replacement_worker(monkeypatch):
+    """The replacement of a killed worker starts in the background: here it cannot start until the call that
+    timed out has returned (a call that waited for it would deadlock and fail below)."""
+    import grading.safety as safety
+
+    returned = threading.Event()
+    real_worker = safety._Worker
+    starts = []
+
+    def gated_worker(*args, **kwargs):
+        starts.append(returned.wait(60))  # True: the grading call returned before this start went ahead
+        return real_worker(*args, **kwargs)
+
+    pool = WorkerPool(1)
+    try:
+        monkeypatch.setattr(safety, "_Worker", gated_worker)
+        v = pool.grade(TOWER, "1", timeout=0.5)
+        returned.set()
+        assert v.rule == "timeout" and not v, v
+        assert pool.grade("\\boxed{2}", "2")  # served by the replacement once it is up
+        assert starts == [True], starts
+    finally:
+        returned.set()
+        pool.close()
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0, -1, 1e7, "5", True])
+def test_a_timeout_that_means_nothing_is_refused(bad):
+    """inf / nan / 1e7 used to grade every answer 'error', 0 and -1 every answer 'timeout'."""
+    import grading
+
+    with pytest.raises(ValueError, match="timeout=.*finite number of seconds in \\(0, 600\\]"):
+        grading.grade("The answer is \\boxed{1}", "1", timeout=bad)
+    with pytest.raises(ValueError, match="timeout="):
+        grading.grade_many([("\\boxed{1}", "1")], timeout=bad)
+    assert grading.grade("The answer is \\boxed{1}", "1", timeout=lifetime.MAX_TIMEOUT)

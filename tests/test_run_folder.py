@@ -304,3 +304,30 @@ def test_cli_on_a_busy_folder_refuses_before_hydra_writes_into_it(tmp_path):
         holder.wait()
     assert proc.returncode == 1 and f"in use by another run (pid {holder.pid} on " in proc.stderr, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["run.lock"]
+
+
+def test_an_answer_graded_timeout_is_graded_once_more_after_the_run(tmp_path, monkeypatch):
+    """The first try of every answer times out (as on a loaded node); the run grades those once more after its
+    other grading, records the second verdict, marks it retried, and a resume does not retry again."""
+    import grading
+
+    real, calls = grading.grade, []
+
+    def first_try_times_out(text, ref, **how):
+        calls.append(text)
+        if calls.count(text) == 1 and len(calls) <= 3:
+            return grading.Verdict(False, "timeout", None, "")
+        return real(text, ref, **how)
+
+    monkeypatch.setattr(grading, "grade", first_try_times_out)
+    out = tmp_path / "run"
+    summary = run_once(out, problems=3)
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["grade_retried"] for r in records), records
+    assert all(r["grade_rule"] != "timeout" for r in records)
+    assert all([r["correct"], r["grade_rule"]] == [(v := real(r["final_text"], r["reference"])).correct, v.rule]
+               for r in records)
+    assert summary["accuracy"] == sum(r["correct"] for r in records) / 3
+    n = len(calls)
+    run_once(out, problems=3)  # nothing to run, nothing timed out: no grading at all
+    assert len(calls) == n
