@@ -79,6 +79,7 @@ def synthetic_modules(n_problems: int):
         return problems
 
     data.load_problems = load_problems
+    data.load_selection = lambda dataset_cfg, shard=None: (load_problems(dataset_cfg, shard), f"synthetic-{n_problems}")
     import grading.extract  # noqa: F401 - answer extraction for votes stays the real one (imported before the swap)
     import grading.normalize  # noqa: F401
     grading = types.ModuleType("grading")

@@ -20,8 +20,9 @@ hangs without computing. No call waits for a killed worker to be reaped or for i
   scripts that grade must keep their top-level code under ``if __name__ == "__main__":`` (run.py, pytest and
   ``python -m grading`` do).
 * A worker polices itself (lifetime.py): each task has its CPU-time limit (and the far wall-clock guard) inside
-  the worker (a worker that ends itself there reads as ``Verdict(False, "timeout")``), and a worker exits when its run is gone (PR_SET_PDEATHSIG under the fork server, plus a watchdog thread on the
-  run's pid), so killing a run (even with SIGKILL) leaves no worker, fork server or resource tracker behind.
+  the worker (a worker that ends itself there reads as ``Verdict(False, "timeout")``), and a worker exits when
+  its run is gone (PR_SET_PDEATHSIG under the fork server, plus a watchdog thread on the run's pid), so killing
+  a run (even with SIGKILL) leaves no worker, fork server or resource tracker behind.
 * Only plain strings reach a worker (verdict.input_text): any other input is answered with a Verdict.
 * Nothing untrusted is parsed in the calling process: the worker first reports the extracted answer and the
   normalised reference (fast, linear-time code), then the verdict; on a timeout the caller still knows them.

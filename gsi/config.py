@@ -154,6 +154,8 @@ class DatasetConfig:
     local_file: str = MISSING
     limit: Optional[int] = None
     offset: int = 0
+    # A selection of zero problems (limit 0, offset past the end, an empty shard) is refused unless this is true.
+    allow_empty: bool = False
     # Appended to the system prompt for datasets that need an answer-format instruction (Minerva).
     instruction: Optional[str] = None
 

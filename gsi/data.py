@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 __all__ = [
     "Problem", "DatasetSpec", "DatasetError", "REGISTRY", "register", "get_spec", "load_problems", "select",
-    "parse_shard", "validate_jsonl", "rows_to_problems", "last_boxed",
+    "parse_shard", "validate_jsonl", "rows_to_problems", "last_boxed", "load_selection", "data_sha256",
 ]
 
 
@@ -317,7 +317,8 @@ def validate_jsonl(path: Path, spec: "DatasetSpec | None" = None) -> list[int]:
     with open(path, "rb") as f:  # bytes: an encoding error is reported on its line, not by the decoder's buffer
         for lineno, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
+                # a byte-order mark at the start of the file is an encoding marker, not text (utf-8-sig)
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 raise DatasetError(f"{path}:{lineno}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
                                    "re-encode the file as UTF-8") from None
@@ -452,7 +453,45 @@ def _cfg(cfg: Any, key: str, default: Any = None) -> Any:
 
 def load_problems(cfg: Any, shard: str | None = None) -> list[Problem]:
     """Load the dataset that `cfg` names (fields: name, hub_path, hub_config, split, data_dir, local_file,
-    limit, offset) and select offset/limit, then `shard` ('i/k').
+    limit, offset, allow_empty) and select offset/limit, then `shard` ('i/k'); see load_selection."""
+    return load_selection(cfg, shard)[0]
+
+
+def data_sha256(problems: Sequence[Problem]) -> str:
+    """A hash of a dataset's problems (ids, texts, references, in order): equal whatever the source, if the data
+    is; any edit of a problem or its answer changes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(json.dumps([p.id, p.problem, p.reference]).encode() + b"\n")
+    return h.hexdigest()
+
+
+def load_selection(cfg: Any, shard: str | None = None) -> tuple[list[Problem], str]:
+    """The selected problems (load_problems) and the hash of the whole dataset they were selected from
+    (data_sha256: part of a run's identity, so that results of another version of the data are never mixed in,
+    whatever the selection). A selection of no problem is a DatasetError naming the key that emptied it, unless
+    `allow_empty` is true."""
+    problems, source = _load_all(cfg)
+    offset, limit = _cfg(cfg, "offset", 0), _cfg(cfg, "limit", None)
+    chosen = select(problems, offset=offset, limit=limit, shard=shard)
+    if not chosen and not bool(_cfg(cfg, "allow_empty", False)):
+        n = len(problems)
+        if int(offset or 0) >= n:
+            what = f"dataset.offset={offset}: past the end of the dataset"
+        elif limit is not None and int(limit) == 0:
+            what = "dataset.limit=0: selects no problem"
+        else:
+            what = f"shard={shard}: this shard holds no problem"
+        raise DatasetError(f"{what} ({_cfg(cfg, 'name')!r} from {source}: {n} problems; offset {offset}, "
+                           f"limit {limit}, shard {shard}); choose a selection that holds at least one problem, or set "
+                           "dataset.allow_empty=true if an empty run is meant")
+    return chosen, data_sha256(problems)
+
+
+def _load_all(cfg: Any) -> tuple[list[Problem], str]:
+    """Every problem of the dataset `cfg` names, and where they came from (for messages).
 
     With `data_dir` set, `<data_dir>/<local_file>` is read (a relative data_dir is relative to the current
     directory); otherwise the hub. hub_path / hub_config / split / local_file left null or empty in `cfg` fall
@@ -462,8 +501,7 @@ def load_problems(cfg: Any, shard: str | None = None) -> list[Problem]:
     if spec.name == "arith":  # generated from a seed (gsi/arith.py), no files
         from gsi import arith
 
-        return select(arith.load_problems(cfg), offset=_cfg(cfg, "offset", 0), limit=_cfg(cfg, "limit", None),
-                      shard=shard)
+        return arith.load_problems(cfg), f"gsi.arith, dataset.seed={_cfg(cfg, 'seed', 0)}"
     data_dir = _cfg(cfg, "data_dir")
     if data_dir:
         if not Path(str(data_dir)).is_dir():
@@ -484,5 +522,4 @@ def load_problems(cfg: Any, shard: str | None = None) -> list[Problem]:
         split = str(_cfg(cfg, "split", spec.split))
         rows, lines = _load_hub(spec.name, hub_path, hub_config, split, _cfg(cfg, "revision")), None
         source = f"{hub_path}:{hub_config or 'default'}:{split}"
-    problems = rows_to_problems(spec, rows, source, lines)
-    return select(problems, offset=_cfg(cfg, "offset", 0), limit=_cfg(cfg, "limit", None), shard=shard)
+    return rows_to_problems(spec, rows, source, lines), source

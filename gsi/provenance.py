@@ -48,9 +48,11 @@ def package_versions(names=PACKAGES) -> dict[str, str | None]:
 
 
 def git_state(repo: Path = REPO) -> dict:
-    """{commit, dirty, branch} of the checkout the code runs from; commit None outside a git checkout."""
-    def git(*args):
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20,
+    """{commit, dirty, branch, diff_sha256} of the checkout the code runs from; commit None outside a git checkout.
+    diff_sha256 hashes the working tree's changes to tracked files (`git diff HEAD`), so that a resume on a tree
+    edited since the run started is noticed even when commit, branch and the dirty flag are the same."""
+    def git(*args, text=True):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=text, timeout=20,
                               check=True).stdout
 
     try:
@@ -58,9 +60,11 @@ def git_state(repo: Path = REPO) -> dict:
         # Tracked files only: an untracked outputs/ or notebook does not change what the code computes.
         changed = git("status", "--porcelain", "--untracked-files=no").rstrip("\n")
         branch = git("rev-parse", "--abbrev-ref", "HEAD").strip()
+        diff = git("diff", "HEAD", "--no-ext-diff", "--binary", text=False) if changed else b""
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None, "branch": None}
     return {"commit": commit, "dirty": bool(changed), "branch": branch,
+            "diff_sha256": hashlib.sha256(diff).hexdigest() if changed else None,
             "changed_files": [line[3:] for line in changed.splitlines()][:50]}
 
 
@@ -212,6 +216,10 @@ def collect(cfg, problems=None) -> dict:
     }
 
 
+# Keys a provenance record written before them lacks: unknown then, not a difference.
+_ADDED_LATER = {("git", "diff_sha256")}
+
+
 def differences(old: dict, new: dict) -> list[str]:
     """Dotted keys (two levels) of COMPARED where two provenance records differ."""
     diff = []
@@ -221,7 +229,8 @@ def differences(old: dict, new: dict) -> list[str]:
             if a != b:
                 diff.append(key)
             continue
-        diff += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k != "changed_files"]
+        diff += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k != "changed_files"
+                 and not ((key, k) in _ADDED_LATER and k not in a)]
     return diff
 
 

@@ -36,32 +36,60 @@ def output_dir() -> Path:
         return Path.cwd()
 
 
-def check_same_experiment(out: Path, cfg: DictConfig) -> None:
-    """Refuse to resume into a folder that holds another experiment's results."""
+def check_same_experiment(out: Path, cfg: DictConfig, problems=None, data_sha256: str | None = None) -> None:
+    """Refuse to resume into a folder that holds another experiment's results, or records of problems outside
+    this run's selection (`problems`); the data's hash (gsi.data.data_sha256) is part of the identity. A folder
+    that holds no results (a start that failed, e.g. on a mistyped model path) is taken over by this run."""
     ident = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg[k])
              else cfg[k] for k in _IDENTITY_KEYS if k in cfg}
     ident["dataset"].pop("data_dir", None)  # where the files are is not what they are
+    ident["dataset"].pop("allow_empty", None)  # a permission, not a setting of the experiment
+    if data_sha256 is not None:
+        ident["data_sha256"] = data_sha256
     path = out / "experiment.json"
+    results = out / "results.jsonl"
+    records = parse_results(results.read_bytes())[0] if results.exists() else {}
+    if problems is not None:
+        foreign = [i for i in records if i not in {p.id for p in problems}]
+        if foreign:
+            raise SystemExit(
+                f"{results} holds {len(foreign)} record(s) of problems that this run did not select (ids "
+                f"{', '.join(map(repr, foreign[:10]))}{', ...' if len(foreign) > 10 else ''}): another run's "
+                "results, or another version of the data. They would be counted: remove those lines, or use "
+                "another hydra.run.dir")
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            if records:
+                raise SystemExit(f"{path} is unreadable ({exc}) and {results} holds results: which experiment "
+                                 "they belong to is unknown; restore experiment.json, or use another hydra.run.dir"
+                                 ) from None
+            old = {}
         # Provenance (gsi.provenance) says what produced the results, not which experiment they are.
         old = {k: v for k, v in old.items() if not k.startswith("provenance")}
         if "grader" not in old and "grader" in ident:  # written before runs had a grader: they used ours
             old["grader"] = {"name": "ours", "timeout": 5.0}
         old.setdefault("trace", False)  # written before trace was part of the identity: untraced records
+        # written before the data's hash was part of the identity: the ids above are all that can be checked
+        old.setdefault("data_sha256", ident.get("data_sha256"))
         diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
-        if diff:
+        if not diff:
+            return
+        if records:
             raise SystemExit(f"{out} holds results of a different experiment (differs in: {', '.join(diff)}); "
                              "use another hydra.run.dir")
-    else:
-        results = out / "results.jsonl"
-        if results.exists() and parse_results(results.read_bytes())[0]:
-            raise SystemExit(
-                f"{results} holds results but {path} is missing, so which experiment they belong to is unknown "
-                "(its config may differ from this one). To start afresh, move results.jsonl away (e.g. "
-                f"mv {results} {results}.orphan); to continue it, restore its experiment.json; or use another "
-                "hydra.run.dir")
-        write_json(path, ident)
+        log.warning("%s holds no results: its experiment.json (another experiment, differing in: %s) is replaced "
+                    "by this run's", out, ", ".join(diff))
+    elif records:
+        raise SystemExit(
+            f"{results} holds results but {path} is missing, so which experiment they belong to is unknown "
+            "(its config may differ from this one). To start afresh, move results.jsonl away (e.g. "
+            f"mv {results} {results}.orphan); to continue it, restore its experiment.json; or use another "
+            "hydra.run.dir")
+    write_json(path, ident)
 
 
 def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
@@ -100,7 +128,7 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
     from tqdm import tqdm
 
     import grading
-    from gsi.data import load_problems
+    from gsi.data import load_selection
     from gsi.methods import build_method
     from gsi.report import print_summary
     from gsi.scheduler import step_all
@@ -109,8 +137,8 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
     from gsi.utilisation import utilisation, with_busy_fraction
 
     start = time.perf_counter()
-    problems = load_problems(cfg.dataset, shard=cfg.shard)  # a dataset error: nothing written yet
-    check_same_experiment(out, cfg)
+    problems, data_sha256 = load_selection(cfg.dataset, shard=cfg.shard)  # a dataset error: nothing written yet
+    check_same_experiment(out, cfg, problems, data_sha256)
     from gsi import provenance
 
     provenance.record(out, provenance.collect(cfg, problems))

@@ -21,9 +21,22 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from grading.lifetime import check_timeout
 from gsi.data import REGISTRY as DATASETS
-from gsi.data import parse_shard
+from gsi.data import parse_shard, select
 from gsi.engines.rewards import ADAPTERS
+
+# Bounds past which a value means nothing, whatever its type allows:
+# - seeds reach numpy, vLLM, W&B and JSON readers: they must fit a signed 64-bit integer;
+SEED_END = 2**63
+# - beta scales rewards in 1 and log-ratios of a few hundred; past 1e6 soft selection is hard selection (use
+#   method.selection=hard), and near 1e308 beta * r overflows to inf and every weight turns NaN;
+MAX_BETA = 1e6
+# - the engines divide the logits by the temperature: below 0.01 they overflow 16-bit floats (logits of ~30
+#   over 1e-4 already pass 65504) and sampling is argmax in all but name (greedy: method.greedy=true);
+MIN_TEMPERATURE = 0.01
+# - a context window holds the chat-rendered prompt (the system prompt alone is dozens of tokens) and a step.
+MIN_MODEL_LEN = 128
 
 # What a method uses beta for, and so whether it must be > 0 (it must be finite everywhere: it is a sweep axis
 # and is written into experiment.json and summary.json).
@@ -66,6 +79,19 @@ def _int_at_least(errors: list[str], key: str, v: Any, low: int, why: str = "") 
         errors.append(f"{key}={v!r}: must be an integer >= {low}{why}")
 
 
+def _seed(errors: list[str], key: str, v: Any) -> None:
+    if not _is_int(v) or not 0 <= v < SEED_END:
+        errors.append(f"{key}={v!r}: must be an integer in [0, 2**63) (a signed 64-bit integer)")
+
+
+def _beta(errors: list[str], key: str, v: Any) -> None:
+    _finite(errors, key, v)
+    x = _number(v)
+    if x is not None and math.isfinite(x) and abs(x) > MAX_BETA:
+        errors.append(f"{key}={v!r}: must be within +-{MAX_BETA:g} (beyond it soft selection is hard selection: "
+                      "method.selection=hard; near 1e308 beta*r overflows)")
+
+
 def _finite(errors: list[str], key: str, v: Any, *, positive: bool = False, why: str = "") -> None:
     x = _number(v)
     if x is None or not math.isfinite(x):
@@ -83,7 +109,49 @@ def problems(cfg: Any) -> list[str]:
     _dataset(_get(cfg, "dataset"), errors)
     _model(_get(cfg, "model"), errors)
     _scheduler(cfg, errors)
+    _grader(_get(cfg, "grader"), errors)
+    _selection(cfg, errors)
     return errors
+
+
+def _grader(grader: Any, errors: list[str]) -> None:
+    if grader is None:
+        return
+    t = _get(grader, "timeout")
+    try:
+        if t is None:
+            raise ValueError("must be a finite number of seconds (null would grade without any limit)")
+        check_timeout(t)
+    except ValueError as exc:
+        errors.append(f"grader.timeout={t!r}: {str(exc).split(': ', 1)[-1]}")
+
+
+def _selection(cfg: Any, errors: list[str]) -> None:
+    """No problem selected is an error unless asked for (dataset.allow_empty=true): a run that grades nothing
+    prints `accuracy: null` and exits 0, which reads as a finished experiment. Where the dataset's size is known
+    from the config (dataset=arith) it is checked here; a file's or the hub's size, once loaded (gsi.data)."""
+    d = _get(cfg, "dataset")
+    if bool(_get(d, "allow_empty", False)):
+        return
+    limit = _get(d, "limit")
+    if _is_int(limit) and limit == 0:
+        errors.append("dataset.limit=0: selects no problem; give a limit >= 1, null for all problems, or "
+                      "dataset.allow_empty=true if an empty run is meant")
+        return
+    if str(_get(d, "name")) != "arith":
+        return
+    n, offset, shard = _get(d, "n_problems"), _get(d, "offset", 0), _get(cfg, "shard")
+    if not (_is_int(n) and n >= 1 and _is_int(offset) and offset >= 0 and (limit is None or _is_int(limit))):
+        return  # their own errors say why
+    try:
+        chosen = select(range(n), offset=offset, limit=limit, shard=shard)
+    except ValueError:
+        return  # shard's own error
+    if not chosen:
+        what = f"dataset.offset={offset}" if offset >= n else f"shard={shard}"
+        errors.append(f"{what}: selects no problem of dataset.n_problems={n} (offset {offset}, limit {limit}"
+                      f"{f', shard {shard}' if shard else ''}); choose a selection that holds at least one, or "
+                      "dataset.allow_empty=true if an empty run is meant")
 
 
 def _scheduler(cfg: Any, errors: list[str]) -> None:
@@ -107,8 +175,8 @@ def validate(cfg: Any) -> None:
 
 def _top(cfg: Any, errors: list[str]) -> None:
     _int_at_least(errors, "batch_size", _get(cfg, "batch_size"), 1, " (problems advanced together per round)")
-    _int_at_least(errors, "seed", _get(cfg, "seed"), 0)
-    _finite(errors, "beta", _get(cfg, "beta"))
+    _seed(errors, "seed", _get(cfg, "seed"))
+    _beta(errors, "beta", _get(cfg, "beta"))
     shard = _get(cfg, "shard")
     if shard is not None:
         try:
@@ -120,10 +188,10 @@ def _top(cfg: Any, errors: list[str]) -> None:
 def _generation(gen: Any, errors: list[str]) -> None:
     t = _get(gen, "temperature")
     x = _number(t)
-    if x is None or not math.isfinite(x) or not x > 0:
+    if x is None or not math.isfinite(x) or not x >= MIN_TEMPERATURE:
         # Both policies sample and are scored at this temperature; greedy decoding is a method's choice.
-        errors.append(f"generation.temperature={t!r}: must be a finite number > 0 (greedy decoding is "
-                      "method=baseline method.greedy=true)")
+        errors.append(f"generation.temperature={t!r}: must be a finite number >= {MIN_TEMPERATURE} (the logits are "
+                      "divided by it; greedy decoding is method=baseline method.greedy=true)")
     _int_at_least(errors, "generation.max_steps", _get(gen, "max_steps"), 1)
     _int_at_least(errors, "generation.max_step_tokens", _get(gen, "max_step_tokens"), 1)
     if not _get(gen, "step_delimiter"):
@@ -142,7 +210,7 @@ def _method(m: Any, errors: list[str]) -> None:
     _int_at_least(errors, "method.n", _get(m, "n"), 1)
     beta, beta_key = _get(m, "beta"), _beta_key(m)
     if beta_key == "method.beta":  # else the top-level check covers it
-        _finite(errors, beta_key, beta)
+        _beta(errors, beta_key, beta)
     n, n_big = _get(m, "n"), _get(m, "n_big")
     # (gsi's n_big defaults to ${.n}: then method.n's error says it all; gsi without fallback never samples pi_B)
     n_big_own = not (isinstance(m, DictConfig) and "n_big" in m and OmegaConf.is_interpolation(m, "n_big"))
@@ -178,6 +246,50 @@ def _dataset(d: Any, errors: list[str]) -> None:
     if limit is not None:
         _int_at_least(errors, "dataset.limit", limit, 0, " or null (all problems)")
     _int_at_least(errors, "dataset.offset", _get(d, "offset", 0), 0)
+    if str(name) == "arith":
+        _arith(d, errors)
+
+
+def _arith(d: Any, errors: list[str]) -> None:
+    """dataset=arith's generator settings (gsi/arith.py): rules here, so that they hold whatever the generator."""
+    from gsi import arith
+
+    lo, hi = _get(d, "min_ops"), _get(d, "max_ops")
+    # every value of a chain stays in LOW..HIGH and each operation moves it by at least 2
+    most = (arith.HIGH - arith.LOW) // 2
+    _int_at_least(errors, "dataset.min_ops", lo, 1)
+    if not _is_int(hi) or not 1 <= hi <= most:
+        errors.append(f"dataset.max_ops={hi!r}: must be an integer in [1, {most}] (a chain stays within "
+                      f"{arith.LOW}..{arith.HIGH})")
+    elif _is_int(lo) and lo > hi:
+        errors.append(f"dataset.min_ops={lo}: must be <= dataset.max_ops={hi} (operations per problem are drawn "
+                      "from [min_ops, max_ops])")
+    _seed(errors, "dataset.seed", _get(d, "seed"))
+    n = _get(d, "n_problems")
+    if not _is_int(n) or n < 1:
+        errors.append(f"dataset.n_problems={n!r}: must be an integer >= 1")
+    elif _is_int(lo) and _is_int(hi) and 1 <= lo <= hi <= most:
+        exist = arith_capacity(lo, hi)
+        if n > exist:
+            errors.append(f"dataset.n_problems={n}: only {exist} distinct held-out problems have {lo}..{hi} "
+                          f"operations; ask for at most {exist} (or widen dataset.min_ops/max_ops)")
+
+
+def arith_capacity(min_ops: int, max_ops: int) -> int:
+    """How many distinct held-out (split "test") arith problems have min_ops..max_ops operations: every chain
+    gsi.arith.random_problem can draw (start, operator, operand, length), counted (a few thousand; milliseconds)."""
+    from gsi import arith
+
+    count = 0
+    for k in range(min_ops, max_ops + 1):
+        for start in range(arith.LOW, arith.HIGH + 1):
+            for v in range(2, arith.MAX_OPERAND + 1):
+                for o in "+-":
+                    end = start + k * v if o == "+" else start - k * v
+                    if arith.LOW <= end <= arith.HIGH and \
+                            arith.split_of(arith.ArithProblem(start, ((o, v),) * k).text) == "test":
+                        count += 1
+    return count
 
 
 def _model(model: Any, errors: list[str]) -> None:
@@ -187,7 +299,8 @@ def _model(model: Any, errors: list[str]) -> None:
     for role in ("small", "big", "reward"):
         mml = _get(model, f"{role}.max_model_len")
         if mml is not None:
-            _int_at_least(errors, f"model.{role}.max_model_len", mml, 2, " or null (the model's own window)")
+            _int_at_least(errors, f"model.{role}.max_model_len", mml, MIN_MODEL_LEN,
+                          " or null (the model's own window): it must hold the prompt and a step")
 
 
 try:  # the run-mode hook: validate before Hydra creates the run folder
@@ -206,12 +319,9 @@ class ValidateOnRunStart(Callback):
         # Valid: lock the run folder now, before Hydra writes .hydra/ into it (a second run on a busy folder must
         # not overwrite the running one's config); gsi.run.run takes the same lock again (re-entrant) and the
         # process's exit drops it.
-        from pathlib import Path
-
         from gsi.lock import RunLock
 
-        folder = Path(str(config.hydra.run.dir))
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = make_run_dir(str(config.hydra.run.dir), "hydra.run.dir")
         self._lock = RunLock(folder)
         self._lock.acquire()
 
@@ -254,6 +364,25 @@ def _basic_sweep_jobs(config: DictConfig) -> list | None:
         return [(job, loader.load_sweep_config(config, list(job))) for job in jobs]
     except Exception:  # noqa: BLE001 - Hydra internals moved: fall back to the per-job check
         return None
+
+
+def make_run_dir(path: str, key: str):
+    """mkdir -p `path`, or exit 2 naming `key` and what is in the way (a regular file where a folder must be, no
+    permission) instead of a traceback."""
+    import sys
+    from pathlib import Path
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    except OSError as exc:
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+        why = (f"{blocker} is a file, not a folder" if blocker is not None
+               else f"cannot create it ({exc.strerror or exc})")
+        print(f"invalid run config:\n  - {key}={path}: {why}; give {key} a folder that can be created\n"
+              "nothing was written or loaded; fix the key above and rerun", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def exit_if_invalid(cfg: Any) -> None:

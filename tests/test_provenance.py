@@ -131,3 +131,46 @@ def test_missing_data_folder_names_itself_and_the_fix(tmp_path):
     cfg = compose_config("dataset=olympiad", f"dataset.data_dir={tmp_path}")
     with pytest.raises(DatasetError, match=r"no such file.*dataset.data_dir=null"):
         load_problems(cfg.dataset)
+
+
+def test_a_resume_on_a_tree_edited_again_is_warned_about(tmp_path, caplog):
+    """Edit a file, start a run, edit another file, resume: commit, branch and the dirty flag are all the same,
+    the working tree's diff is not; the resume warns and records both (provenance_resumed)."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (repo / "a.py").write_text("A = 1\n")
+    (repo / "b.py").write_text("B = 1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    clean = provenance.git_state(repo)
+    assert clean["dirty"] is False and clean["diff_sha256"] is None
+    (repo / "a.py").write_text("A = 2\n")
+    started = provenance.git_state(repo)
+    (repo / "b.py").write_text("B = 2\n")
+    resumed = provenance.git_state(repo)
+    same = ("commit", "dirty", "branch")
+    assert [started[k] for k in same] == [resumed[k] for k in same] and started["dirty"] is True
+    assert started["diff_sha256"] != resumed["diff_sha256"]
+    assert provenance.git_state(repo)["diff_sha256"] == resumed["diff_sha256"]  # a hash of the diff, nothing else
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "experiment.json").write_text("{}")
+    provenance.record(out, {"git": started})
+    provenance.record(out, {"git": dict(started)})  # the same tree: nothing to say
+    assert "provenance_resumed" not in json.loads((out / "experiment.json").read_text())
+    caplog.set_level(logging.WARNING, logger="gsi.provenance")
+    provenance.record(out, {"git": resumed})
+    exp = json.loads((out / "experiment.json").read_text())
+    assert [p["git"]["diff_sha256"] for p in exp["provenance_resumed"]] == [resumed["diff_sha256"]]
+    assert "git.diff_sha256" in caplog.text
+    # A record written before the diff was hashed: unknown, not a difference.
+    old = {k: v for k, v in started.items() if k != "diff_sha256"}
+    assert provenance.differences({"git": old}, {"git": resumed}) == []

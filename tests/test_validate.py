@@ -58,6 +58,31 @@ MORE_BAD = [
     (["model=tiny", "model.small.dtype=bfloat61"], "model.small.dtype"),
     (["model=tiny", "model.reward.adapter=qwen_prn"], "model.reward.adapter"),
 ]
+# Values that passed and reached the engines (or a traceback) before, each a meaningless number.
+MEANINGLESS = [
+    (["grader.timeout=inf"], "grader.timeout"),
+    (["grader.timeout=nan"], "grader.timeout"),
+    (["grader.timeout=1e7"], "grader.timeout"),
+    (["grader.timeout=0"], "grader.timeout"),
+    (["grader.timeout=-1"], "grader.timeout"),
+    (["dataset.limit=0"], "dataset.limit"),
+    (["dataset=arith", "dataset.offset=500"], "dataset.offset"),  # n_problems 500: past the end
+    (["dataset=arith", "dataset.n_problems=2", "shard=3/4"], "shard"),
+    (["dataset=arith", "dataset.min_ops=5", "dataset.max_ops=2"], "dataset.min_ops"),
+    (["dataset=arith", "dataset.max_ops=50"], "dataset.max_ops"),  # a chain of 50 steps leaves 10..99
+    (["dataset=arith", "dataset.min_ops=0"], "dataset.min_ops"),
+    (["dataset=arith", "dataset.n_problems=1000000"], "dataset.n_problems"),
+    (["dataset=arith", "dataset.n_problems=623", "dataset.min_ops=2", "dataset.max_ops=2"], "dataset.n_problems"),
+    (["dataset=arith", "dataset.n_problems=0"], "dataset.n_problems"),
+    (["dataset=arith", "dataset.seed=18446744073709551616"], "dataset.seed"),
+    (["generation.temperature=1e-300"], "generation.temperature"),
+    (["beta=1e308"], "beta"),
+    (["beta=-1e7", "method=bon", "method.selection=hard"], "beta"),
+    (["method.beta=2e6"], "method.beta"),
+    (["seed=18446744073709551616"], "seed"),  # 2**64
+    (["seed=9223372036854775808"], "seed"),  # 2**63
+    (["model=tiny", "model.small.max_model_len=2"], "model.small.max_model_len"),
+]
 
 
 def rejection(overrides: list[str]) -> str:
@@ -76,7 +101,8 @@ def named(text: str, key: str) -> bool:
     return any(line == f"full_key: {key}" or line.startswith(f"{key}=") for line in lines)
 
 
-@pytest.mark.parametrize("overrides,key", BAD + MORE_BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+@pytest.mark.parametrize("overrides,key", BAD + MORE_BAD + MEANINGLESS,
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_bad_config_is_refused_naming_its_key(overrides, key):
     start = time.process_time()  # CPU seconds: wall time depends on the machine's load
     text = rejection(overrides)
@@ -85,7 +111,7 @@ def test_bad_config_is_refused_naming_its_key(overrides, key):
     assert time.process_time() - start < 5
 
 
-@pytest.mark.parametrize("overrides,key", BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+@pytest.mark.parametrize("overrides,key", BAD + MEANINGLESS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_bad_config_never_reaches_the_engines_nor_the_folder(overrides, key, tmp_path, monkeypatch):
     """Through gsi.run.run with engines=None: it must refuse before building engines or writing a byte."""
     import gsi.engines.registry as registry
@@ -117,7 +143,11 @@ def test_good_configs_pass():
     edge = ["method=bon", "method.selection=hard", "beta=-1"]  # hard selection does not read beta
     assert problems(compose_config(*edge)) == []
     assert problems(compose_config("method=gsi", "method.fallback=false", "method.n_big=0")) == []
-    assert problems(compose_config("shard=3/4", "dataset.limit=0", "seed=0", "method.threshold_on=score")) == []
+    assert problems(compose_config("shard=3/4", "dataset.limit=0", "dataset.allow_empty=true", "seed=0",
+                                   "method.threshold_on=score")) == []  # an empty selection, asked for
+    assert problems(compose_config("dataset=arith", "dataset.n_problems=622", "dataset.min_ops=2",
+                                   "dataset.max_ops=2", "seed=9223372036854775807", "beta=1e6",
+                                   "generation.temperature=0.01", "grader.timeout=600")) == []  # edges accepted
 
 
 def test_every_problem_is_listed_at_once():
@@ -177,3 +207,13 @@ def test_cli_sweep_refuses_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "batch_size=4 seed=-1" in text and "batch_size=0 seed=0" in text and "batch_size=4 seed=0" not in text
     assert not out.exists()
+
+
+def test_cli_run_dir_under_a_regular_file_is_refused_naming_the_key(tmp_path):
+    """It was a FileExistsError traceback from the Hydra callback."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    proc, _ = _cli("model=tiny", "hardware=cpu", f"hydra.run.dir={blocker}/run")
+    assert proc.returncode == 2, proc.stderr
+    assert named(proc.stderr, "hydra.run.dir") and f"{blocker} is a file, not a folder" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and blocker.read_text() == "a file, not a folder"
