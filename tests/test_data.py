@@ -295,3 +295,50 @@ def test_number_and_list_references_still_load(tmp_path):
     _write_bytes(tmp_path / "olympiadbench" / "test.jsonl",
                  b'{"question": "q", "final_answer": ["$69$"], "id": 1}\n')
     assert load_problems(cfg("olympiad", data_dir=str(tmp_path)))[0].reference == "69"
+
+
+def test_a_byte_order_mark_at_the_start_is_read(tmp_path):
+    f = _write(tmp_path / "math500" / "test.jsonl", [
+        {"problem": "1+1?", "answer": "2", "unique_id": "a"},
+        {"problem": "2+2?", "answer": "4", "unique_id": "b"},
+    ])
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    problems = load_problems(cfg("math500", data_dir=str(tmp_path)))
+    assert [(p.id, p.problem, p.reference) for p in problems] == [("a", "1+1?", "2"), ("b", "2+2?", "4")]
+    # elsewhere than the file's start it is no whitespace: still refused, naming the line
+    f.write_bytes(f.read_bytes() + b"\xef\xbb\xbf" + json.dumps({"problem": "x", "answer": "1"}).encode() + b"\n")
+    with pytest.raises(DatasetError, match=f"{f}:3"):
+        load_problems(cfg("math500", data_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("kw,shard,key", [
+    (dict(offset=2), None, "dataset.offset=2"),
+    (dict(offset=9, limit=3), None, "dataset.offset=9"),
+    (dict(limit=0), None, "dataset.limit=0"),
+    (dict(), "3/4", "shard=3/4"),
+])
+def test_a_selection_of_no_problem_is_refused_naming_the_key(tmp_path, kw, shard, key):
+    """It ran with n_problems 0 and accuracy null, exit 0; now an error unless dataset.allow_empty=true."""
+    _write(tmp_path / "math500" / "test.jsonl", [
+        {"problem": "1+1?", "answer": "2", "unique_id": "a"},
+        {"problem": "2+2?", "answer": "4", "unique_id": "b"},
+    ])
+    with pytest.raises(DatasetError) as e:
+        load_problems(cfg("math500", data_dir=str(tmp_path), **kw), shard=shard)
+    msg = str(e.value)
+    assert msg.startswith(key) and "2 problems" in msg and "dataset.allow_empty=true" in msg, msg
+    assert load_problems(cfg("math500", data_dir=str(tmp_path), allow_empty=True, **kw), shard=shard) == []
+
+
+def test_the_data_hash_covers_the_whole_dataset_not_the_selection(tmp_path):
+    rows = [{"problem": f"{i}+1?", "answer": str(i + 1), "unique_id": f"p{i}"} for i in range(4)]
+    f = _write(tmp_path / "math500" / "test.jsonl", rows)
+    c = cfg("math500", data_dir=str(tmp_path))
+    first, h = data.load_selection(c, shard="0/2")
+    second, h2 = data.load_selection(c, shard="1/2")
+    assert [p.id for p in first] == ["p0", "p2"] and [p.id for p in second] == ["p1", "p3"]
+    assert h == h2  # the shards of one experiment share it
+    rows[3]["answer"] = "5"  # another version of the data: the selected problems are the same, the data not
+    _write(f.parent / f.name, rows)
+    again, h3 = data.load_selection(c, shard="0/2")
+    assert again == first and h3 != h

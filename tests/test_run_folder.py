@@ -331,3 +331,72 @@ def test_an_answer_graded_timeout_is_graded_once_more_after_the_run(tmp_path, mo
     n = len(calls)
     run_once(out, problems=3)  # nothing to run, nothing timed out: no grading at all
     assert len(calls) == n
+
+
+def test_records_of_problems_outside_the_selection_are_refused_naming_them(tmp_path):
+    """4 records of an 8-problem run appended to a 4-problem run's results.jsonl were counted (n_problems 8)."""
+    four, eight = tmp_path / "four", tmp_path / "eight"
+    run_once(four, problems=4)
+    run_once(eight, problems=8)
+    foreign = (eight / "results.jsonl").read_text().splitlines(keepends=True)
+    foreign = [line for line in foreign if json.loads(line)["id"] not in ids(four)]
+    assert len(foreign) == 4
+    with open(four / "results.jsonl", "a") as f:
+        f.writelines(foreign)
+    before = {p.name: p.read_bytes() for p in four.iterdir() if p.is_file() and p.name != "run.lock"}
+    with pytest.raises(SystemExit) as info:
+        run_once(four, problems=4)
+    msg = str(info.value)
+    assert "4 record(s) of problems that this run did not select" in msg, msg
+    assert all(repr(json.loads(line)["id"]) in msg for line in foreign), msg
+    after = {p.name: p.read_bytes() for p in four.iterdir() if p.is_file() and p.name != "run.lock"}
+    assert after == before  # nothing rewritten, summary.json still says 4 problems
+    assert json.loads((four / "summary.json").read_text())["n_problems"] == 4
+
+
+def test_another_version_of_the_data_is_another_experiment(tmp_path):
+    """The data's hash is part of the identity: a problem edited in the file (even one outside the selection)
+    between a crash and the resume refuses the resume instead of mixing the two versions."""
+    src = Path(os.environ["GSI_DATA_DIR"]) / "math500" / "test.jsonl"
+    rows = src.read_text().splitlines(keepends=True)[:6]
+    data = tmp_path / "data" / "math500"
+    data.mkdir(parents=True)
+    (data / "test.jsonl").write_text("".join(rows))
+    out = tmp_path / "run"
+    run_once(out, f"dataset.data_dir={tmp_path / 'data'}", problems=3)
+    keep = (out / "results.jsonl").read_text().splitlines(keepends=True)[:2]
+    (out / "results.jsonl").write_text("".join(keep))  # as if interrupted after 2 problems
+    edited = json.loads(rows[5])
+    edited["answer"] = "a different answer"
+    (data / "test.jsonl").write_text("".join(rows[:5]) + json.dumps(edited) + "\n")
+    with pytest.raises(SystemExit, match=r"differs in: data_sha256\)"):
+        run_once(out, f"dataset.data_dir={tmp_path / 'data'}", problems=3)
+    assert len(ids(out)) == 2
+    (data / "test.jsonl").write_text("".join(rows))  # the data as it was: the resume goes ahead
+    run_once(out, f"dataset.data_dir={tmp_path / 'data'}", problems=3)
+    assert len(ids(out)) == 3
+
+
+def test_a_failed_start_leaves_a_folder_the_corrected_command_can_use(tmp_path, monkeypatch):
+    """A mistyped model path fails when the engines start, after experiment.json was written; the corrected
+    command in the same folder (which holds no results) runs instead of being refused as another experiment."""
+    import gsi.engines.registry as registry
+    from gsi.run import run
+
+    def engines_fail(cfg):
+        raise OSError(f"{cfg.model.small.path}: no such model")
+
+    monkeypatch.setattr(registry, "build_engines", engines_fail)
+    out = tmp_path / "run"
+    driver = _driver_module()
+    with pytest.raises(OSError, match="no such model"):
+        run(driver.compose(3, ["model.small.path=/no/such/modle"]), out=out)
+    assert (out / "experiment.json").is_file() and not (out / "results.jsonl").exists()
+    run_once(out, problems=3)  # the corrected command
+    assert len(ids(out)) == 3
+    exp = json.loads((out / "experiment.json").read_text())
+    assert exp["model"]["small"]["path"] == "tiny://small"
+    assert exp["provenance"]["models"]["small"]["path"] == "tiny://small"  # the failed start's is gone
+    # results now: another experiment is refused again
+    with pytest.raises(SystemExit, match=r"differs in: model\)"):
+        run(driver.compose(3, ["model.small.path=/no/such/modle"]), out=out)
