@@ -167,6 +167,15 @@ def cmd_grade(args) -> int:
     return 0
 
 
+def _timeout(text: str) -> float:
+    from grading.lifetime import check_timeout
+
+    try:
+        return check_timeout(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m grading", description="Grade math answers.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -177,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--text-field", default="final_text")
     c.add_argument("--reference-field", default="reference")
     c.add_argument("--correct-field", default="correct")
-    c.add_argument("--timeout", type=float, default=5.0)
+    c.add_argument("--timeout", type=_timeout, default=5.0, help="CPU seconds per answer, in (0, 600]")
     c.add_argument("--workers", type=int, default=None)
     c.add_argument("--grader", choices=list(GRADERS), default=DEFAULT, help="the rules to grade by (default: ours)")
     c.add_argument("--out", default=None, help="folder for summary.<grader>.json (default: beside FILE)")
@@ -185,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("grade", help="grade one generated text against one reference")
     g.add_argument("text")
     g.add_argument("reference")
-    g.add_argument("--timeout", type=float, default=5.0)
+    g.add_argument("--timeout", type=_timeout, default=5.0, help="CPU seconds per answer, in (0, 600]")
     g.add_argument("--grader", choices=list(GRADERS), default=DEFAULT)
     g.set_defaults(func=cmd_grade)
     return ap

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import grading
-from grading import Verdict, grade, grade_many
+from grading import Verdict, grade, grade_many, lifetime
 from grading.extract import answer_is_fallback, extract_answer, last_boxed
 from grading.normalize import canonical_number, has_percent, normalize
 
@@ -481,7 +481,7 @@ def test_timeout_returns_verdict_and_pool_recovers():
     v = grade("\\boxed{9^{9^{9^{9}}}}", "5", timeout=1.0)
     elapsed = time.monotonic() - t
     assert not v.correct and v.rule in ("timeout", "mismatch"), v
-    assert elapsed < 1.0 + 3.0
+    assert elapsed < lifetime.wall_guard(1.0) + 3.0  # 1 s of CPU time; wall-clock time depends on the load
     if v.rule == "timeout":
         assert v.extracted == "9^{9^{9^{9}}}"  # reported by the worker before the slow part
     assert grade("\\boxed{5}", "5", timeout=5.0)  # the pool replaced the killed worker

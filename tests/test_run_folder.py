@@ -400,3 +400,30 @@ def test_a_failed_start_leaves_a_folder_the_corrected_command_can_use(tmp_path, 
     # results now: another experiment is refused again
     with pytest.raises(SystemExit, match=r"differs in: model\)"):
         run(driver.compose(3, ["model.small.path=/no/such/modle"]), out=out)
+
+
+def test_a_hub_model_missing_offline_fails_at_once_naming_the_key(monkeypatch):
+    """It took 184 s of download retries to fail; now before any engine or tokenizer loads."""
+    import socket
+
+    from huggingface_hub import constants
+
+    import gsi.engines.registry as registry
+    from gsi.config import compose_config
+
+    cfg = compose_config("model=tiny", "hardware=cpu", "model.big.path=nobody/no-such-model")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(registry.ConfigError, match=r"model\.big\.path='nobody/no-such-model': not in the local "
+                                                   r"Hugging Face cache and HF_HUB_OFFLINE is set"):
+        registry.build_engines(cfg)
+    # HF_HUB_OFFLINE unset, but no route to the hub
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+
+    def unreachable(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    with pytest.raises(registry.ConfigError, match=r"model\.big\.path=.*cannot be reached: Network is unreachable"):
+        registry.build_engines(cfg)

@@ -500,6 +500,40 @@ def _eos_ids(resolved: ResolvedModel, tokenizer) -> set[int]:
     return ids
 
 
+def check_hub_models(cfg) -> None:
+    """A hub model that is not in the local cache cannot load where the hub is unreachable: say so at once, naming
+    the key, instead of after minutes of download retries. Offline is HF_HUB_OFFLINE, or a TCP connect to the hub's
+    host (HF_ENDPOINT) that fails within a few seconds (not tried behind a proxy, which only the HTTP client
+    knows how to use)."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    model, remote = _get(cfg, "model"), remote_roles(_get(cfg, "hardware"))
+    missing = []
+    for role in ROLES:
+        path = str(_get(_get(model, role), "path") or "")
+        if role in remote or not path or "://" in path or Path(os.path.expanduser(path)).exists() \
+                or looks_local(path) or not _HUB_ID.match(path):
+            continue  # not a hub id: resolve_model_path names what is wrong with it
+        if not _cached_hub_config(path):
+            missing.append(f"model.{role}.path={path!r}")
+    if not missing:
+        return
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
+    if why is None and not any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        url = urlparse(constants.ENDPOINT)
+        try:
+            import socket
+
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), 5).close()
+        except OSError as exc:
+            why = f"the hub ({constants.ENDPOINT}) cannot be reached: {exc}"
+    if why:
+        raise ConfigError(f"{'; '.join(missing)}: not in the local Hugging Face cache and {why}. Download it where "
+                          "the hub is reachable (huggingface-cli download <id>, same HF_HOME), or give a local folder")
+
+
 def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = None) -> Engines:
     """Validate `cfg`, start the three engines (in parallel where the placement allows) and wrap them.
 
@@ -507,6 +541,7 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
     receives {"validate_s", "start_s", "<role>_s"}.
     """
     t0 = time.perf_counter()
+    check_hub_models(cfg)
     tokenizers: dict = {}
     plan = validate(cfg, tokenizers=tokenizers)
     t1 = time.perf_counter()
