@@ -183,12 +183,23 @@ class WorkerPool:
         return len(self._all) + self._starting
 
     def ensure_size(self, n: int) -> None:
-        with self._cond:
-            while len(self._all) + self._starting < n:
+        # Workers start outside the lock: the starter thread may be running a background replacement, which
+        # needs the lock to hand its worker over.
+        while True:
+            with self._cond:
+                if len(self._all) + self._starting >= n:
+                    return
+                self._starting += 1
+            w = None
+            try:
                 w = self._new_worker()
-                self._all.add(w)
-                self._idle.append(w)
-            self._cond.notify_all()
+            finally:
+                with self._cond:
+                    self._starting -= 1
+                    if w is not None:
+                        self._all.add(w)
+                        self._idle.append(w)
+                    self._cond.notify_all()
 
     def _new_worker(self) -> _Worker:
         try:

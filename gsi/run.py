@@ -50,7 +50,8 @@ def check_same_experiment(out: Path, cfg: DictConfig, problems=None, data_sha256
     results = out / "results.jsonl"
     records = parse_results(results.read_bytes())[0] if results.exists() else {}
     if problems is not None:
-        foreign = [i for i in records if i not in {p.id for p in problems}]
+        selected = {p.id for p in problems}
+        foreign = [i for i in records if i not in selected]
         if foreign:
             raise SystemExit(
                 f"{results} holds {len(foreign)} record(s) of problems that this run did not select (ids "

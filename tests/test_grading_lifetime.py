@@ -194,10 +194,17 @@ def test_a_timed_out_call_does_not_wait_for_the_replacement_worker(monkeypatch):
     try:
         monkeypatch.setattr(safety, "_Worker", gated_worker)
         v = pool.grade(TOWER, "1", timeout=0.5)
+        # the replacement waits at the gate; growing the pool meanwhile must not deadlock with it
+        grow = threading.Thread(target=pool.ensure_size, args=(2,), daemon=True)
+        grow.start()
+        while pool._starting < 2 and grow.is_alive():
+            time.sleep(0.01)
         returned.set()
+        grow.join(120)
+        assert not grow.is_alive(), "growing the pool deadlocked with a background replacement"
         assert v.rule == "timeout" and not v, v
         assert pool.grade("\\boxed{2}", "2")  # served by the replacement once it is up
-        assert starts == [True], starts
+        assert starts == [True, True] and pool.size == 2, (starts, pool.size)
     finally:
         returned.set()
         pool.close()
