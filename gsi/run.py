@@ -65,7 +65,8 @@ def check_same_experiment(out: Path, cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
-    """Run (or resume) one experiment into `out`; returns the summary. `engines` lets tests pass their own.
+    """Run (or resume) one experiment into `out`; returns the summary. `engines` lets tests pass their own (or a
+    function that builds them, called where the registry's engines are built).
 
     The config is validated before anything is written; the folder is locked for the whole run (a second run on
     it exits at once, naming this one); a full disk ends with how many problems are saved."""
@@ -125,13 +126,24 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
     log.info("%d problems, %d already in %s, %d to run", len(problems), len(done), results.path, len(todo))
 
     tracker = build_tracker(cfg, out)
+    factory = engines if callable(engines) else None  # tests: engines built here, as the registry's are
+    engines = None if factory else engines
     own_engines = engines is None and bool(todo)
-    if own_engines:
-        # vLLM logs every engine step at INFO: keep the console for progress and results (users can override).
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        from gsi.engines.registry import build_engines
-        engines = build_engines(cfg)
-    try:
+    loop_s = engine_start_s = None
+    try:  # from here on every exit closes the tracker (an engine that fails to start ends its W&B run failed)
+        if own_engines:
+            if factory is None:
+                # vLLM logs every engine step at INFO: keep the console for progress and results (users can
+                # override).
+                os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+                from gsi.engines.registry import build_engines
+
+                factory = lambda: build_engines(cfg)  # noqa: E731
+            engine_start = time.perf_counter()
+            engines = factory()
+            engine_start_s = time.perf_counter() - engine_start
+        # Engines shared with earlier runs (tests, the toy demo) hold their calls too: this run reports the change.
+        stats_before = engines.stats() if engines is not None else None
         if todo:
             states = initial_states(cfg, engines, problems, todo)
             ctx = step_context(cfg, engines)
@@ -153,15 +165,15 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
                 tally["accepted"] += rec["accepted_steps"]
                 tally["correct"] += rec["correct"]
                 tracker.on_problem(rec, done_count=len(done), total=len(problems), tally=tally,
-                                   engine_stats=with_busy_fraction(engines.stats(), time.perf_counter() - loop_start,
-                                                                   stats_before),
+                                   engine_stats=with_busy_fraction(engine_delta(engines.stats(), stats_before),
+                                                                   time.perf_counter() - loop_start),
                                    params=engines.params)
                 bar.update(1)
                 bar.set_postfix(acc=f"{tally['correct'] / len(done):.3f}",
                                 accept=f"{tally['accepted'] / max(tally['steps'], 1):.2f}"
                                 if method.has_acceptance else "-")
 
-            stats_before, loop_start = engines.stats(), time.perf_counter()
+            loop_start = time.perf_counter()
             with StopOnSignal() as stop:
                 try:
                     step_all(states, stop.guard(method), ctx, batch_size=cfg.batch_size, mode=cfg.scheduler.mode,
@@ -179,7 +191,9 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
         summary.update(method=cfg.method.name, dataset=cfg.dataset.name, model=cfg.model.name, seed=cfg.seed,
                        beta=cfg.beta, params=params, grader=grader)
         summary["wall_time_s"] = time.perf_counter() - start
-        summary["measured"] = measured(engines, params) if engines is not None else {}
+        summary["measured"] = measured(engines, params, stats_before) if engines is not None else {}
+        # The step loop apart from engine start-up (this session's; None: nothing was left to run).
+        summary["measured"].update(step_loop_s=loop_s, engine_start_s=engine_start_s)
         summary["provenance"] = provenance.collect(cfg, problems)  # after the engines: hub commits are known now
         if todo and engines is not None:  # this session's step loop: each role's busy fraction of its wall time
             summary["measured"]["utilisation"] = utilisation(engines.stats(), loop_s, stats_before)
@@ -192,7 +206,7 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
         raise
     finally:
         tracker.close()
-        if own_engines:
+        if own_engines and engines is not None:
             engines.close()
 
 
@@ -412,10 +426,18 @@ def known_params(out: Path, cfg: DictConfig) -> dict:
     return model_params(cfg, validate(cfg, check_devices=False))
 
 
-def measured(engines, params: dict) -> dict:
-    """What this process measured: engine busy time, tokens actually prefilled after prefix-cache hits, and the
-    FLOPs executed (cache hits not recomputed). A resumed run reports its own session only."""
-    stats = engines.stats()
+def engine_delta(after: dict[str, dict], before: dict[str, dict] | None) -> dict[str, dict]:
+    """Each role's counters since `before` (engines shared by several runs count every run's calls)."""
+    before = before or {}
+    return {role: {k: v - before.get(role, {}).get(k, 0) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   else v for k, v in s.items()} for role, s in after.items()}
+
+
+def measured(engines, params: dict, before: dict[str, dict] | None = None) -> dict:
+    """What this process measured in this run: engine busy time, tokens actually prefilled after prefix-cache hits,
+    and the FLOPs executed (cache hits not recomputed), counted from `before` (the engines' stats when the run
+    began). A resumed run reports its own session only."""
+    stats = engine_delta(engines.stats(), before)
     return {
         "engine": stats,
         "flops_executed": {r: 2.0 * params.get(r, 0) * (s["prefilled_tokens"] + s["generated_tokens"])

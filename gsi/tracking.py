@@ -109,6 +109,29 @@ def build_tracker(cfg, out):
     raise ValueError(f"logger={name!r} is not implemented (none | wandb)")
 
 
+def own_run_id(path: Path, name: str) -> str | None:
+    """The W&B run id a resumed job continues: the one its own folder recorded for a run of the same name. A file
+    written for another name (a folder copied or reused for another job) is not resumed: a new run starts."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if not text:
+        return None
+    try:
+        rec = json.loads(text)
+    except ValueError:  # written before the name was recorded: the bare id
+        return text
+    if not isinstance(rec, dict) or not rec.get("id"):
+        log.warning("%s is not a W&B run record; starting a new run", path)
+        return None
+    if rec.get("name") != name:
+        log.warning("%s records W&B run %s of job %r, not this job (%r); starting a new run", path, rec["id"],
+                    rec.get("name"), name)
+        return None
+    return str(rec["id"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Naming
 
@@ -295,8 +318,9 @@ class WandbTracker:
             # A resumed run (same folder) continues the same W&B run.
             id=None,
         )
-        if run_id_file.exists():
-            self.kwargs.update(id=run_id_file.read_text().strip(), resume="allow")
+        own = own_run_id(run_id_file, self.kwargs["name"])
+        if own:
+            self.kwargs.update(id=own, resume="allow")
         # Running totals over every finished problem, including those a resumed run found on disk.
         self.totals = RunningTotals()
         results = self.out / "results.jsonl"
@@ -322,14 +346,17 @@ class WandbTracker:
                             "later with `wandb sync`)", mode, type(e).__name__, e, self.root)
                 mode = "offline"
                 self.run = self._init(mode)
-        run_id_file.write_text(self.run.id + "\n")
+        run_id_file.write_text(json.dumps({"id": self.run.id, "name": self.kwargs["name"]}) + "\n")
         self.run.define_metric("progress/problems_done")
         for prefix in ("progress/total", "progress/fraction", "running/*", "engine/*"):
             self.run.define_metric(prefix, step_metric="progress/problems_done")
         log.info("W&B run %s (%s, %s mode) in %s", self.run.name, self.run.id, mode, self.root)
 
     def _init(self, mode: str):
-        settings = self.wandb.Settings(mode=mode, init_timeout=30, quiet=True, git_root=_repo_root())
+        # create_new: a run some earlier job of this process left open is never handed back as this job's run
+        # (wandb's default returns it: one job's results under another job's name and config).
+        settings = self.wandb.Settings(mode=mode, init_timeout=30, quiet=True, git_root=_repo_root(),
+                                       reinit="create_new")
         return self.wandb.init(**self.kwargs, settings=settings)
 
     # -- guarded calls --------------------------------------------------------------------------------------------
