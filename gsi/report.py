@@ -29,14 +29,15 @@ def print_summary(summary: dict, out: Path | None = None, file=None) -> None:
     console_ = console(file)
     head = Table(title=f"{summary['method']} on {summary['dataset']} ({summary['model']}, seed {summary['seed']})")
     for col in ("problems", "accuracy", "95% CI", "acceptance (steps)", "acceptance (draft tokens)", "steps",
-                "wall time"):
+                "step loop", "wall time (with start-up)"):
         head.add_column(col, justify="right")
     ci = summary.get("accuracy_ci95")
+    loop = summary.get("measured", {}).get("step_loop_s")  # this session's step loop, without engine start-up
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     head.add_row(str(summary["n_problems"]), pct(summary["accuracy"]),
                  "-" if not ci else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%",
                  pct(summary["acceptance_rate"]), pct(summary["acceptance_rate_tokens"]), str(summary["steps"]),
-                 f"{summary['wall_time_s']:.1f} s")
+                 "-" if loop is None else f"{loop:.1f} s", f"{summary['wall_time_s']:.1f} s")
     console_.print(head)
 
     engine = summary.get("measured", {}).get("engine", {})

@@ -546,3 +546,38 @@ def test_failed_jobs_end_their_own_runs_and_the_next_job_runs(failing_sweep):
             assert run["exit_code"] == 1 and "partial" in art["aliases"]
             assert "summary.json" not in art["files"] and "seed" not in run["summary"]
     assert len(set(ids)) == 3
+
+
+def test_runs_sharing_engines_report_only_their_own_calls(tmp_path, monkeypatch):
+    """Engines shared by several runs (the toy demo's six): each run's measured.engine and its live engine/* metrics
+    count its own calls only; the step loop's time is apart from the whole run's."""
+    from experiments.synthetic import compose, synthetic_modules, table_engines_with_params
+    from gsi.run import run
+
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb())
+    shared = table_engines_with_params()
+
+    def one(name, *overrides, engines):
+        cfg = compose(["dataset.limit=5", "generation.max_steps=3", "logger=wandb", "logger.mode=offline",
+                       *overrides])
+        with synthetic_modules(5):
+            return run(cfg, out=tmp_path / name, engines=engines)
+
+    big_only = one("a", "method=bon", "method.policy=big", "method.n=2", engines=shared)
+    small_only = one("b", "method=bon", "method.policy=small", "method.n=2", engines=shared)
+    alone = one("c", "method=bon", "method.policy=small", "method.n=2", engines=table_engines_with_params())
+    assert big_only["measured"]["engine"]["small"]["calls"] == 0 < big_only["measured"]["engine"]["big"]["calls"]
+    eng = small_only["measured"]["engine"]
+    assert eng["big"]["calls"] == 0 and eng["big"]["generated_tokens"] == 0 and eng["big"]["busy_s"] == 0
+    for key in ("calls", "requests", "prompt_tokens", "generated_tokens"):
+        assert eng["small"][key] == alone["measured"]["engine"]["small"][key], key
+    assert small_only["measured"]["flops_executed"]["big"] == 0
+    # Live metrics (W&B) are this run's too.
+    second = sys.modules["wandb"].runs[1]
+    last = [row for row in second.logged if "engine/big/generated_tokens" in row][-1]
+    assert last["engine/big/generated_tokens"] == 0
+    assert last["engine/small/generated_tokens"] == eng["small"]["generated_tokens"]
+    for s in (big_only, small_only):
+        loop = s["measured"]["step_loop_s"]
+        assert 0 < loop <= s["wall_time_s"] and s["measured"]["engine_start_s"] is None  # engines given, not built
+        assert second.summary["measured"]["step_loop_s"] == small_only["measured"]["step_loop_s"]
