@@ -193,7 +193,9 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
         summary["wall_time_s"] = time.perf_counter() - start
         summary["measured"] = measured(engines, params, stats_before) if engines is not None else {}
         # The step loop apart from engine start-up (this session's; None: nothing was left to run).
-        summary["measured"].update(step_loop_s=loop_s, engine_start_s=engine_start_s)
+        # problems_run: how many of the run's problems this session ran (fewer on a resume: its step loop and
+        # engine counters cover only those).
+        summary["measured"].update(step_loop_s=loop_s, engine_start_s=engine_start_s, problems_run=len(todo))
         summary["provenance"] = provenance.collect(cfg, problems)  # after the engines: hub commits are known now
         if todo and engines is not None:  # this session's step loop: each role's busy fraction of its wall time
             summary["measured"]["utilisation"] = utilisation(engines.stats(), loop_s, stats_before)

@@ -79,8 +79,9 @@ def test_finds_every_run_recursively_and_lists_the_unfinished(sweep, report):
 def test_markdown_table_rows_match_the_summaries(sweep, report):
     rep, out = report
     header, rows = parse_markdown_table((out / "report.md").read_text())
-    assert header[:12] == ["method", "dataset", "model", "n", "β", "threshold/δ", "problems", "seeds",
-                           "accuracy % [95% CI]", "acceptance % (steps)", "acceptance % (tokens)", "total FLOPs"]
+    assert header[:15] == ["method", "dataset", "model", "n", "β", "threshold", "problems", "seeds",
+                           "accuracy % [95% CI]", "acceptance % (steps)", "acceptance % (tokens)",
+                           "π_B generated tokens", "step loop", "ideal FLOPs", "executed FLOPs"]
     assert len(rows) == len(sweep["dirs"]) == 19
     by_path = {str((out / row[-1].strip("`")).resolve()): dict(zip(header, row)) for row in rows}
     for path, s in summaries(sweep).items():
@@ -89,8 +90,8 @@ def test_markdown_table_rows_match_the_summaries(sweep, report):
         assert row["method"] == variant_name(m)
         assert row["dataset"] == s["dataset"] and row["model"] == s["model"]
         assert row["n"] == str(m["n"]) and float(row["β"]) == s["beta"]
-        want_thr = {"gsi": m.get("threshold"), "rsd": m.get("delta")}.get(m["name"])
-        assert row["threshold/δ"] == ("-" if want_thr is None else f"{want_thr:g}")
+        want_thr = {"gsi": ("u", m.get("threshold")), "rsd": ("δ", m.get("delta"))}.get(m["name"])
+        assert row["threshold"] == ("-" if want_thr is None else f"{want_thr[0]} = {want_thr[1]:g}")
         assert row["problems"] == str(s["n_problems"])
         lo, hi = s["accuracy_ci95"]
         assert row["accuracy % [95% CI]"] == f"{100 * s['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
@@ -98,17 +99,20 @@ def test_markdown_table_rows_match_the_summaries(sweep, report):
         assert row["acceptance % (tokens)"] == fmt_pct(s["acceptance_rate_tokens"])
         assert (row["acceptance % (steps)"] == "-") == (m["name"] == "bon")
         assert row["seeds"] == "0"
-        assert row["total FLOPs"] == fmt_flops(s["flops"]["total"])
-        assert row["FLOPs π_S"] == fmt_flops(s["flops"]["small"])
-        assert row["FLOPs π_B"] == fmt_flops(s["flops"]["big"])
-        assert row["FLOPs PRM"] == fmt_flops(s["flops"]["reward"])
-        assert row["wall time"] == f"{s['wall_time_s']:.1f} s"
+        assert row["ideal FLOPs"] == fmt_flops(s["flops"]["total"])
+        assert row["ideal FLOPs π_S"] == fmt_flops(s["flops"]["small"])
+        assert row["ideal FLOPs π_B"] == fmt_flops(s["flops"]["big"])
+        assert row["ideal FLOPs PRM"] == fmt_flops(s["flops"]["reward"])
+        # The claim's columns: pi_B's generated tokens, the step loop without start-up, the executed FLOPs.
+        assert row["π_B generated tokens"] == f"{s['tokens']['big']['generated']:,}"
+        assert row["step loop"] == f"{s['measured']['step_loop_s']:.1f} s"
+        assert row["executed FLOPs"] == fmt_flops(sum(s["measured"]["flops_executed"].values()))
     # Soft BoN with pi_S never calls pi_B, with pi_B never pi_S: the role columns show it.
     for row in by_path.values():
         if row["method"] == "soft BoN π_S":
-            assert row["FLOPs π_B"] == "0"
+            assert row["ideal FLOPs π_B"] == "0" and row["π_B generated tokens"] == "0"
         if row["method"] == "soft BoN π_B":
-            assert row["FLOPs π_S"] == "0"
+            assert row["ideal FLOPs π_S"] == "0" and row["π_B generated tokens"] != "0"
 
 
 def test_runs_csv_holds_the_exact_numbers(sweep, report):
@@ -121,6 +125,8 @@ def test_runs_csv_holds_the_exact_numbers(sweep, report):
         for role in ("small", "big", "reward"):
             assert float(r[f"flops_{role}"]) == s["flops"][role]
         assert float(r["wall_time_s"]) == s["wall_time_s"]
+        assert float(r["step_loop_s"]) == s["measured"]["step_loop_s"] <= s["wall_time_s"]
+        assert float(r["big_generated"]) == s["tokens"]["big"]["generated"]
 
 
 def test_accuracy_vs_flops_plots_every_run(sweep, report):
@@ -152,22 +158,21 @@ def test_accuracy_vs_flops_plots_every_run(sweep, report):
 
 
 def test_acceptance_vs_threshold_plots_the_gsi_and_rsd_runs(sweep, report):
-    """u (GSI, on the unbounded tilted reward) and δ (RSD, a probability) get their own panels; step-level and
-    token-level acceptance are both drawn."""
+    """u (GSI, on the unbounded tilted reward) and δ (RSD, a probability) get their own panels, drawn only for a
+    scale that was swept (here GSI's u: RSD ran at one δ); step-level and token-level acceptance are both drawn."""
     rep, out = report
     points = read_csv(out / "acceptance_vs_threshold.csv")
-    thr = lambda m: float(m["threshold"] if m["name"] == "gsi" else m["delta"])  # noqa: E731
     for metric, key in (("acceptance_steps", "acceptance_rate"), ("acceptance_tokens", "acceptance_rate_tokens")):
-        want = sorted((thr(s["_method"]), round(100 * s[key], 6)) for s in summaries(sweep).values()
-                      if s["_method"]["name"] in ("gsi", "rsd"))
+        want = sorted((float(s["_method"]["threshold"]), round(100 * s[key], 6)) for s in summaries(sweep).values()
+                      if s["_method"]["name"] == "gsi")
         assert sorted((float(p["x"]), round(float(p["y"]), 6)) for p in points if p["metric"] == metric) == want
-    assert {p["series"].split(",")[0] for p in points} == {"GSI", "RSD"}
+    assert {p["series"].split(",")[0] for p in points} == {"GSI"}
     fig = rep["figures"]["acceptance_vs_threshold"]
     drawn = sorted((float(x), round(float(y), 6)) for ax in fig.axes for line in ax.lines
                    for x, y in line.get_xydata())
     assert drawn == sorted((float(p["x"]), round(float(p["y"]), 6)) for p in points)
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
-    assert set(panels) == {"math500: GSI (u)", "math500: RSD (δ)", "olympiad: GSI (u)", "olympiad: RSD (δ)"}
+    assert set(panels) == {"math500: GSI (u)", "olympiad: GSI (u)"}
     for title, ax in panels.items():  # each panel holds one method only
         xs = {float(x) for line in ax.lines for x in line.get_xdata()}
         want = {p["x"] for p in points if p["panel"] == title.split(":")[0]
@@ -218,7 +223,7 @@ def test_cli_and_empty_input(tmp_path, sweep):
     assert proc.returncode == 0, proc.stderr
     assert "3 runs (3 configurations)" in proc.stdout
     _, rows = parse_markdown_table((out / "report.md").read_text())
-    assert len(rows) == 3 and {r[5] for r in rows} == {"0.3", "0.6", "0.75"}
+    assert len(rows) == 3 and {r[5] for r in rows} == {"u = 0.3", "u = 0.6", "u = 0.75"}
     # Nothing to report: a report that says so, no figures, no crash.
     empty = tmp_path / "empty"
     empty.mkdir()
