@@ -80,7 +80,7 @@ class Run:
     paths: list = field(default_factory=list)
     acc_std: float | None = None
     threshold_axis: str | None = None  # "u", "r" or "δ" (gsi.thresholds)
-    threshold_text: str | None = None  # "u = 0.5", "u = 0.5 (s = 10, u = s/β)", "δ = 0.7"
+    threshold_text: str | None = None  # "u = 0.5", "u = s/β = 0.5, s = 10", "δ = 0.7"
     interval: str = "Wilson"  # which accuracy interval ci_low/ci_high are (experiments.intervals)
     # The claim's columns: pi_B's generated tokens, the step loop's time without engine start-up, and the FLOPs
     # the engines executed (whole KV blocks, cache resends) where they reported them; None where not known.
@@ -346,13 +346,28 @@ def run_fields(r: Run) -> dict:
             "n": r.n, "beta": r.beta, "threshold": r.threshold, "seed": r.seed}
 
 
+def _matches(r: Run, key: str, wanted: str) -> bool:
+    if key == "method":  # the plugin (gsi) or the name the table prints (GSI, soft BoN π_S), any case
+        return wanted.lower() in (r.method.lower(), r.variant.lower())
+    return _same(run_fields(r).get(key), wanted)
+
+
 def apply_filters(runs: list[Run], filters) -> list[Run]:
+    """The runs every filter matches. A filter that leaves no run is an error naming the values there are (a typo
+    or the wrong name would otherwise give an empty report and exit 0)."""
     for key, values in filters:
         known = set().union(*(run_fields(r) for r in runs)) if runs else set()
         if runs and key not in known:
             raise ValueError(f"--filter {key}=...: no run has the key {key!r}; keys look like "
                              f"{', '.join(sorted(k for k in known if '.' not in k))}, method.n, dataset.name, ...")
-        runs = [r for r in runs if any(_same(run_fields(r).get(key), v) for v in values)]
+        kept = [r for r in runs if any(_matches(r, key, v) for v in values)]
+        if runs and not kept:
+            there = sorted({fmt_num(run_fields(r).get(key)) for r in runs})
+            if key == "method":
+                there = sorted(set(there) | {r.variant for r in runs})
+            raise ValueError(f"--filter {key}={','.join(values)} matches none of the {len(runs)} runs; {key} is one "
+                             f"of: {', '.join(there[:20])}")
+        runs = kept
     return runs
 
 
@@ -481,7 +496,10 @@ def paired_bootstrap(diffs_by_problem: list[float], *, n_boot: int = 10000, seed
 def _one_config(paths, filters, side: str) -> list[Run]:
     dirs, _ = find_run_dirs(paths)
     runs, _ = load_runs(dirs)
-    runs = apply_filters(runs, filters)
+    try:
+        runs = apply_filters(runs, filters)
+    except ValueError as e:
+        raise SystemExit(f"--compare {side}: {e}") from None
     keys = {r.key for r in runs}
     if not runs:
         raise SystemExit(f"--compare: no finished runs in {side} ({', '.join(map(str, paths))}) after the filters")
@@ -492,11 +510,13 @@ def _one_config(paths, filters, side: str) -> list[Run]:
     return runs
 
 
-def compare(a_paths, b_paths, filters=(), *, n_boot: int = 10000) -> dict:
-    """Paired test of A against B on the problems both ran. With seeds on both sides, a problem's pairs are
-    matched by seed (the seeds both have); McNemar counts every (seed, problem) pair, the bootstrap resamples
-    problems (a problem's seeds move together)."""
-    a_runs, b_runs = _one_config(a_paths, filters, "A"), _one_config(b_paths, filters, "B")
+def compare(a_paths, b_paths, filters=(), *, n_boot: int = 10000, filters_a=(), filters_b=()) -> dict:
+    """Paired test of A against B on the problems both ran. `filters` select on both sides, `filters_a` and
+    `filters_b` on one (two configurations of one sweep: the same folder twice, a filter each). With seeds on
+    both sides, a problem's pairs are matched by seed (the seeds both have); McNemar counts every (seed, problem)
+    pair, the bootstrap resamples problems (a problem's seeds move together)."""
+    a_runs = _one_config(a_paths, [*filters, *filters_a], "A")
+    b_runs = _one_config(b_paths, [*filters, *filters_b], "B")
     a, b = {}, {}
     for r in a_runs:
         a.update(load_correct(r))
@@ -1120,6 +1140,10 @@ def main(argv=None) -> None:
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
                     help="paired test of two runs or sweeps (one configuration each after --filter) on their "
                          "common problems: McNemar exact test and paired bootstrap")
+    ap.add_argument("--filter-a", action="append", default=[], metavar="KEY=VALUE",
+                    help="--compare: a filter for side A only (e.g. A and B the same sweep: --filter-a method=gsi "
+                         "--filter-b method=rsd)")
+    ap.add_argument("--filter-b", action="append", default=[], metavar="KEY=VALUE", help="--compare: for B only")
     ap.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for --compare")
     ap.add_argument("--latex", action="store_true",
                     help="also write table.tex (booktabs: accuracy with its interval, π_B tokens, step loop, FLOPs; "
@@ -1128,10 +1152,12 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         filters = parse_filters(args.filter)
+        filters_a, filters_b = parse_filters(args.filter_a), parse_filters(args.filter_b)
     except ValueError as e:
         ap.error(str(e))
     if args.compare:
-        c = compare([args.compare[0]], [args.compare[1]], filters, n_boot=args.bootstrap)
+        c = compare([args.compare[0]], [args.compare[1]], filters, n_boot=args.bootstrap, filters_a=filters_a,
+                    filters_b=filters_b)
         print(format_comparison(c))
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 GSI's test (gsi.methods.gsi, method.threshold_on) compares a threshold with the tilted reward r~ = r +
 log(pi_B/pi_S)/beta (`tilted`: the paper's u), with the score s = beta * r~ (`score`: the reference code's
 `s > 10`), or with the PRM's raw reward r (`raw`). A score threshold s is the tilted threshold u = s / beta, so
-it is shown converted (`u = 0.5 (s = 10 at β = 20)`) and plotted on the u axis; a raw threshold is on r's own
+it is shown converted (`u = s/β = 0.5, s = 10` at β = 20) and plotted on the u axis; a raw threshold is on r's own
 scale and never shares u's axis. RSD's δ is a threshold on r.
 """
 
@@ -21,11 +21,10 @@ class Threshold:
 
     @property
     def text(self) -> str:
-        """`u = 0.5`; a converted score threshold says so: `u = 0.5 (s = 10 at β = 20)`."""
-        main = f"{self.axis} = {self.value:g}"
+        """`u = 0.5`, `δ = 0.7`; a converted score threshold says so: `u = s/β = 0.5, s = 10`."""
         if self.on == "score":
-            return f"{main} (s = {self.configured:g}, u = s/β)"
-        return main
+            return f"u = s/β = {self.value:g}, s = {self.configured:g}"
+        return f"{self.axis} = {self.value:g}"
 
 
 def threshold_of(method: dict, beta: float | None = None) -> Threshold | None:

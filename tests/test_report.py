@@ -263,3 +263,82 @@ def test_experiment_presets_compose_with_their_sweeps(preset, method, swept):
         assert resolved["n_big"] == resolved["n"] and resolved["delta"] == 0.7
     if preset == "paper_bon_big":
         assert resolved["policy"] == "big" and resolved["selection"] == "soft"
+
+
+@pytest.fixture(scope="module")
+def thresholds(tmp_path_factory):
+    """GSI with a tilted threshold sweep (u = 0.3, 0.7), the reference code's score threshold s = 2 at β = 4
+    (u = s/β = 0.5), and a raw-r threshold, all at β = 4."""
+    root = tmp_path_factory.mktemp("thr")
+    runs = {"u03": ["method.threshold=0.3"], "u07": ["method.threshold=0.7"],
+            "s2": ["method.threshold=2", "method.threshold_on=score"],
+            "r05": ["method.threshold=0.5", "method.threshold_on=raw"]}
+    for name, extra in runs.items():
+        synthetic_run(["method=gsi", "method.n=2", "beta=4", *extra], root / name, n_problems=12)
+    return root
+
+
+def test_a_score_threshold_is_shown_and_plotted_as_u(thresholds, tmp_path):
+    rep = make_report([thresholds], tmp_path / "r")
+    by = {Path(r.path).name: r for r in rep["runs"]}
+    assert by["s2"].threshold == 0.5 and by["s2"].threshold_axis == "u"
+    assert by["s2"].label == "GSI (u = s/β = 0.5, s = 2)" and by["u03"].label == "GSI (u = 0.3)"
+    assert by["r05"].threshold_axis == "r" and by["r05"].label == "GSI (raw r) (r = 0.5)"
+    points = read_csv(tmp_path / "r" / "acceptance_vs_threshold.csv")
+    panels = {ax.get_title(): ax for ax in rep["figures"]["acceptance_vs_threshold"].axes if ax.get_visible()}
+    assert set(panels) == {"math500: GSI (u)"}  # raw r ran at one threshold: no curve, and never on the u axis
+    xs = sorted({float(p["x"]) for p in points})
+    assert xs == [0.3, 0.5, 0.7]  # the score run at u = 0.5, not at x = 2
+    assert "u = s/β" in panels["math500: GSI (u)"].get_xlabel()
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| u = s/β = 0.5, s = 2 |" in md and "| r = 0.5 |" in md
+
+
+def test_no_threshold_sweep_draws_no_acceptance_figure(thresholds, tmp_path):
+    rep = make_report([thresholds / "u03", thresholds / "s2"], tmp_path / "r")  # two thresholds, two series
+    assert rep["figures"]["acceptance_vs_threshold"] is not None
+    rep = make_report([thresholds / "u03"], tmp_path / "one")
+    assert rep["figures"]["acceptance_vs_threshold"] is None
+    assert not (tmp_path / "one" / "acceptance_vs_threshold.png").exists()
+
+
+def test_latex_table_and_the_big_tokens_figure(sweep, tmp_path):
+    out = tmp_path / "tex"
+    proc = subprocess.run([sys.executable, "-m", "experiments.report", str(sweep["root"] / "sweep_a"), "--out",
+                           str(out), "--latex"], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tex = (out / "table.tex").read_text()
+    assert tex in proc.stdout
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert str(sweep["root"]) not in tex and "/" not in tex.replace(r"\%", "").split(r"\midrule")[1].split(
+        r"\bottomrule")[0]  # no paths in the rows
+    rows = [line for line in tex.splitlines() if line.endswith(r"\\") and "&" in line][1:]
+    assert len(rows) == 16
+    configs = {(r["label"], r["n"], r["beta"]): r for r in read_csv(out / "configs.csv")}
+    gsi = configs[("GSI (u = 0.5)", "4", "4.0")]
+    acc = f"{100 * float(gsi['accuracy']):.1f} [{100 * float(gsi['ci_low']):.1f}, {100 * float(gsi['ci_high']):.1f}]"
+    big = float(gsi["big_generated"]) / int(gsi["n_problems"])
+    assert any(row.startswith("GSI & math500 & 4 & 4 & u = 0.5 & " + acc + f" & {big:,.0f}".replace(",", "{,}"))
+               for row in rows), rows
+    # Accuracy against pi_B's generated tokens per problem: every configuration, pi_S-only ones at 0.
+    pts = [p for p in read_csv(out / "accuracy_vs_big_tokens.csv") if p["series"] != "Pareto frontier"]
+    assert len(pts) == 16
+    for p in pts:
+        c = [c for c in configs.values() if p["series"].startswith(c["label"] + ",") and c["n"] == p["n"]
+             and float(c["beta"]) == float(p["beta"])]
+        assert len(c) == 1 and float(p["x"]) == pytest.approx(float(c[0]["big_generated"]) / 30)
+    assert any(float(p["x"]) == 0 for p in pts if p["series"].startswith("soft BoN π_S"))
+
+
+def test_equal_accuracies_get_a_readable_axis(tmp_path):
+    """All-zero accuracies (and no interval): the y axis spans at least 10 points, not ±0.04 %."""
+    from experiments.report import Run, plot_accuracy_vs_flops, plot_accuracy_vs_n
+
+    runs = [Run(path=f"r{n}", method="bon", variant="soft BoN π_S", dataset="d", model="m", n=n, beta=1.0,
+                threshold=None, n_problems=10, accuracy=0.0, ci_low=None, ci_high=None, acceptance_rate=None,
+                acceptance_rate_tokens=None, flops_total=1e12 * n, flops={"small": 1e12 * n, "big": 0, "reward": 0},
+                big_generated=0) for n in (1, 4)]
+    for fig in (plot_accuracy_vs_flops(runs), plot_accuracy_vs_n(runs),
+                plot_accuracy_vs_flops(runs, x="big_tokens")):
+        lo, hi = fig.axes[0].get_ylim()
+        assert hi - lo >= 10 and lo >= -2.0 and hi > 0

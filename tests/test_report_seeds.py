@@ -243,3 +243,24 @@ def test_a_duplicated_seed_is_pooled_once_and_named(seeds, tmp_path, caplog):
     assert config.seeds == [0] and config.n_seeds == 1
     assert "seed 0 appears twice" in caplog.text and str(root / "copy") in caplog.text
     assert (config.ci_low, config.ci_high) == pytest.approx(wilson(config.accuracy, config.n_problems))
+
+
+def test_filter_by_the_printed_name_and_a_filter_that_matches_nothing(seeds, tmp_path):
+    rep = make_report([seeds["root"] / "gsi", seeds["root"] / "rsd"], tmp_path / "a", filters=["method=GSI"])
+    assert {r.method for r in rep["runs"]} == {"gsi"} and len(rep["runs"]) == 6
+    with pytest.raises(ValueError, match=r"method=GSX matches none of the 12 runs; method is one of: .*GSI.*rsd"):
+        make_report([seeds["root"] / "gsi", seeds["root"] / "rsd"], tmp_path / "b", filters=["method=GSX"])
+    proc = subprocess.run([sys.executable, "-m", "experiments.report", str(seeds["root"] / "gsi"), "--out",
+                           str(tmp_path / "c"), "--filter", "method.n=3"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and "method.n=3 matches none" in proc.stderr
+
+
+def test_compare_within_one_sweep_with_a_filter_per_side(seeds):
+    both = seeds["root"]  # GSI and RSD under one folder: a filter each picks the side
+    c = compare([both], [both], parse_filters(["method.n=4"]), n_boot=500, filters_a=parse_filters(["method=gsi"]),
+                filters_b=parse_filters(["method=RSD"]))
+    ref = compare([seeds["root"] / "gsi"], [seeds["root"] / "rsd"], parse_filters(["method.n=4"]), n_boot=500)
+    for key in ("pairs", "problems", "A_right_B_wrong", "A_wrong_B_right", "mcnemar_p"):
+        assert c[key] == ref[key], key
+    assert c["A"]["label"].startswith("GSI") and c["B"]["label"].startswith("RSD")
