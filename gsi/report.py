@@ -43,16 +43,20 @@ def print_summary(summary: dict, out: Path | None = None, file=None) -> None:
     engine = summary.get("measured", {}).get("engine", {})
     roles = Table(title="compute by role")
     nocache = summary.get("flops_nocache", {})
-    for col in ("role", "tokens generated", "context tokens", "FLOPs", "FLOPs no cache", "prefilled (after cache)",
-                "engine busy"):
+    executed = summary.get("measured", {}).get("flops_executed", {})
+    # ideal: token-granular, each problem's prefix computed once; executed: what the engines reported running
+    for col in ("role", "tokens generated", "context tokens", "ideal FLOPs", "executed FLOPs", "FLOPs no cache",
+                "prefilled (after cache)", "engine busy"):
         roles.add_column(col, justify="right")
     for role in ("small", "big", "reward"):
         tok = summary["tokens"][role]
         e = engine.get(role, {})
         roles.add_row(role, f"{tok['generated']:,}", f"{tok['context']:,}", _fmt_flops(summary["flops"][role]),
+                      _fmt_flops(executed[role]) if role in executed else "-",
                       _fmt_flops(nocache[role]) if nocache else "-",
                       f"{e['prefilled_tokens']:,}" if e else "-", f"{e['busy_s']:.1f} s" if e else "-")
     roles.add_row("total", "", "", _fmt_flops(summary["flops"]["total"]),
+                  _fmt_flops(sum(executed.values())) if executed else "-",
                   _fmt_flops(nocache["total"]) if nocache else "-", "", "")
     console_.print(roles)
     use = summary.get("measured", {}).get("utilisation")

@@ -231,6 +231,23 @@ def table_row(record: dict, params: dict) -> list:
             + [record.get("time_s"), record.get("stop_reason"), record.get("grade_rule"), record.get("final_text")])
 
 
+def claim_columns(summary: dict, method: dict, beta) -> dict:
+    """What GSI's claim is judged on, flat (the report's columns): pi_B's generated tokens, the step loop's time
+    without engine start-up, the method's settings (n, beta, the threshold on its scale: gsi.thresholds), and the
+    ideal and executed FLOPs."""
+    from gsi.thresholds import threshold_of
+
+    measured = summary.get("measured") or {}
+    thr = threshold_of(method, beta)
+    executed = measured.get("flops_executed")
+    return {"big_generated_tokens": ((summary.get("tokens") or {}).get("big") or {}).get("generated"),
+            "step_loop_s": measured.get("step_loop_s"), "engine_start_s": measured.get("engine_start_s"),
+            "n": method.get("n"), "beta": beta, "threshold": thr.text if thr else None,
+            "threshold_value": thr.value if thr else None, "threshold_axis": thr.axis if thr else None,
+            "flops_ideal": (summary.get("flops") or {}).get("total"),
+            "flops_executed": sum(executed.values()) if executed else None}
+
+
 class RunningTotals:
     """Running accuracy, acceptance, tokens and FLOPs over the finished problems (what W&B shows live). The same
     arithmetic as gsi.results.summarize, so the last values equal the summary's."""
@@ -306,6 +323,7 @@ class WandbTracker:
 
         info = hydra_job_info()
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain strings for W&B
+        self.method_cfg, self.beta = dict(config.get("method") or {}), config.get("beta")
         config["_run"] = {"output_dir": str(self.out.resolve()), **info}
         with contextlib.suppress(OSError, ValueError):  # what produced the numbers (gsi.provenance)
             config["provenance"] = json.loads((self.out / "experiment.json").read_text())["provenance"]
@@ -405,8 +423,9 @@ class WandbTracker:
                                  data=[table_row(r, self.params) for r in records])
         with _temp_dir_in(self.tmp, self.service_tmp):  # the table is staged through a temporary file
             self.run.log({"problems": table})
-        # Exactly summary.json's keys and values (nested dicts stay nested).
+        # Exactly summary.json's keys and values (nested dicts stay nested), and the claim's columns.
         self.run.summary.update(json.loads(json.dumps(summary)))
+        self.run.summary.update({"claim": claim_columns(summary, self.method_cfg, self.beta)})
 
     def _log_results(self, complete: bool) -> None:
         files = [self.out / name for name in ("results.jsonl", "summary.json", "experiment.json")]

@@ -581,3 +581,19 @@ def test_runs_sharing_engines_report_only_their_own_calls(tmp_path, monkeypatch)
         loop = s["measured"]["step_loop_s"]
         assert 0 < loop <= s["wall_time_s"] and s["measured"]["engine_start_s"] is None  # engines given, not built
         assert second.summary["measured"]["step_loop_s"] == small_only["measured"]["step_loop_s"]
+
+
+def test_wandb_summary_carries_the_claims_columns(tmp_path, monkeypatch):
+    mod = fake_wandb()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(sys.modules, "wandb", mod)
+    summary = synthetic_run(["method=gsi", "method.n=2", "beta=4", "method.threshold=2", "method.threshold_on=score",
+                             "logger=wandb", "logger.mode=offline"], tmp_path / "run", n_problems=4)
+    (run,) = mod.runs
+    claim = run.summary["claim"]
+    assert claim["big_generated_tokens"] == summary["tokens"]["big"]["generated"] > 0
+    assert claim["step_loop_s"] == summary["measured"]["step_loop_s"] > 0
+    assert (claim["n"], claim["beta"], claim["threshold_value"], claim["threshold_axis"]) == (2, 4.0, 0.5, "u")
+    assert claim["threshold"] == "u = s/β = 0.5, s = 2"
+    assert claim["flops_ideal"] == summary["flops"]["total"]
+    assert claim["flops_executed"] == sum(summary["measured"]["flops_executed"].values())
