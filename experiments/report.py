@@ -1127,7 +1127,7 @@ def make_report(paths, out: Path, *, wandb_project: str | None = None, per_probl
             "unfinished": unfinished}
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="*", type=Path, help="run folders, or folders to search for them")
@@ -1148,6 +1148,11 @@ def main(argv=None) -> None:
     ap.add_argument("--latex", action="store_true",
                     help="also write table.tex (booktabs: accuracy with its interval, π_B tokens, step loop, FLOPs; "
                          "no paths) and print it")
+    return ap
+
+
+def main(argv=None) -> None:
+    ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
