@@ -140,7 +140,13 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
 
                 factory = lambda: build_engines(cfg)  # noqa: E731
             engine_start = time.perf_counter()
-            engines = factory()
+            try:
+                engines = factory()
+            except BaseException as exc:
+                msg = f"the engines failed to start ({type(exc).__name__}: {exc}); no problem of this session ran"
+                print(msg, file=sys.stderr, flush=True)
+                to_log_files(logging.ERROR, msg, exc)
+                raise
             engine_start_s = time.perf_counter() - engine_start
         # Engines shared with earlier runs (tests, the toy demo) hold their calls too: this run reports the change.
         stats_before = engines.stats() if engines is not None else None
@@ -336,13 +342,25 @@ def stopped(exc: BaseException, stop: StopOnSignal, engines, saved: int, total: 
         signum = stop.signum or signal.SIGINT
         msg = f"interrupted ({signal.Signals(signum).name}): {where}"
         print(msg, file=sys.stderr, flush=True)
+        to_log_files(logging.WARNING, msg)
         raise SystemExit(128 + signum) from None
     role = failed_role(exc, engines) if isinstance(exc, Exception) else None
     if role is not None:
         traceback.print_exception(exc, file=sys.stderr)
         msg = f"the {role} engine failed ({type(exc).__name__}: {exc}); {where}"
         print(msg, file=sys.stderr, flush=True)
+        to_log_files(logging.ERROR, msg, exc)
         raise SystemExit(1) from exc
+
+
+def to_log_files(level: int, msg: str, exc: BaseException | None = None) -> None:
+    """Also into the log files (Hydra's run.log), which the console prints above do not reach: a job's log must
+    say why it ended (an engine that died, or was OOM-killed) without its stderr beside it."""
+    record = log.makeRecord(log.name, level, __file__, 0, msg, None,
+                            (type(exc), exc, exc.__traceback__) if exc is not None else None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
 
 
 def initial_states(cfg: DictConfig, engines, problems, todo=None) -> list:

@@ -546,6 +546,11 @@ def test_failed_jobs_end_their_own_runs_and_the_next_job_runs(failing_sweep):
             assert run["exit_code"] == 1 and "partial" in art["aliases"]
             assert "summary.json" not in art["files"] and "seed" not in run["summary"]
     assert len(set(ids)) == 3
+    # Each job's log file (Hydra's <job name>.log) says why it ended, without its stderr beside it.
+    log0 = (jobs[0] / "sweep_driver.log").read_text()
+    assert "the engines failed to start (RuntimeError: CUDA out of memory" in log0 and "Traceback" in log0
+    log1 = (jobs[1] / "sweep_driver.log").read_text()
+    assert "the small engine failed (EngineDied: engine process died (simulated))" in log1
 
 
 def test_runs_sharing_engines_report_only_their_own_calls(tmp_path, monkeypatch):
