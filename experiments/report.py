@@ -891,8 +891,12 @@ def plot_accuracy_vs_flops(runs: list[Run], path: Path | None = None, *, per_pro
     panels = _panels(runs)
     fig, axes = _figure(len(panels), f"{title} ({_spread_note(runs)})")
     points = []
+    from matplotlib.transforms import offset_copy
+
+    nudged = False
     for ax, (panel, rs) in zip(axes, panels):
         labels = []
+        drawn: dict[tuple, int] = {}  # (x, y) -> series already drawn there
         for (label, beta), mine in _series(rs, lambda r: (r.label, r.beta)).items():
             mine.sort(key=lambda r: (r.n or 0, cost(r)))
             st = style[label]
@@ -900,8 +904,17 @@ def plot_accuracy_vs_flops(runs: list[Run], path: Path | None = None, *, per_pro
             y = [100 * r.accuracy for r in mine]
             lo = [100 * (r.accuracy - r.ci_low) if r.ci_low is not None else 0 for r in mine]
             hi = [100 * (r.ci_high - r.accuracy) if r.ci_high is not None else 0 for r in mine]
+            # Identical results of different configurations (beam search and DVTS at n = width) would hide each
+            # other: a series with a point where another series already is, is drawn a few points to the right.
+            spots = [(round(xi, 9), round(yi, 9)) for xi, yi in zip(xs, y)]
+            k = max(drawn.get(spot, 0) for spot in spots)
+            for spot in spots:
+                drawn[spot] = max(drawn.get(spot, 0), k + 1)
+            nudged |= k > 0
+            where = offset_copy(ax.transData, fig=fig, x=5 * k, y=0, units="points") if k else ax.transData
             ax.errorbar(xs, y, yerr=[lo, hi], color=st["color"], marker=st["marker"], ms=5.5, capsize=2,
-                        elinewidth=0.7, lw=1.1, ls=betas.get(beta, "-") if len(mine) > 1 else "none", alpha=0.9)
+                        elinewidth=0.7, lw=1.1, ls=betas.get(beta, "-") if len(mine) > 1 else "none", alpha=0.9,
+                        transform=where)
             for r, xi, yi in zip(mine, xs, y):
                 if r.n is not None:
                     labels.append((xi, yi, str(r.n), st["color"]))
@@ -926,7 +939,9 @@ def plot_accuracy_vs_flops(runs: list[Run], path: Path | None = None, *, per_pro
         ax.grid(True, which="major", alpha=0.3)
     pareto = Line2D([], [], color="0.2", lw=7, alpha=0.13, label="Pareto frontier")
     labels = Line2D([], [], ls="none", label="(point labels: n)")
-    return _finish(fig, path, points, _legend_handles(style, betas, [pareto, labels]))
+    extra = [pareto, labels] + ([Line2D([], [], ls="none", label="(identical points: set 5 pt apart)")] if nudged
+                                else [])
+    return _finish(fig, path, points, _legend_handles(style, betas, extra))
 
 
 def readable_accuracy_axis(ax) -> None:

@@ -342,3 +342,21 @@ def test_equal_accuracies_get_a_readable_axis(tmp_path):
                 plot_accuracy_vs_flops(runs, x="big_tokens")):
         lo, hi = fig.axes[0].get_ylim()
         assert hi - lo >= 10 and lo >= -2.0 and hi > 0
+
+
+def test_identical_configurations_do_not_hide_each_other():
+    """Beam search and DVTS at n = width give the same numbers: both markers stay visible, set apart."""
+    from experiments.report import Run, plot_accuracy_vs_flops
+
+    def run(variant, acc=0.5):
+        return Run(path=variant, method="beam", variant=variant, dataset="d", model="m", n=4, beta=1.0,
+                   threshold=None, n_problems=10, accuracy=acc, ci_low=0.2, ci_high=0.8, acceptance_rate=None,
+                   acceptance_rate_tokens=None, flops_total=2e12, flops={"small": 2e12, "big": 0, "reward": 0})
+
+    fig = plot_accuracy_vs_flops([run("beam search π_S (M=4, last)"), run("DVTS π_S (M=4, last)"),
+                                  run("PF π_S (logit, hard)", acc=0.3)])
+    ax = fig.axes[0]
+    where = [tuple(c.lines[0].get_transform().transform(c.lines[0].get_xydata())[0]) for c in ax.containers]
+    assert len(where) == 3 and len(set(where)) == 3
+    assert where[0][1] == pytest.approx(where[1][1]) and abs(where[0][0] - where[1][0]) >= 4  # same y, apart in x
+    assert "(identical points: set 5 pt apart)" in [t.get_text() for t in fig.legends[0].get_texts()]
