@@ -22,10 +22,20 @@ _SYMBOLS = {"π_S": r"$\pi_S$", "π_B": r"$\pi_B$", "β": r"$\beta$", "δ": r"$\
 
 def tex(text) -> str:
     """Plain text (a method label, a dataset name) as LaTeX: specials escaped, the Greek letters in math."""
-    out = "".join(_ESCAPES.get(ch, ch) for ch in str(text))
-    for sym, rep in _SYMBOLS.items():
-        out = out.replace(sym, rep)
-    return out
+    parts = [str(text)]
+    for sym in _SYMBOLS:  # split out the symbols first: escaping would break "π_B" apart
+        parts = [q for p in parts for q in _split_keep(p, sym)]
+    return "".join(_SYMBOLS[p] if p in _SYMBOLS else "".join(_ESCAPES.get(ch, ch) for ch in p) for p in parts)
+
+
+def _split_keep(text: str, sym: str) -> list[str]:
+    if text in _SYMBOLS:
+        return [text]
+    pieces = text.split(sym)
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        out += [sym, piece]
+    return [p for p in out if p]
 
 
 def sci(x: float | None) -> str:

@@ -12,13 +12,18 @@ but no summary.json are listed as unfinished. The shards of one experiment (`sha
 (labelled `[shards i/k,...]` when some are missing); a folder gsi.merge wrote replaces the shards it merged.
 
 Runs that differ only in `seed` are one configuration: the table and the figures show the mean over seeds with a
-95% t-interval over seeds (a single seed: the Wilson interval of its accuracy). Writes into --out:
+95% interval over problems (experiments/intervals.py; a single seed: the Wilson interval of its accuracy). Writes
+into --out:
 
     report.md                         the configuration table and the figures
-    configs.csv                       one row per configuration (mean, interval, std over seeds, the seeds)
+    configs.csv                       one row per configuration (mean, interval, std over seeds, the seeds,
+                                      π_B generated tokens, step loop, ideal and executed FLOPs)
     runs.csv                          one row per run, full-precision numbers
-    accuracy_vs_flops.{png,pdf,csv}   accuracy against FLOPs, log x, Pareto frontier (one panel per dataset)
-    acceptance_vs_threshold.{...}     acceptance (steps and draft tokens) against GSI's u and RSD's δ, own panels
+    table.tex                         with --latex: the table in booktabs (intervals, no paths)
+    accuracy_vs_flops.{png,pdf,csv}   accuracy against ideal FLOPs, log x, Pareto frontier (one panel per dataset)
+    accuracy_vs_big_tokens.{...}      accuracy against π_B's generated tokens per problem
+    acceptance_vs_threshold.{...}     acceptance (steps and draft tokens) against the threshold, a panel per scale
+                                      (GSI's u, a score threshold as u = s/β; GSI's raw r; RSD's δ)
     accuracy_vs_n.{...}               accuracy against n per method, β and u/δ
 
 Each .csv holds exactly the points its figure draws. `--compare A B` tests two runs or sweeps (one configuration
@@ -863,7 +868,7 @@ def _spread_note(runs: list[Run]) -> str:
     if seeds == [1]:
         return "error bars: Wilson 95% CI"
     k = "/".join(map(str, [s for s in seeds if s > 1]))
-    return (f"{k} seeds: mean, 95% t-interval over seeds" + ("; one seed: Wilson 95% CI" if 1 in seeds else ""))
+    return (f"{k} seeds: mean, 95% interval over problems" + ("; one seed: Wilson 95% CI" if 1 in seeds else ""))
 
 
 def big_tokens_per_problem(r: Run) -> float | None:

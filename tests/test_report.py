@@ -313,6 +313,7 @@ def test_latex_table_and_the_big_tokens_figure(sweep, tmp_path):
     assert str(sweep["root"]) not in tex and "/" not in tex.replace(r"\%", "").split(r"\midrule")[1].split(
         r"\bottomrule")[0]  # no paths in the rows
     rows = [line for line in tex.splitlines() if line.endswith(r"\\") and "&" in line][1:]
+    assert any(row.startswith(r"soft BoN $\pi_S$ & math500") for row in rows)  # symbols as math, not "π\_S"
     assert len(rows) == 16
     configs = {(r["label"], r["n"], r["beta"]): r for r in read_csv(out / "configs.csv")}
     gsi = configs[("GSI (u = 0.5)", "4", "4.0")]
