@@ -361,3 +361,20 @@ def test_identical_configurations_do_not_hide_each_other():
     assert len(where) == 3 and len(set(where)) == 3
     assert where[0][1] == pytest.approx(where[1][1]) and abs(where[0][0] - where[1][0]) >= 4  # same y, apart in x
     assert "(identical points: set 5 pt apart)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_accuracy_vs_n_keeps_many_series_close_to_their_n():
+    """Fourteen series at n = 4 and 16: set apart so that their bars do not overlap, but all within ±2.5% of n
+    (they were spread so far that they read as other n)."""
+    from experiments.report import Run, plot_accuracy_vs_n
+
+    runs = [Run(path=f"{i}-{n}", method="bon", variant=f"variant {i}", dataset="d", model="m", n=n, beta=1.0,
+                threshold=None, n_problems=10, accuracy=0.05 * i, ci_low=0.0, ci_high=0.9, acceptance_rate=None,
+                acceptance_rate_tokens=None, flops_total=1e12, flops={"small": 1e12, "big": 0, "reward": 0})
+            for i in range(14) for n in (4, 16)]
+    fig = plot_accuracy_vs_n(runs)
+    xs = [x for line in fig.axes[0].lines for x in line.get_xdata()]
+    assert len(xs) == 28 and len(set(xs)) == 28
+    for x in xs:
+        n = min((4, 16), key=lambda v: abs(v - x))
+        assert abs(x / n - 1) <= 0.025
