@@ -45,7 +45,10 @@ def in_process_sweep() -> bool:
 
 def reason(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
-        return f"exit status {exc.code}" if isinstance(exc.code, int) else str(exc.code)
+        if not isinstance(exc.code, int):
+            return str(exc.code)
+        cause = exc.__cause__  # gsi.run's engine failure: the engine's own error
+        return f"exit status {exc.code}" + (f" ({type(cause).__name__}: {cause})" if cause is not None else "")
     return f"{type(exc).__name__}: {exc}"
 
 

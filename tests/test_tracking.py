@@ -520,7 +520,8 @@ def test_failed_jobs_end_their_own_runs_and_the_next_job_runs(failing_sweep):
     # The sweep went on after both failures, and ends non-zero naming the failed jobs (and only them).
     assert proc.returncode != 0, out[-3000:]
     assert "2 job(s) of the sweep failed" in out, out[-3000:]
-    assert "job 0 (" in out and "CUDA out of memory" in out and "job 1 (" in out and "job 2 (" not in out
+    assert "job 0 (" in out and "CUDA out of memory" in out and "job 2 (" not in out
+    assert "seed=1): exit status 1 (EngineDied: engine process died (simulated))" in out
     assert sorted(jobs) == [0, 1, 2] and (jobs[2] / "summary.json").exists()
     assert not (jobs[0] / "summary.json").exists() and not (jobs[1] / "summary.json").exists()
 
