@@ -204,8 +204,9 @@ def run_from(summary: dict, method: dict, path: str, overrides=(), experiment: d
                                   "dataset": {"name": summary.get("dataset")}, "model": {"name": summary.get("model")}})
     thr = _threshold(method, beta)
     measured = summary.get("measured") or {}
-    if measured.get("problems_run") != n:  # a resumed run (or older summary): this session's part only
-        measured = {}
+    if measured.get("problems_run") != n:  # a resumed run: every session's sum (gsi.sessions), when complete
+        every = measured.get("all_sessions") or {}
+        measured = every if every.get("problems_run") == n and every.get("sessions") else {}
     executed = measured.get("flops_executed")
     return Run(
         path=str(path), method=summary.get("method", method.get("name", "?")), variant=variant_name(method),

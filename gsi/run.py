@@ -107,6 +107,7 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
     from gsi.scheduler import step_all
     from gsi.state import ProblemState
     from gsi.tracking import build_tracker
+    from gsi import sessions
     from gsi.utilisation import utilisation, with_busy_fraction
 
     start = time.perf_counter()
@@ -179,17 +180,26 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
                                 accept=f"{tally['accepted'] / max(tally['steps'], 1):.2f}"
                                 if method.has_acceptance else "-")
 
-            loop_start = time.perf_counter()
+            loop_start, done_before = time.perf_counter(), len(done)
+
+            def session_done() -> float:  # this session's step loop, kept across resumes (gsi.sessions)
+                took = time.perf_counter() - loop_start
+                sessions.record(out, step_loop_s=took, problems_run=len(done) - done_before,
+                                engine_start_s=engine_start_s,
+                                flops_executed=measured(engines, engines.params, stats_before)["flops_executed"])
+                return took
+
             with StopOnSignal() as stop:
                 try:
                     step_all(states, stop.guard(method), ctx, batch_size=cfg.batch_size, mode=cfg.scheduler.mode,
                              cohorts=cfg.scheduler.cohorts, on_finish=on_finish)
                 except BaseException as exc:
                     bar.close()
+                    session_done()
                     stopped(exc, stop, engines, len(done), len(problems), results.path)
                     raise
             bar.close()
-            loop_s = time.perf_counter() - loop_start
+            loop_s = session_done()
         records = sorted(done.values(), key=lambda r: r["index"])
         params = engines.params if engines is not None else known_params(out, cfg)
         summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ("small", "big", "reward")},
@@ -201,7 +211,8 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
         # The step loop apart from engine start-up (this session's; None: nothing was left to run).
         # problems_run: how many of the run's problems this session ran (fewer on a resume: its step loop and
         # engine counters cover only those).
-        summary["measured"].update(step_loop_s=loop_s, engine_start_s=engine_start_s, problems_run=len(todo))
+        summary["measured"].update(step_loop_s=loop_s, engine_start_s=engine_start_s, problems_run=len(todo),
+                                   all_sessions=sessions.totals(out))
         summary["provenance"] = provenance.collect(cfg, problems)  # after the engines: hub commits are known now
         if todo and engines is not None:  # this session's step loop: each role's busy fraction of its wall time
             summary["measured"]["utilisation"] = utilisation(engines.stats(), loop_s, stats_before)

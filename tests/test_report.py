@@ -378,3 +378,36 @@ def test_accuracy_vs_n_keeps_many_series_close_to_their_n():
     for x in xs:
         n = min((4, 16), key=lambda v: abs(v - x))
         assert abs(x / n - 1) <= 0.025
+
+
+def test_a_resumed_run_reports_the_sum_of_its_sessions(tmp_path, monkeypatch):
+    """A run stopped after 4 problems and resumed: summary.json's measured is the last session's (6 problems);
+    gsi.sessions keeps both, and the report's step loop and executed FLOPs are their sums."""
+    import experiments.synthetic as syn
+    from experiments.report import load_run
+
+    real = syn.synthetic_grade
+    calls = []
+
+    def grade(text, reference, **how):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("node lost")
+        return real(text, reference, **how)
+
+    monkeypatch.setattr(syn, "synthetic_grade", grade)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="node lost"):
+        synthetic_run(["method=gsi", "method.n=2"], out, n_problems=10)
+    monkeypatch.setattr(syn, "synthetic_grade", real)
+    summary = synthetic_run(["method=gsi", "method.n=2"], out, n_problems=10)
+    lines = [json.loads(x) for x in (out / "sessions.jsonl").read_text().splitlines()]
+    assert [x["problems_run"] for x in lines] == [4, 6]
+    m = summary["measured"]
+    assert m["problems_run"] == 6 and m["all_sessions"]["sessions"] == 2
+    assert m["all_sessions"]["step_loop_s"] == pytest.approx(sum(x["step_loop_s"] for x in lines))
+    run = load_run(out)
+    assert run.step_loop_s == pytest.approx(sum(x["step_loop_s"] for x in lines))
+    assert run.step_loop_s > m["step_loop_s"]
+    assert run.flops_executed == pytest.approx(sum(sum(x["flops_executed"].values()) for x in lines))
+    assert run.flops_executed > sum(m["flops_executed"].values())
