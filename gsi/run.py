@@ -101,13 +101,13 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
     from tqdm import tqdm
 
     import grading
+    from gsi import sessions
     from gsi.data import load_problems
     from gsi.methods import build_method
     from gsi.report import print_summary
     from gsi.scheduler import step_all
     from gsi.state import ProblemState
     from gsi.tracking import build_tracker
-    from gsi import sessions
     from gsi.utilisation import utilisation, with_busy_fraction
 
     start = time.perf_counter()
@@ -195,7 +195,10 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
                              cohorts=cfg.scheduler.cohorts, on_finish=on_finish)
                 except BaseException as exc:
                     bar.close()
-                    session_done()
+                    try:
+                        session_done()
+                    except Exception as e:  # noqa: BLE001 - never hide why the loop stopped
+                        log.warning("this session's measurements were not recorded (%s: %s)", type(e).__name__, e)
                     stopped(exc, stop, engines, len(done), len(problems), results.path)
                     raise
             bar.close()
