@@ -16,14 +16,16 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
     from gsi.preview import check_multirun
+    from gsi.sweepjob import sweep_job
 
     check_multirun()  # a sweep preset without -m says so instead of running its first job
-    from gsi.validate import exit_if_invalid
+    with sweep_job():  # in a local sweep, one job's failure does not stop the jobs after it
+        from gsi.validate import exit_if_invalid
 
-    exit_if_invalid(cfg)  # again here: a sweep's jobs get their values only now
-    from gsi.run import run  # heavy: imported only once the config is known to be valid
+        exit_if_invalid(cfg)  # again here: a sweep's jobs get their values only now
+        from gsi.run import run  # heavy: imported only once the config is known to be valid
 
-    return run(cfg)
+        return run(cfg)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.intervals import wilson
 from gsi import seeding
 from gsi.methods.search import aggregate, select_response
 
@@ -118,9 +119,11 @@ def run_points(run_dir: Path, *, draws: int = 8) -> list[dict]:
     for rule, accs in curves(records, int(summary.get("seed", 0)), draws=draws).items():
         for n, acc in accs.items():
             roles = ("small", "big") + (() if RULES[rule][1] is None else ("reward",))
+            problems = sum(1 for r in records if r.get("pool"))
+            lo, hi = wilson(acc, problems)  # over problems: the draws of one problem are not independent
             rows.append({"run": str(run_dir), "dataset": summary.get("dataset", "?"), "model": summary.get("model", "?"),
                          "policy": policy, "N": N, "pool": label, "rule": rule,
-                         "n": n, "accuracy": acc,
+                         "n": n, "accuracy": acc, "ci_low": lo, "ci_high": hi, "problems": problems,
                          "flops": sum(float(flops.get(r, 0.0)) for r in roles) * n / N})
     return rows
 
@@ -162,43 +165,51 @@ def plot_pool_curves(paths, path: Path | None = None, *, draws: int = 8):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = sorted({r["dataset"] for r in rows})
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(11.5, 4.4 * len(datasets)), squeeze=False)
+    from experiments.report import _log_flops_axis
+
+    # One row of panels per (dataset, pool): at most the 7 rules in a panel, each its own colour (two pools in one
+    # panel gave 14 series with reused colours).
+    panels = sorted({(r["dataset"], r["pool"]) for r in rows})
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11.5, 4.4 * len(panels)), squeeze=False)
     rules = list(RULES)
     colors = plt.get_cmap("tab10")
-    for (ax_n, ax_f), ds in zip(axes, datasets):
-        mine = [r for r in rows if r["dataset"] == ds]
-        for (run, rule) in sorted({(r["run"], r["rule"]) for r in mine}):
-            pts = sorted((r for r in mine if r["run"] == run and r["rule"] == rule), key=lambda r: r["n"])
-            pools = sorted({r["pool"] for r in mine})
-            style = {"color": colors(rules.index(rule)), "marker": "osD^v"[pools.index(pts[0]["pool"]) % 5], "ms": 4,
-                     "lw": 1.3, "ls": "-" if rule.startswith("bon") else ("--" if rule.startswith("weighted") else ":"),
-                     "label": f"{rule} ({pts[0]['pool']})"}
-            ax_n.plot([p["n"] for p in pts], [100 * p["accuracy"] for p in pts], **style)
-            ax_f.plot([p["flops"] for p in pts], [100 * p["accuracy"] for p in pts], **style)
+    for (ax_n, ax_f), (ds, pool) in zip(axes, panels):
+        mine = [r for r in rows if r["dataset"] == ds and r["pool"] == pool]
+        for rule in [k for k in rules if any(r["rule"] == k for r in mine)]:
+            pts = sorted((r for r in mine if r["rule"] == rule), key=lambda r: r["n"])
+            style = {"color": colors(rules.index(rule)), "marker": "o", "ms": 4, "lw": 1.3,
+                     "ls": "-" if rule.startswith("bon") else ("--" if rule.startswith("weighted") else ":"),
+                     "label": rule}
+            y = [100 * p["accuracy"] for p in pts]
+            lo, hi = [100 * p["ci_low"] for p in pts], [100 * p["ci_high"] for p in pts]
+            for ax, x in ((ax_n, [p["n"] for p in pts]), (ax_f, [p["flops"] for p in pts])):
+                ax.plot(x, y, **style)
+                ax.fill_between(x, lo, hi, color=style["color"], alpha=0.06, lw=0)
         ns = sorted({r["n"] for r in mine})
         ax_n.set_xscale("log", base=2)
         ax_n.set_xticks(ns)
         ax_n.set_xticklabels([str(n) for n in ns])
         ax_n.minorticks_off()
         ax_n.set_xlabel("n (responses per problem)")
-        ax_f.set_xscale("log")
-        ax_f.set_xlabel("total FLOPs of a run at n (log scale)")
+        if all(r["flops"] > 0 for r in mine):
+            _log_flops_axis(ax_f)  # G/T tick labels, as the report's other figures
+        ax_f.set_xlabel("ideal FLOPs of a run at n (log scale)")
         for ax, what in ((ax_n, "n"), (ax_f, "FLOPs")):
             ax.set_ylabel("accuracy (%)")
-            ax.set_title(f"{ds}: against {what}", fontsize=10)
+            ax.set_title(f"{ds}, {pool} ({mine[0]['problems']} problems): against {what}", fontsize=10)
             ax.grid(True, alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
-    fig.suptitle(f"Best-of-n and voting from one pool of responses (mean over {draws} seeded subsets per n)",
-                 fontsize=12)
+    fig.suptitle(f"Best-of-n and voting from one pool of responses (mean over {draws} seeded subsets per n; "
+                 "band: Wilson 95% CI over problems)", fontsize=12)
     fig.tight_layout()
     if path is not None:
         path = Path(path)
         fig.savefig(path, dpi=130, bbox_inches="tight")
+        fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")  # vector, for the paper
         with open(path.with_suffix(".csv"), "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["run", "dataset", "model", "policy", "N", "pool", "rule", "n", "accuracy",
-                                              "flops"])
+                                              "ci_low", "ci_high", "problems", "flops"])
             w.writeheader()
             w.writerows(rows)
     return fig

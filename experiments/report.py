@@ -12,13 +12,18 @@ but no summary.json are listed as unfinished. The shards of one experiment (`sha
 (labelled `[shards i/k,...]` when some are missing); a folder gsi.merge wrote replaces the shards it merged.
 
 Runs that differ only in `seed` are one configuration: the table and the figures show the mean over seeds with a
-95% t-interval over seeds (a single seed: the Wilson interval of its accuracy). Writes into --out:
+95% interval over problems (experiments/intervals.py; a single seed: the Wilson interval of its accuracy). Writes
+into --out:
 
     report.md                         the configuration table and the figures
-    configs.csv                       one row per configuration (mean, interval, std over seeds, the seeds)
+    configs.csv                       one row per configuration (mean, interval, std over seeds, the seeds,
+                                      π_B generated tokens, step loop, ideal and executed FLOPs)
     runs.csv                          one row per run, full-precision numbers
-    accuracy_vs_flops.{png,pdf,csv}   accuracy against FLOPs, log x, Pareto frontier (one panel per dataset)
-    acceptance_vs_threshold.{...}     acceptance (steps and draft tokens) against GSI's u and RSD's δ, own panels
+    table.tex                         with --latex: the table in booktabs (intervals, no paths)
+    accuracy_vs_flops.{png,pdf,csv}   accuracy against ideal FLOPs, log x, Pareto frontier (one panel per dataset)
+    accuracy_vs_big_tokens.{...}      accuracy against π_B's generated tokens per problem
+    acceptance_vs_threshold.{...}     acceptance (steps and draft tokens) against the threshold, a panel per scale
+                                      (GSI's u, a score threshold as u = s/β; GSI's raw r; RSD's δ)
     accuracy_vs_n.{...}               accuracy against n per method, β and u/δ
 
 Each .csv holds exactly the points its figure draws. `--compare A B` tests two runs or sweeps (one configuration
@@ -60,7 +65,7 @@ class Run:
     model: str
     n: int | None
     beta: float | None
-    threshold: float | None  # GSI's u, RSD's delta; None for methods without an accept test
+    threshold: float | None  # on its axis (gsi.thresholds: GSI's u, a score threshold as u = s/β; raw r; RSD's δ)
     n_problems: int
     accuracy: float | None
     ci_low: float | None
@@ -79,6 +84,14 @@ class Run:
     seeds: list = field(default_factory=list)
     paths: list = field(default_factory=list)
     acc_std: float | None = None
+    threshold_axis: str | None = None  # "u", "r" or "δ" (gsi.thresholds)
+    threshold_text: str | None = None  # "u = 0.5", "u = s/β = 0.5, s = 10", "δ = 0.7"
+    interval: str = "Wilson"  # which accuracy interval ci_low/ci_high are (experiments.intervals)
+    # The claim's columns: pi_B's generated tokens, the step loop's time without engine start-up, and the FLOPs
+    # the engines executed (whole KV blocks, cache resends) where they reported them; None where not known.
+    big_generated: float | None = None
+    step_loop_s: float | None = None
+    flops_executed: float | None = None
 
     @property
     def flops_per_problem(self) -> float:
@@ -93,7 +106,7 @@ class Run:
         """The variant with its accept threshold: runs that differ only in u or δ get their own series."""
         if self.threshold is None:
             return self.variant
-        return f"{self.variant} ({'u' if self.method == 'gsi' else 'δ'} = {fmt_num(self.threshold)})"
+        return f"{self.variant} ({self.threshold_text or fmt_num(self.threshold)})"
 
 
 def find_run_dirs(paths) -> tuple[list[Path], list[Path]]:
@@ -165,12 +178,10 @@ def variant_name(method: dict) -> str:
     return name
 
 
-def _threshold(method: dict) -> float | None:
-    if method.get("name") == "gsi" and method.get("fallback", True):
-        return method.get("threshold")
-    if method.get("name") == "rsd":
-        return method.get("delta")
-    return None
+def _threshold(method: dict, beta):
+    from gsi.thresholds import threshold_of
+
+    return threshold_of(method, beta if isinstance(beta, (int, float)) else None)
 
 
 def accuracy_interval(accuracy: float | None, n: int) -> tuple[float | None, float | None]:
@@ -191,10 +202,20 @@ def run_from(summary: dict, method: dict, path: str, overrides=(), experiment: d
     lo, hi = accuracy_interval(summary.get("accuracy"), n)
     flat = flatten(experiment or {"method": method, "seed": summary.get("seed"), "beta": beta,
                                   "dataset": {"name": summary.get("dataset")}, "model": {"name": summary.get("model")}})
+    thr = _threshold(method, beta)
+    measured = summary.get("measured") or {}
+    if measured.get("problems_run") != n:  # a resumed run: every session's sum (gsi.sessions), when complete
+        every = measured.get("all_sessions") or {}
+        measured = every if every.get("problems_run") == n and every.get("sessions") else {}
+    executed = measured.get("flops_executed")
     return Run(
         path=str(path), method=summary.get("method", method.get("name", "?")), variant=variant_name(method),
         dataset=summary.get("dataset", "?"), model=summary.get("model", "?"), n=method.get("n"),
-        beta=float(beta) if isinstance(beta, (int, float)) else None, threshold=_threshold(method),
+        beta=float(beta) if isinstance(beta, (int, float)) else None, threshold=thr.value if thr else None,
+        threshold_axis=thr.axis if thr else None, threshold_text=thr.text if thr else None,
+        big_generated=(summary.get("tokens") or {}).get("big", {}).get("generated"),
+        step_loop_s=measured.get("step_loop_s"),
+        flops_executed=float(sum(executed.values())) if executed else None,
         n_problems=n, accuracy=summary.get("accuracy"), ci_low=lo, ci_high=hi,
         acceptance_rate=summary.get("acceptance_rate"), acceptance_rate_tokens=summary.get("acceptance_rate_tokens"),
         flops_total=float(flops.get("total", 0.0)), flops={r: float(flops.get(r, 0.0)) for r in ROLES},
@@ -331,43 +352,77 @@ def run_fields(r: Run) -> dict:
             "n": r.n, "beta": r.beta, "threshold": r.threshold, "seed": r.seed}
 
 
+def _matches(r: Run, key: str, wanted: str) -> bool:
+    if key == "method":  # the plugin (gsi) or the name the table prints (GSI, soft BoN π_S), any case
+        return wanted.lower() in (r.method.lower(), r.variant.lower())
+    return _same(run_fields(r).get(key), wanted)
+
+
 def apply_filters(runs: list[Run], filters) -> list[Run]:
+    """The runs every filter matches. A filter that leaves no run is an error naming the values there are (a typo
+    or the wrong name would otherwise give an empty report and exit 0)."""
     for key, values in filters:
         known = set().union(*(run_fields(r) for r in runs)) if runs else set()
         if runs and key not in known:
             raise ValueError(f"--filter {key}=...: no run has the key {key!r}; keys look like "
                              f"{', '.join(sorted(k for k in known if '.' not in k))}, method.n, dataset.name, ...")
-        runs = [r for r in runs if any(_same(run_fields(r).get(key), v) for v in values)]
+        kept = [r for r in runs if any(_matches(r, key, v) for v in values)]
+        if runs and not kept:
+            there = sorted({fmt_num(run_fields(r).get(key)) for r in runs})
+            if key == "method":
+                there = sorted(set(there) | {r.variant for r in runs})
+            raise ValueError(f"--filter {key}={','.join(values)} matches none of the {len(runs)} runs; {key} is one "
+                             f"of: {', '.join(there[:20])}")
+        runs = kept
     return runs
 
 
-def seed_interval(values: list[float]) -> tuple[float, float, float]:
-    """(mean, 95% t-interval low, high) over replicates."""
-    from scipy import stats
+def per_problem_correct(run: Run) -> dict[str, bool] | None:
+    """problem id -> correct, from the run's results.jsonl (every shard's); None where there is none (W&B)."""
+    from gsi.results import parse_results
 
-    k = len(values)
-    mean = sum(values) / k
-    sd = float(stats.tstd(values)) if k > 1 and len(set(values)) > 1 else 0.0
-    half = stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k) if k > 1 else 0.0
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
+    out: dict[str, bool] = {}
+    for p in run.paths or [run.path]:
+        path = Path(p) / "results.jsonl"
+        if p.startswith("wandb:") or not path.is_file():
+            return None
+        records, _, _ = parse_results(path.read_bytes())
+        out.update({str(pid): bool(rec["correct"]) for pid, rec in records.items()})
+    return out
+
+
+def drop_duplicate_seeds(rs: list[Run]) -> list[Run]:
+    """A configuration's runs with one run per seed: a seed seen twice (a copied folder, a rerun into a new folder)
+    would count the same outcomes twice and narrow the interval. The first folder is kept; the others are named."""
+    kept: dict = {}
+    for r in rs:
+        if r.seed in kept:
+            log.warning("%s: seed %s appears twice (%s and %s); pooling only the first (a copied or rerun folder "
+                        "would count its problems twice)", r.label, r.seed, kept[r.seed].path, r.path)
+            continue
+        kept[r.seed] = r
+    return list(kept.values())
 
 
 def aggregate(runs: list[Run]) -> list[Run]:
-    """One Run per configuration: the mean over its seeds, a 95% t-interval over seeds (one seed: its Wilson
-    interval), the mean FLOPs and acceptance; `seeds`, `paths` and `acc_std` say what was pooled."""
+    """One Run per configuration: the mean over its seeds with an interval over problems (experiments.intervals;
+    one seed: its Wilson interval), the mean FLOPs, tokens, times and acceptance; `seeds`, `paths` and `acc_std`
+    (the std over seeds) say what was pooled. A seed that appears twice is pooled once (with a warning)."""
+    from experiments.intervals import pooled_interval
+
     groups: dict[str, list[Run]] = {}
     for r in runs:
         groups.setdefault(r.key or r.path, []).append(r)
     out = []
     for rs in groups.values():
         rs.sort(key=lambda r: (r.seed if r.seed is not None else -1, r.path))
+        rs = drop_duplicate_seeds(rs)
         if len(rs) == 1:
             r = rs[0]
             out.append(replace(r, seeds=[r.seed], paths=r.paths or [r.path], acc_std=None))
             continue
         mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
         accs = [r.accuracy for r in rs if r.accuracy is not None]
-        acc, lo, hi = seed_interval(accs) if accs else (None, None, None)
         from scipy import stats
 
         acc_std = (float(stats.tstd(accs)) if len(set(accs)) > 1 else 0.0) if len(accs) > 1 else None
@@ -375,14 +430,21 @@ def aggregate(runs: list[Run]) -> list[Run]:
         counts = sorted({r.n_problems for r in rs})
         if len(counts) > 1:
             log.warning("%s: the seeds ran different numbers of problems (%s)", rs[0].label, counts)
+        acc, lo, hi, interval = mean(accs), None, None, "Wilson"
+        if acc is not None:
+            per_seed = [per_problem_correct(r) for r in rs]
+            lo, hi, interval = pooled_interval(acc, counts[0], None if None in per_seed else per_seed)
         wall = [r.wall_time_s for r in rs if r.wall_time_s is not None]
         out.append(replace(
             rs[0], path=os.path.commonpath([r.path for r in rs]) if not rs[0].path.startswith("wandb:") else rs[0].path,
-            seed=None, accuracy=acc, ci_low=lo, ci_high=hi, acc_std=acc_std, n_problems=counts[0],
+            seed=None, accuracy=acc, ci_low=lo, ci_high=hi, acc_std=acc_std, n_problems=counts[0], interval=interval,
             acceptance_rate=opt([r.acceptance_rate for r in rs]),
             acceptance_rate_tokens=opt([r.acceptance_rate_tokens for r in rs]),
             flops_total=mean([r.flops_total for r in rs]), flops={k: mean([r.flops[k] for r in rs]) for k in ROLES},
             wall_time_s=mean(wall) if wall else None, seeds=[r.seed for r in rs],
+            # Measurements: the mean over the seeds that have one (None when none has)
+            big_generated=opt([r.big_generated for r in rs]), step_loop_s=opt([r.step_loop_s for r in rs]),
+            flops_executed=opt([r.flops_executed for r in rs]),
             paths=[p for r in rs for p in (r.paths or [r.path])],
             shards=",".join(sorted({r.shards for r in rs if r.shards})) or None))
     return out
@@ -440,7 +502,10 @@ def paired_bootstrap(diffs_by_problem: list[float], *, n_boot: int = 10000, seed
 def _one_config(paths, filters, side: str) -> list[Run]:
     dirs, _ = find_run_dirs(paths)
     runs, _ = load_runs(dirs)
-    runs = apply_filters(runs, filters)
+    try:
+        runs = apply_filters(runs, filters)
+    except ValueError as e:
+        raise SystemExit(f"--compare {side}: {e}") from None
     keys = {r.key for r in runs}
     if not runs:
         raise SystemExit(f"--compare: no finished runs in {side} ({', '.join(map(str, paths))}) after the filters")
@@ -451,11 +516,13 @@ def _one_config(paths, filters, side: str) -> list[Run]:
     return runs
 
 
-def compare(a_paths, b_paths, filters=(), *, n_boot: int = 10000) -> dict:
-    """Paired test of A against B on the problems both ran. With seeds on both sides, a problem's pairs are
-    matched by seed (the seeds both have); McNemar counts every (seed, problem) pair, the bootstrap resamples
-    problems (a problem's seeds move together)."""
-    a_runs, b_runs = _one_config(a_paths, filters, "A"), _one_config(b_paths, filters, "B")
+def compare(a_paths, b_paths, filters=(), *, n_boot: int = 10000, filters_a=(), filters_b=()) -> dict:
+    """Paired test of A against B on the problems both ran. `filters` select on both sides, `filters_a` and
+    `filters_b` on one (two configurations of one sweep: the same folder twice, a filter each). With seeds on
+    both sides, a problem's pairs are matched by seed (the seeds both have); McNemar counts every (seed, problem)
+    pair, the bootstrap resamples problems (a problem's seeds move together)."""
+    a_runs = _one_config(a_paths, [*filters, *filters_a], "A")
+    b_runs = _one_config(b_paths, [*filters, *filters_b], "B")
     a, b = {}, {}
     for r in a_runs:
         a.update(load_correct(r))
@@ -547,9 +614,19 @@ def fmt_num(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-TABLE_HEADER = ["method", "dataset", "model", "n", "β", "threshold/δ", "problems", "seeds", "accuracy % [95% CI]",
-                "acceptance % (steps)", "acceptance % (tokens)", "total FLOPs", "FLOPs π_S", "FLOPs π_B",
-                "FLOPs PRM", "wall time", "run"]
+# "ideal FLOPs": token-granular, every problem's prefix computed once (gsi.results); "executed FLOPs": what the
+# engines reported prefilling and generating (whole KV blocks, resends). "step loop": without engine start-up.
+TABLE_HEADER = ["method", "dataset", "model", "n", "β", "threshold", "problems", "seeds", "accuracy % [95% CI]",
+                "acceptance % (steps)", "acceptance % (tokens)", "π_B generated tokens", "step loop",
+                "ideal FLOPs", "executed FLOPs", "ideal FLOPs π_S", "ideal FLOPs π_B", "ideal FLOPs PRM", "run"]
+
+
+def fmt_tokens(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def fmt_seconds(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f} s"
 
 
 def table_rows(runs: list[Run], root: Path | None = None) -> list[list[str]]:
@@ -560,10 +637,10 @@ def table_rows(runs: list[Run], root: Path | None = None) -> list[list[str]]:
             wheres = [w if w.startswith("wandb:") else os.path.relpath(w, root) for w in wheres]
         seeds = ",".join(fmt_num(s) for s in r.seeds) if r.seeds else fmt_num(r.seed)
         rows.append([r.variant + (f" [shards {r.shards}]" if r.shards else ""), r.dataset, r.model, fmt_num(r.n),
-                     fmt_num(r.beta), fmt_num(r.threshold), str(r.n_problems), seeds, fmt_acc(r),
-                     fmt_pct(r.acceptance_rate), fmt_pct(r.acceptance_rate_tokens), fmt_flops(r.flops_total),
+                     fmt_num(r.beta), r.threshold_text or "-", str(r.n_problems), seeds, fmt_acc(r),
+                     fmt_pct(r.acceptance_rate), fmt_pct(r.acceptance_rate_tokens), fmt_tokens(r.big_generated),
+                     fmt_seconds(r.step_loop_s), fmt_flops(r.flops_total), fmt_flops(r.flops_executed),
                      fmt_flops(r.flops["small"]), fmt_flops(r.flops["big"]), fmt_flops(r.flops["reward"]),
-                     "-" if r.wall_time_s is None else f"{r.wall_time_s:.1f} s",
                      " ".join(f"`{w}`" for w in wheres)])
     return rows
 
@@ -603,10 +680,11 @@ def _csv_rows(runs: list[Run]) -> list[dict]:
 
 
 def write_csv(path: Path, runs: list[Run]) -> None:
-    fields = ["path", "method", "variant", "label", "dataset", "model", "n", "beta", "threshold", "seed", "n_seeds",
-              "seeds", "n_problems", "accuracy", "ci_low", "ci_high", "acc_std", "acceptance_rate",
-              "acceptance_rate_tokens", "flops_total", "flops_small", "flops_big", "flops_reward", "wall_time_s",
-              "shards", "paths", "overrides"]
+    fields = ["path", "method", "variant", "label", "dataset", "model", "n", "beta", "threshold", "threshold_axis",
+              "threshold_text", "seed", "n_seeds", "seeds", "n_problems", "accuracy", "ci_low", "ci_high", "interval",
+              "acc_std", "acceptance_rate", "acceptance_rate_tokens", "big_generated", "step_loop_s", "flops_total",
+              "flops_executed", "flops_small", "flops_big", "flops_reward", "wall_time_s", "shards", "paths",
+              "overrides"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -791,77 +869,131 @@ def _spread_note(runs: list[Run]) -> str:
     if seeds == [1]:
         return "error bars: Wilson 95% CI"
     k = "/".join(map(str, [s for s in seeds if s > 1]))
-    return (f"{k} seeds: mean, 95% t-interval over seeds" + ("; one seed: Wilson 95% CI" if 1 in seeds else ""))
+    return (f"{k} seeds: mean, 95% interval over problems" + ("; one seed: Wilson 95% CI" if 1 in seeds else ""))
 
 
-def plot_accuracy_vs_flops(runs: list[Run], path: Path | None = None, *, per_problem: bool = False):
+def big_tokens_per_problem(r: Run) -> float | None:
+    return r.big_generated / r.n_problems if r.big_generated is not None and r.n_problems else None
+
+
+def plot_accuracy_vs_flops(runs: list[Run], path: Path | None = None, *, per_problem: bool = False,
+                           x: str = "flops"):
     """One point per configuration (seeds pooled; error bar: the interval), configurations of one method, u/δ
-    and β joined in order of n, and the Pareto frontier over all of a panel."""
+    and β joined in order of n, and the Pareto frontier over all of a panel. x="flops": the ideal FLOPs (log
+    axis); x="big_tokens": π_B's generated tokens per problem (linear: π_S-only methods sit at 0), what GSI saves."""
     from matplotlib.lines import Line2D
 
-    runs = [r for r in runs if r.accuracy is not None and r.flops_total > 0]
+    if x == "big_tokens":
+        runs = [r for r in runs if r.accuracy is not None and big_tokens_per_problem(r) is not None]
+        cost = big_tokens_per_problem
+        title = "Accuracy against π_B's generated tokens"
+    else:
+        runs = [r for r in runs if r.accuracy is not None and r.flops_total > 0]
+        cost = (lambda r: r.flops_per_problem) if per_problem else (lambda r: r.flops_total)  # noqa: E731
+        title = "Accuracy against ideal FLOPs" + (" per problem" if per_problem else "")
     if not runs:
         return None
     style, betas = _style([r.label for r in runs]), _beta_styles(runs)
     panels = _panels(runs)
-    fig, axes = _figure(len(panels), "Accuracy against compute" + (" per problem" if per_problem else "")
-                        + f" ({_spread_note(runs)})")
+    fig, axes = _figure(len(panels), f"{title} ({_spread_note(runs)})")
     points = []
-    cost = (lambda r: r.flops_per_problem) if per_problem else (lambda r: r.flops_total)
-    for ax, (title, rs) in zip(axes, panels):
+    from matplotlib.transforms import offset_copy
+
+    nudged = False
+    for ax, (panel, rs) in zip(axes, panels):
         labels = []
+        drawn: dict[tuple, int] = {}  # (x, y) -> series already drawn there
         for (label, beta), mine in _series(rs, lambda r: (r.label, r.beta)).items():
             mine.sort(key=lambda r: (r.n or 0, cost(r)))
             st = style[label]
-            x = [cost(r) for r in mine]
+            xs = [cost(r) for r in mine]
             y = [100 * r.accuracy for r in mine]
             lo = [100 * (r.accuracy - r.ci_low) if r.ci_low is not None else 0 for r in mine]
             hi = [100 * (r.ci_high - r.accuracy) if r.ci_high is not None else 0 for r in mine]
-            ax.errorbar(x, y, yerr=[lo, hi], color=st["color"], marker=st["marker"], ms=5.5, capsize=2,
-                        elinewidth=0.7, lw=1.1, ls=betas.get(beta, "-") if len(mine) > 1 else "none", alpha=0.9)
-            for r, xi, yi in zip(mine, x, y):
+            # Identical results of different configurations (beam search and DVTS at n = width) would hide each
+            # other: a series with a point where another series already is, is drawn a few points to the right.
+            spots = [(round(xi, 9), round(yi, 9)) for xi, yi in zip(xs, y)]
+            k = max(drawn.get(spot, 0) for spot in spots)
+            for spot in spots:
+                drawn[spot] = max(drawn.get(spot, 0), k + 1)
+            nudged |= k > 0
+            where = offset_copy(ax.transData, fig=fig, x=5 * k, y=0, units="points") if k else ax.transData
+            ax.errorbar(xs, y, yerr=[lo, hi], color=st["color"], marker=st["marker"], ms=5.5, capsize=2,
+                        elinewidth=0.7, lw=1.1, ls=betas.get(beta, "-") if len(mine) > 1 else "none", alpha=0.9,
+                        transform=where)
+            for r, xi, yi in zip(mine, xs, y):
                 if r.n is not None:
                     labels.append((xi, yi, str(r.n), st["color"]))
-                points.append(_point(title, f"{label}, β={fmt_num(beta)}", r, xi, yi))
+                points.append(_point(panel, f"{label}, β={fmt_num(beta)}", r, xi, yi))
         front = pareto_front([(cost(r), 100 * r.accuracy) for r in rs])
         fx, fy = zip(*front)
         ax.plot(fx, fy, color="0.2", lw=7, alpha=0.13, solid_capstyle="round", zorder=0)
-        points += [_point(title, "Pareto frontier", None, xi, yi) for xi, yi in front]
-        _log_flops_axis(ax)
+        points += [_point(panel, "Pareto frontier", None, xi, yi) for xi, yi in front]
+        if x == "big_tokens":
+            ax.set_xlabel("π_B generated tokens per problem (mean over seeds)")
+            ax.set_xlim(left=min(-0.03 * max(cost(r) for r in rs), -1))
+        else:
+            _log_flops_axis(ax)
+            ax.set_xlabel("ideal FLOPs per problem (log scale)" if per_problem
+                          else "ideal FLOPs, all roles (token-granular, full prefix cache; log scale)")
         _declutter_labels(ax, labels)
         counts = sorted({r.n_problems for r in rs})
         note = f"{counts[0]} problems" if len(counts) == 1 else "runs differ in problem count!"
-        ax.set_title(f"{title} ({note})", fontsize=10)
-        ax.set_xlabel("FLOPs per problem (log scale)" if per_problem else "total FLOPs, all roles (log scale)")
+        ax.set_title(f"{panel} ({note})", fontsize=10)
         ax.set_ylabel("accuracy (%)")
+        readable_accuracy_axis(ax)
         ax.grid(True, which="major", alpha=0.3)
     pareto = Line2D([], [], color="0.2", lw=7, alpha=0.13, label="Pareto frontier")
     labels = Line2D([], [], ls="none", label="(point labels: n)")
-    return _finish(fig, path, points, _legend_handles(style, betas, [pareto, labels]))
+    extra = [pareto, labels] + ([Line2D([], [], ls="none", label="(identical points: set 5 pt apart)")] if nudged
+                                else [])
+    return _finish(fig, path, points, _legend_handles(style, betas, extra))
+
+
+def readable_accuracy_axis(ax) -> None:
+    """Accuracies all (nearly) equal, e.g. all 0 with no interval: matplotlib zooms to ±0.04 "%"; show at least
+    10 points (never below -2%, and never cutting what is drawn)."""
+    lo, hi = ax.get_ylim()
+    if hi - lo < 10:
+        bottom = max(-2.0, (lo + hi) / 2 - 5)
+        ax.set_ylim(min(bottom, lo), max(hi, bottom + 10))
+
+
+# One panel per threshold scale (gsi.thresholds): GSI's score thresholds are converted to u (u = s/β).
+THRESHOLD_AXES = {
+    ("gsi", "u"): ("GSI (u)", "GSI: threshold u on the tilted reward r̃ (a score threshold s as u = s/β)"),
+    ("gsi", "r"): ("GSI, raw r", "GSI (raw r): threshold on the PRM reward r"),
+    ("rsd", "δ"): ("RSD (δ)", "RSD: threshold δ on the PRM reward r"),
+}
 
 
 def plot_acceptance_vs_threshold(runs: list[Run], path: Path | None = None):
-    """Acceptance against the threshold, GSI's u (on the tilted reward, unbounded) and RSD's δ (on r, in [0, 1])
-    in their own panels, per dataset: step-level acceptance (accepted steps / steps, filled markers, solid) and
-    token-level (accepted draft tokens / drafted tokens, the RSD paper's; open markers, dashed). Configurations
-    that differ only in the threshold are joined."""
+    """Acceptance against the threshold, one panel per scale (GSI's u on the tilted reward, unbounded; GSI's raw
+    r; RSD's δ on r, in [0, 1]) per dataset: step-level acceptance (accepted steps / steps, filled markers, solid)
+    and token-level (accepted draft tokens / drafted tokens, the RSD paper's; open markers, dashed).
+    Configurations that differ only in the threshold are joined. Drawn only when some configuration was run at
+    two thresholds or more (else there is no curve to show: the acceptance rates are in the table)."""
     from matplotlib.lines import Line2D
 
     runs = [r for r in runs if r.acceptance_rate is not None and r.threshold is not None]
-    if not runs:
+    scale = lambda r: (r.method, r.threshold_axis)  # noqa: E731
+    curve = lambda r: (r.dataset, r.model, scale(r), r.variant, r.n, r.beta)  # noqa: E731
+    swept_keys = {k for k, g in _series(runs, curve).items() if len({r.threshold for r in g}) > 1}
+    if not swept_keys:
         return None
-    kinds = [k for k in ("gsi", "rsd") if any(r.method == k for r in runs)]
+    kinds = [k for k in THRESHOLD_AXES if any(scale(r) == k and curve(r) in swept_keys for r in runs)]
+    runs = [r for r in runs if scale(r) in kinds]
     datasets = _panels(runs)
     name = lambda r: f"{r.variant}, n = {r.n}"  # noqa: E731 - colour per method and n (no labels on the lines)
     style, betas = _style([name(r) for r in runs]), _beta_styles(runs)
     fig, axes = _figure(len(datasets) * len(kinds), "Acceptance rate against the threshold", cols=len(kinds))
-    axis_name = {"gsi": "GSI: threshold u on the tilted reward r̃", "rsd": "RSD: threshold δ on the PRM reward r"}
     points = []
     for d, (title, rs_all) in enumerate(datasets):
         for c, kind in enumerate(kinds):
             ax = axes[d * len(kinds) + c]
-            rs = [r for r in rs_all if r.method == kind]
-            ax.set_title(f"{title}: {'GSI (u)' if kind == 'gsi' else 'RSD (δ)'}", fontsize=10)
+            rs = [r for r in rs_all if scale(r) == kind]
+            short, axis_name = THRESHOLD_AXES[kind]
+            ax.set_title(f"{title}: {short}", fontsize=10)
             for (variant, n, beta), mine in _series(rs, lambda r: (r.variant, r.n, r.beta)).items():
                 mine.sort(key=lambda r: r.threshold)
                 st = style[name(mine[0])]
@@ -877,7 +1009,7 @@ def plot_acceptance_vs_threshold(runs: list[Run], path: Path | None = None):
                             ls=(ls if len(betas) <= 1 else betas.get(beta, ls)) if swept else "none")
                     points += [_point(title, f"{variant}, n={n}, β={fmt_num(beta)}", r, xi, yi, ci=False,
                                       metric=f"acceptance_{metric}") for xi, yi, r in pts]
-            ax.set_xlabel(axis_name[kind] if rs else f"(no {kind.upper()} runs)")
+            ax.set_xlabel(axis_name if rs else f"(no {short} runs)")
             ax.set_ylabel("accepted (%)")
             ax.set_ylim(-3, 103)
             ax.grid(True, alpha=0.3)
@@ -903,9 +1035,9 @@ def plot_accuracy_vs_n(runs: list[Run], path: Path | None = None):
         for i, ((label, beta), mine) in enumerate(groups.items()):
             mine.sort(key=lambda r: r.n)
             st = style[label]
-            # Series side by side at each n (a few % apart on the log axis) so that their intervals do not overlap;
-            # the CSV keeps the exact n.
-            dodge = 2 ** (0.035 * (i - (len(groups) - 1) / 2)) if len(groups) > 1 else 1.0
+            # Series side by side at each n so that their intervals do not overlap, all within ±2.5% of n (wider
+            # read as another n); the CSV keeps the exact n.
+            dodge = 2 ** (0.07 * (i / (len(groups) - 1) - 0.5)) if len(groups) > 1 else 1.0
             x = [r.n * dodge for r in mine]
             y = [100 * r.accuracy for r in mine]
             line = len(set(x)) > 1
@@ -929,6 +1061,7 @@ def plot_accuracy_vs_n(runs: list[Run], path: Path | None = None):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("n")
         ax.set_ylabel("accuracy (%)")
+        readable_accuracy_axis(ax)
         ax.grid(True, alpha=0.3)
     from matplotlib.lines import Line2D
 
@@ -938,13 +1071,14 @@ def plot_accuracy_vs_n(runs: list[Run], path: Path | None = None):
 
 # ---------------------------------------------------------------------------------------------------------------
 
-FIGURES = {"accuracy_vs_flops": "Accuracy against FLOPs", "acceptance_vs_threshold":
-           "Acceptance rate against threshold (GSI's u, RSD's δ)", "accuracy_vs_n": "Accuracy against n",
-           "pool_curves": "Best-of-n and voting at every n from one pool"}
+FIGURES = {"accuracy_vs_flops": "Accuracy against ideal FLOPs",
+           "accuracy_vs_big_tokens": "Accuracy against π_B's generated tokens",
+           "acceptance_vs_threshold": "Acceptance rate against threshold (GSI's u, RSD's δ)",
+           "accuracy_vs_n": "Accuracy against n", "pool_curves": "Best-of-n and voting at every n from one pool"}
 
 
 def make_report(paths, out: Path, *, wandb_project: str | None = None, per_problem: bool = False,
-                filters=()) -> dict:
+                filters=(), latex: bool = False) -> dict:
     """Write the report into `out`; returns {"runs", "configs", "figures": {name: Figure or None}, "files",
     "unfinished"}."""
     import matplotlib.pyplot as plt
@@ -962,12 +1096,17 @@ def make_report(paths, out: Path, *, wandb_project: str | None = None, per_probl
 
     figures = {
         "accuracy_vs_flops": plot_accuracy_vs_flops(configs, out / "accuracy_vs_flops.png", per_problem=per_problem),
+        "accuracy_vs_big_tokens": plot_accuracy_vs_flops(configs, out / "accuracy_vs_big_tokens.png", x="big_tokens"),
         "acceptance_vs_threshold": plot_acceptance_vs_threshold(configs, out / "acceptance_vs_threshold.png"),
         "accuracy_vs_n": plot_accuracy_vs_n(configs, out / "accuracy_vs_n.png"),
         "pool_curves": plot_pool_curves(paths or [], out / "pool_curves.png"),
     }
     write_csv(out / "runs.csv", runs)
     write_csv(out / "configs.csv", configs)
+    if latex:
+        from experiments.latex_table import latex_table
+
+        (out / "table.tex").write_text(latex_table(configs))
 
     md = ["# Results", ""]
     sources = [str(p) for p in (paths or [])] + ([f"wandb:{wandb_project}"] if wandb_project else [])
@@ -976,9 +1115,15 @@ def make_report(paths, out: Path, *, wandb_project: str | None = None, per_probl
            + (f", filtered by {', '.join(f'{k}={v}' for k, v in ((k, ','.join(v)) for k, v in filters))}"
               if filters else "") + ". "
            "Accuracy in %: a single seed's with its Wilson 95% CI; "
-           f"over several seeds ({pooled} configurations) the mean with a 95% t-interval over seeds. "
+           f"over several seeds ({pooled} configurations) the mean over seeds with a 95% interval over problems "
+           "(a bootstrap over problems, each problem's seeds kept together, never narrower than the Wilson interval "
+           "over the problems: docs/reports.md). "
+           "Threshold: GSI's u on the tilted reward (a score threshold s shown as u = s/β), RSD's δ on r. "
            "Acceptance = accepted steps / steps, and accepted draft tokens / drafted tokens; "
-           "FLOPs = 2·P·(context + generated tokens) per role (P without input embeddings), mean over seeds.", ""]
+           "π_B generated tokens and the step loop (engine start-up excluded) are what GSI saves; "
+           "ideal FLOPs = 2·P·(context + generated tokens) per role (P without input embeddings; token-granular, "
+           "every problem's prefix computed once), executed FLOPs = what the engines reported prefilling and "
+           "generating (whole KV blocks, cache resends); means over seeds.", ""]
     md.append(markdown_table(TABLE_HEADER, table_rows(configs, root=out)))
     for name, fig in figures.items():
         title = FIGURES[name]
@@ -997,13 +1142,13 @@ def make_report(paths, out: Path, *, wandb_project: str | None = None, per_probl
     if broken:
         md += ["## Unreadable runs", ""] + [f"- `{d}`: {why}" for d, why in broken] + [""]
     (out / "report.md").write_text("\n".join(md))
-    files = ["report.md", "runs.csv", "configs.csv"] + [f"{n}.{ext}" for n, f in figures.items() if f is not None
+    files = ["report.md", "runs.csv", "configs.csv"] + (["table.tex"] if latex else []) + [f"{n}.{ext}" for n, f in figures.items() if f is not None
                                                          for ext in ("png", "pdf", "csv")]
     return {"runs": runs, "configs": configs, "figures": figures, "files": [out / f for f in files],
             "unfinished": unfinished}
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="*", type=Path, help="run folders, or folders to search for them")
@@ -1016,15 +1161,29 @@ def main(argv=None) -> None:
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
                     help="paired test of two runs or sweeps (one configuration each after --filter) on their "
                          "common problems: McNemar exact test and paired bootstrap")
+    ap.add_argument("--filter-a", action="append", default=[], metavar="KEY=VALUE",
+                    help="--compare: a filter for side A only (e.g. A and B the same sweep: --filter-a method=gsi "
+                         "--filter-b method=rsd)")
+    ap.add_argument("--filter-b", action="append", default=[], metavar="KEY=VALUE", help="--compare: for B only")
     ap.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for --compare")
+    ap.add_argument("--latex", action="store_true",
+                    help="also write table.tex (booktabs: accuracy with its interval, π_B tokens, step loop, FLOPs; "
+                         "no paths) and print it")
+    return ap
+
+
+def main(argv=None) -> None:
+    ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         filters = parse_filters(args.filter)
+        filters_a, filters_b = parse_filters(args.filter_a), parse_filters(args.filter_b)
     except ValueError as e:
         ap.error(str(e))
     if args.compare:
-        c = compare([args.compare[0]], [args.compare[1]], filters, n_boot=args.bootstrap)
+        c = compare([args.compare[0]], [args.compare[1]], filters, n_boot=args.bootstrap, filters_a=filters_a,
+                    filters_b=filters_b)
         print(format_comparison(c))
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
@@ -1036,10 +1195,12 @@ def main(argv=None) -> None:
         ap.error("--out is required for a report")
     try:
         rep = make_report(args.paths, args.out, wandb_project=args.wandb_project, per_problem=args.per_problem,
-                          filters=filters)
+                          filters=filters, latex=args.latex)
     except ValueError as e:
         ap.error(str(e))
     print_table(rep["configs"])
+    if args.latex:
+        print((args.out / "table.tex").read_text())
     print(f"{len(rep['runs'])} runs ({len(rep['configs'])} configurations) -> {args.out / 'report.md'}")
     for f in rep["files"]:
         print(f"  {f}")

@@ -165,10 +165,11 @@ def _hydra_entry() -> None:
     def main(cfg) -> dict:
         from gsi.preview import check_multirun
         from gsi.run import run
+        from gsi.sweepjob import sweep_job
 
         check_multirun()
 
-        with synthetic_modules(40):
+        with sweep_job(), synthetic_modules(40):
             return run(cfg, engines=table_engines_with_params())
 
     main()

@@ -91,10 +91,12 @@ def job_config(overrides, *, full: bool = False) -> dict:
     run = {k: v for k, v in cfg.items() if k != "hydra"}
     run = OmegaConf.to_container(OmegaConf.create(run), resolve=True)
     if not full:
+        from gsi.thresholds import threshold_of
+
         m = run["method"]
-        thr = {"gsi": ("u", m.get("threshold")), "rsd": ("δ", m.get("delta"))}.get(m["name"])
-        run = {"method": m["name"], "n": m.get("n"), "beta": run["beta"], "threshold": f"{thr[0]}={thr[1]}" if thr
-               else "-", "dataset": run["dataset"]["name"], "limit": run["dataset"].get("limit"),
+        thr = threshold_of(m, run["beta"])  # a score threshold s shown as u = s/β: one scale for GSI's u
+        run = {"method": m["name"], "n": m.get("n"), "beta": run["beta"], "threshold": thr.text if thr else "-",
+               "dataset": run["dataset"]["name"], "limit": run["dataset"].get("limit"),
                "model": run["model"]["name"], "hardware": run["hardware"]["name"], "seed": run["seed"],
                "shard": run.get("shard")}
     return {"overrides": list(overrides), "config": run, "launcher": launcher,
@@ -126,7 +128,7 @@ def print_preview(p: dict, file=None) -> None:
                   + ("" if launcher.get("launcher") in (None, "basic", "BasicLauncher") else
                      " (run.py -m submits one SLURM array job; the columns below are each job's request)"))
     t = Table(show_lines=False)
-    cols = ["#", "swept values", "method", "n", "β", "u/δ", "dataset", "limit", "model", "hardware", "seed"]
+    cols = ["#", "swept values", "method", "n", "β", "threshold", "dataset", "limit", "model", "hardware", "seed"]
     slurm = [k for k in ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "partition")
              if any(k in j["launcher"] for j in jobs)]
     for c in cols + slurm:

@@ -29,29 +29,34 @@ def print_summary(summary: dict, out: Path | None = None, file=None) -> None:
     console_ = console(file)
     head = Table(title=f"{summary['method']} on {summary['dataset']} ({summary['model']}, seed {summary['seed']})")
     for col in ("problems", "accuracy", "95% CI", "acceptance (steps)", "acceptance (draft tokens)", "steps",
-                "wall time"):
+                "step loop", "wall time (with start-up)"):
         head.add_column(col, justify="right")
     ci = summary.get("accuracy_ci95")
+    loop = summary.get("measured", {}).get("step_loop_s")  # this session's step loop, without engine start-up
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     head.add_row(str(summary["n_problems"]), pct(summary["accuracy"]),
                  "-" if not ci else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%",
                  pct(summary["acceptance_rate"]), pct(summary["acceptance_rate_tokens"]), str(summary["steps"]),
-                 f"{summary['wall_time_s']:.1f} s")
+                 "-" if loop is None else f"{loop:.1f} s", f"{summary['wall_time_s']:.1f} s")
     console_.print(head)
 
     engine = summary.get("measured", {}).get("engine", {})
     roles = Table(title="compute by role")
     nocache = summary.get("flops_nocache", {})
-    for col in ("role", "tokens generated", "context tokens", "FLOPs", "FLOPs no cache", "prefilled (after cache)",
-                "engine busy"):
+    executed = summary.get("measured", {}).get("flops_executed", {})
+    # ideal: token-granular, each problem's prefix computed once; executed: what the engines reported running
+    for col in ("role", "tokens generated", "context tokens", "ideal FLOPs", "executed FLOPs", "FLOPs no cache",
+                "prefilled (after cache)", "engine busy"):
         roles.add_column(col, justify="right")
     for role in ("small", "big", "reward"):
         tok = summary["tokens"][role]
         e = engine.get(role, {})
         roles.add_row(role, f"{tok['generated']:,}", f"{tok['context']:,}", _fmt_flops(summary["flops"][role]),
+                      _fmt_flops(executed[role]) if role in executed else "-",
                       _fmt_flops(nocache[role]) if nocache else "-",
                       f"{e['prefilled_tokens']:,}" if e else "-", f"{e['busy_s']:.1f} s" if e else "-")
     roles.add_row("total", "", "", _fmt_flops(summary["flops"]["total"]),
+                  _fmt_flops(sum(executed.values())) if executed else "-",
                   _fmt_flops(nocache["total"]) if nocache else "-", "", "")
     console_.print(roles)
     use = summary.get("measured", {}).get("utilisation")

@@ -94,7 +94,8 @@ def check_same_experiment(out: Path, cfg: DictConfig, problems=None, data_sha256
 
 
 def run(cfg: DictConfig, out: Path | None = None, engines=None) -> dict:
-    """Run (or resume) one experiment into `out`; returns the summary. `engines` lets tests pass their own.
+    """Run (or resume) one experiment into `out`; returns the summary. `engines` lets tests pass their own (or a
+    function that builds them, called where the registry's engines are built).
 
     The config is validated before anything is written; the folder is locked for the whole run (a second run on
     it exits at once, naming this one); a full disk ends with how many problems are saved."""
@@ -129,6 +130,7 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
     from tqdm import tqdm
 
     import grading
+    from gsi import sessions
     from gsi.data import load_selection
     from gsi.methods import build_method
     from gsi.report import print_summary
@@ -154,13 +156,30 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
     log.info("%d problems, %d already in %s, %d to run", len(problems), len(done), results.path, len(todo))
 
     tracker = build_tracker(cfg, out)
+    factory = engines if callable(engines) else None  # tests: engines built here, as the registry's are
+    engines = None if factory else engines
     own_engines = engines is None and bool(todo)
-    if own_engines:
-        # vLLM logs every engine step at INFO: keep the console for progress and results (users can override).
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        from gsi.engines.registry import build_engines
-        engines = build_engines(cfg)
-    try:
+    loop_s = engine_start_s = None
+    try:  # from here on every exit closes the tracker (an engine that fails to start ends its W&B run failed)
+        if own_engines:
+            if factory is None:
+                # vLLM logs every engine step at INFO: keep the console for progress and results (users can
+                # override).
+                os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+                from gsi.engines.registry import build_engines
+
+                factory = lambda: build_engines(cfg)  # noqa: E731
+            engine_start = time.perf_counter()
+            try:
+                engines = factory()
+            except BaseException as exc:
+                msg = f"the engines failed to start ({type(exc).__name__}: {exc}); no problem of this session ran"
+                print(msg, file=sys.stderr, flush=True)
+                to_log_files(logging.ERROR, msg, exc)
+                raise
+            engine_start_s = time.perf_counter() - engine_start
+        # Engines shared with earlier runs (tests, the toy demo) hold their calls too: this run reports the change.
+        stats_before = engines.stats() if engines is not None else None
         if todo:
             states = initial_states(cfg, engines, problems, todo)
             ctx = step_context(cfg, engines)
@@ -182,25 +201,37 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
                 tally["accepted"] += rec["accepted_steps"]
                 tally["correct"] += rec["correct"]
                 tracker.on_problem(rec, done_count=len(done), total=len(problems), tally=tally,
-                                   engine_stats=with_busy_fraction(engines.stats(), time.perf_counter() - loop_start,
-                                                                   stats_before),
+                                   engine_stats=with_busy_fraction(engine_delta(engines.stats(), stats_before),
+                                                                   time.perf_counter() - loop_start),
                                    params=engines.params)
                 bar.update(1)
                 bar.set_postfix(acc=f"{tally['correct'] / len(done):.3f}",
                                 accept=f"{tally['accepted'] / max(tally['steps'], 1):.2f}"
                                 if method.has_acceptance else "-")
 
-            stats_before, loop_start = engines.stats(), time.perf_counter()
+            loop_start, done_before = time.perf_counter(), len(done)
+
+            def session_done() -> float:  # this session's step loop, kept across resumes (gsi.sessions)
+                took = time.perf_counter() - loop_start
+                sessions.record(out, step_loop_s=took, problems_run=len(done) - done_before,
+                                engine_start_s=engine_start_s,
+                                flops_executed=measured(engines, engines.params, stats_before)["flops_executed"])
+                return took
+
             with StopOnSignal() as stop:
                 try:
                     step_all(states, stop.guard(method), ctx, batch_size=cfg.batch_size, mode=cfg.scheduler.mode,
                              cohorts=cfg.scheduler.cohorts, on_finish=on_finish)
                 except BaseException as exc:
                     bar.close()
+                    try:
+                        session_done()
+                    except Exception as e:  # noqa: BLE001 - never hide why the loop stopped
+                        log.warning("this session's measurements were not recorded (%s: %s)", type(e).__name__, e)
                     stopped(exc, stop, engines, len(done), len(problems), results.path)
                     raise
             bar.close()
-            loop_s = time.perf_counter() - loop_start
+            loop_s = session_done()
         retry_timeouts(grading, results, done, grader=grader, timeout=grade_timeout)
         records = sorted(done.values(), key=lambda r: r["index"])
         params = engines.params if engines is not None else known_params(out, cfg)
@@ -209,7 +240,12 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
         summary.update(method=cfg.method.name, dataset=cfg.dataset.name, model=cfg.model.name, seed=cfg.seed,
                        beta=cfg.beta, params=params, grader=grader)
         summary["wall_time_s"] = time.perf_counter() - start
-        summary["measured"] = measured(engines, params) if engines is not None else {}
+        summary["measured"] = measured(engines, params, stats_before) if engines is not None else {}
+        # The step loop apart from engine start-up (this session's; None: nothing was left to run).
+        # problems_run: how many of the run's problems this session ran (fewer on a resume: its step loop and
+        # engine counters cover only those).
+        summary["measured"].update(step_loop_s=loop_s, engine_start_s=engine_start_s, problems_run=len(todo),
+                                   all_sessions=sessions.totals(out))
         summary["provenance"] = provenance.collect(cfg, problems)  # after the engines: hub commits are known now
         if todo and engines is not None:  # this session's step loop: each role's busy fraction of its wall time
             summary["measured"]["utilisation"] = utilisation(engines.stats(), loop_s, stats_before)
@@ -222,7 +258,7 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
         raise
     finally:
         tracker.close()
-        if own_engines:
+        if own_engines and engines is not None:
             engines.close()
 
 
@@ -350,13 +386,25 @@ def stopped(exc: BaseException, stop: StopOnSignal, engines, saved: int, total: 
         signum = stop.signum or signal.SIGINT
         msg = f"interrupted ({signal.Signals(signum).name}): {where}"
         print(msg, file=sys.stderr, flush=True)
+        to_log_files(logging.WARNING, msg)
         raise SystemExit(128 + signum) from None
     role = failed_role(exc, engines) if isinstance(exc, Exception) else None
     if role is not None:
         traceback.print_exception(exc, file=sys.stderr)
         msg = f"the {role} engine failed ({type(exc).__name__}: {exc}); {where}"
         print(msg, file=sys.stderr, flush=True)
+        to_log_files(logging.ERROR, msg, exc)
         raise SystemExit(1) from exc
+
+
+def to_log_files(level: int, msg: str, exc: BaseException | None = None) -> None:
+    """Also into the log files (Hydra's run.log), which the console prints above do not reach: a job's log must
+    say why it ended (an engine that died, or was OOM-killed) without its stderr beside it."""
+    record = log.makeRecord(log.name, level, __file__, 0, msg, None,
+                            (type(exc), exc, exc.__traceback__) if exc is not None else None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
 
 
 def initial_states(cfg: DictConfig, engines, problems, todo=None) -> list:
@@ -458,10 +506,18 @@ def known_params(out: Path, cfg: DictConfig) -> dict:
     return model_params(cfg, validate(cfg, check_devices=False))
 
 
-def measured(engines, params: dict) -> dict:
-    """What this process measured: engine busy time, tokens actually prefilled after prefix-cache hits, and the
-    FLOPs executed (cache hits not recomputed). A resumed run reports its own session only."""
-    stats = engines.stats()
+def engine_delta(after: dict[str, dict], before: dict[str, dict] | None) -> dict[str, dict]:
+    """Each role's counters since `before` (engines shared by several runs count every run's calls)."""
+    before = before or {}
+    return {role: {k: v - before.get(role, {}).get(k, 0) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   else v for k, v in s.items()} for role, s in after.items()}
+
+
+def measured(engines, params: dict, before: dict[str, dict] | None = None) -> dict:
+    """What this process measured in this run: engine busy time, tokens actually prefilled after prefix-cache hits,
+    and the FLOPs executed (cache hits not recomputed), counted from `before` (the engines' stats when the run
+    began). A resumed run reports its own session only."""
+    stats = engine_delta(engines.stats(), before)
     return {
         "engine": stats,
         "flops_executed": {r: 2.0 * params.get(r, 0) * (s["prefilled_tokens"] + s["generated_tokens"])

@@ -109,6 +109,29 @@ def build_tracker(cfg, out):
     raise ValueError(f"logger={name!r} is not implemented (none | wandb)")
 
 
+def own_run_id(path: Path, name: str) -> str | None:
+    """The W&B run id a resumed job continues: the one its own folder recorded for a run of the same name. A file
+    written for another name (a folder copied or reused for another job) is not resumed: a new run starts."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if not text:
+        return None
+    try:
+        rec = json.loads(text)
+    except ValueError:  # written before the name was recorded: the bare id
+        return text
+    if not isinstance(rec, dict) or not rec.get("id"):
+        log.warning("%s is not a W&B run record; starting a new run", path)
+        return None
+    if rec.get("name") != name:
+        log.warning("%s records W&B run %s of job %r, not this job (%r); starting a new run", path, rec["id"],
+                    rec.get("name"), name)
+        return None
+    return str(rec["id"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Naming
 
@@ -208,6 +231,23 @@ def table_row(record: dict, params: dict) -> list:
             + [record.get("time_s"), record.get("stop_reason"), record.get("grade_rule"), record.get("final_text")])
 
 
+def claim_columns(summary: dict, method: dict, beta) -> dict:
+    """What GSI's claim is judged on, flat (the report's columns): pi_B's generated tokens, the step loop's time
+    without engine start-up, the method's settings (n, beta, the threshold on its scale: gsi.thresholds), and the
+    ideal and executed FLOPs."""
+    from gsi.thresholds import threshold_of
+
+    measured = summary.get("measured") or {}
+    thr = threshold_of(method, beta)
+    executed = measured.get("flops_executed")
+    return {"big_generated_tokens": ((summary.get("tokens") or {}).get("big") or {}).get("generated"),
+            "step_loop_s": measured.get("step_loop_s"), "engine_start_s": measured.get("engine_start_s"),
+            "n": method.get("n"), "beta": beta, "threshold": thr.text if thr else None,
+            "threshold_value": thr.value if thr else None, "threshold_axis": thr.axis if thr else None,
+            "flops_ideal": (summary.get("flops") or {}).get("total"),
+            "flops_executed": sum(executed.values()) if executed else None}
+
+
 class RunningTotals:
     """Running accuracy, acceptance, tokens and FLOPs over the finished problems (what W&B shows live). The same
     arithmetic as gsi.results.summarize, so the last values equal the summary's."""
@@ -283,6 +323,7 @@ class WandbTracker:
 
         info = hydra_job_info()
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain strings for W&B
+        self.method_cfg, self.beta = dict(config.get("method") or {}), config.get("beta")
         config["_run"] = {"output_dir": str(self.out.resolve()), **info}
         with contextlib.suppress(OSError, ValueError):  # what produced the numbers (gsi.provenance)
             config["provenance"] = json.loads((self.out / "experiment.json").read_text())["provenance"]
@@ -295,8 +336,9 @@ class WandbTracker:
             # A resumed run (same folder) continues the same W&B run.
             id=None,
         )
-        if run_id_file.exists():
-            self.kwargs.update(id=run_id_file.read_text().strip(), resume="allow")
+        own = own_run_id(run_id_file, self.kwargs["name"])
+        if own:
+            self.kwargs.update(id=own, resume="allow")
         # Running totals over every finished problem, including those a resumed run found on disk.
         self.totals = RunningTotals()
         results = self.out / "results.jsonl"
@@ -322,14 +364,17 @@ class WandbTracker:
                             "later with `wandb sync`)", mode, type(e).__name__, e, self.root)
                 mode = "offline"
                 self.run = self._init(mode)
-        run_id_file.write_text(self.run.id + "\n")
+        run_id_file.write_text(json.dumps({"id": self.run.id, "name": self.kwargs["name"]}) + "\n")
         self.run.define_metric("progress/problems_done")
         for prefix in ("progress/total", "progress/fraction", "running/*", "engine/*"):
             self.run.define_metric(prefix, step_metric="progress/problems_done")
         log.info("W&B run %s (%s, %s mode) in %s", self.run.name, self.run.id, mode, self.root)
 
     def _init(self, mode: str):
-        settings = self.wandb.Settings(mode=mode, init_timeout=30, quiet=True, git_root=_repo_root())
+        # create_new: a run some earlier job of this process left open is never handed back as this job's run
+        # (wandb's default returns it: one job's results under another job's name and config).
+        settings = self.wandb.Settings(mode=mode, init_timeout=30, quiet=True, git_root=_repo_root(),
+                                       reinit="create_new")
         return self.wandb.init(**self.kwargs, settings=settings)
 
     # -- guarded calls --------------------------------------------------------------------------------------------
@@ -378,8 +423,9 @@ class WandbTracker:
                                  data=[table_row(r, self.params) for r in records])
         with _temp_dir_in(self.tmp, self.service_tmp):  # the table is staged through a temporary file
             self.run.log({"problems": table})
-        # Exactly summary.json's keys and values (nested dicts stay nested).
+        # Exactly summary.json's keys and values (nested dicts stay nested), and the claim's columns.
         self.run.summary.update(json.loads(json.dumps(summary)))
+        self.run.summary.update({"claim": claim_columns(summary, self.method_cfg, self.beta)})
 
     def _log_results(self, complete: bool) -> None:
         files = [self.out / name for name in ("results.jsonl", "summary.json", "experiment.json")]

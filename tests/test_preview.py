@@ -32,7 +32,17 @@ def test_preview_resolves_the_slurm_request_per_job():
         gpus = {"gpu1": 1, "gpu3": 3}[j["config"]["hardware"]]
         assert j["launcher"]["gpus_per_node"] == gpus and isinstance(j["launcher"]["mem_gb"], int)
         assert j["launcher"]["launcher"] == "SlurmLauncher" and "${" not in json.dumps(j["launcher"])
-        assert j["config"]["threshold"] == "δ=0.7"
+        assert j["config"]["threshold"] == "δ = 0.7"
+
+
+def test_preview_puts_a_score_threshold_on_the_u_scale():
+    """paper_gsi's threshold is the reference code's score s > 10 (threshold_on=score): shown as u = s/β, never
+    as `u=10` beside gsi_threshold's u on the tilted reward."""
+    p = preview(["+experiment=paper_gsi", "dataset=math500", "method.n=16"])
+    got = {j["config"]["beta"]: j["config"]["threshold"] for j in p["jobs"]}
+    assert got == {10.0: "u = s/β = 1, s = 10", 20.0: "u = s/β = 0.5, s = 10", 40.0: "u = s/β = 0.25, s = 10"}
+    p = preview(["+experiment=gsi_threshold", "dataset=math500", "method.threshold=0.3"])
+    assert {j["config"]["threshold"] for j in p["jobs"]} == {"u = 0.3"}
 
 
 def test_cli_table_and_one_job_in_full():

@@ -21,6 +21,7 @@ from scipy import stats  # noqa: E402
 
 from experiments.report import (compare, flops_ticks, make_report, mcnemar_exact, parse_filters,  # noqa: E402
                                 print_table)
+from experiments.intervals import pooled_interval, problem_bootstrap, wilson  # noqa: E402
 from experiments.synthetic import synthetic_run, synthetic_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +55,7 @@ def summaries(dirs) -> list[dict]:
     for d in dirs:
         s = json.loads((d / "summary.json").read_text())
         s["_exp"] = json.loads((d / "experiment.json").read_text())
+        s["_dir"] = str(d)
         out.append(s)
     return out
 
@@ -87,11 +89,17 @@ def test_three_seeds_give_one_point_per_configuration_with_its_spread(seeds, rep
             accs = [s["accuracy"] for s in runs]
             assert sorted(s["seed"] for s in runs) == SEEDS and p["seeds"] == "0 1 2"
             mean = sum(accs) / 3
-            lo, hi = stats.t.interval(0.95, 2, loc=mean, scale=stats.sem(accs)) if len(set(accs)) > 1 \
-                else (mean, mean)
+            # The interval is over the 30 problems (each with its 3 seeds), never narrower than one seed's Wilson
+            # interval at that accuracy.
+            w_lo, w_hi = wilson(mean, 30)
+            per_seed = [{json.loads(line)["id"]: json.loads(line)["correct"]
+                         for line in (Path(s["_dir"]) / "results.jsonl").read_text().splitlines()} for s in runs]
+            _, b_lo, b_hi, n_problems = problem_bootstrap(per_seed)
+            assert n_problems == 30
             assert float(p["y"]) == pytest.approx(100 * mean)
-            assert float(p["y_low"]) == pytest.approx(100 * max(0.0, lo))
-            assert float(p["y_high"]) == pytest.approx(100 * min(1.0, hi))
+            assert float(p["y_low"]) == pytest.approx(100 * min(w_lo, b_lo))
+            assert float(p["y_high"]) == pytest.approx(100 * max(w_hi, b_hi))
+            assert float(p["y_high"]) - float(p["y_low"]) >= 100 * (w_hi - w_lo) - 1e-9
             assert float(p["y_std"] or 0) == pytest.approx(100 * statistics.stdev(accs))
             if figure == "accuracy_vs_flops":
                 assert float(p["x"]) == pytest.approx(sum(s["flops"]["total"] for s in runs) / 3)
@@ -203,3 +211,56 @@ def test_tables_keep_their_width_outside_a_terminal(report):
     print_summary(summary, file=buf)
     text = buf.getvalue()
     assert "acceptance (draft tokens)" in text and "prefilled (after cache)" in text and "…" not in text
+
+
+def test_intervals_over_problems_are_never_narrower_than_one_seeds_wilson():
+    """The issue's cases: two seeds at 0/3 gave [0, 0] (t over seed means); 17.5% and 30% on 40 problems gave
+    [0, 100]. Over problems: 0/3 is one seed's Wilson [0, 56.1]; the other a usable interval."""
+    zeros = [{"a": False, "b": False, "c": False}] * 2
+    lo, hi, name = pooled_interval(0.0, 3, zeros)
+    assert (round(100 * lo, 1), round(100 * hi, 1)) == (0.0, 56.1) and "bootstrap" in name
+    assert wilson(0.0, 3) == pytest.approx(stats.binomtest(0, 3).proportion_ci(method="wilson"))
+    assert wilson(7 / 40, 40) == pytest.approx(stats.binomtest(7, 40).proportion_ci(method="wilson"))
+    s0 = {f"p{i}": i < 7 for i in range(40)}  # 17.5%
+    s1 = {f"p{i}": i < 12 for i in range(40)}  # 30%: the same 7 plus 5 more
+    lo, hi, _ = pooled_interval(0.2375, 40, [s0, s1])
+    assert 0.10 < lo < 0.2375 < hi < 0.40
+    assert hi - lo >= wilson(0.2375, 40)[1] - wilson(0.2375, 40)[0] - 1e-12
+    # Without per-problem results (W&B): the Wilson interval over problems.
+    assert pooled_interval(0.5, 10, None)[:2] == pytest.approx(wilson(0.5, 10))
+
+
+def test_a_duplicated_seed_is_pooled_once_and_named(seeds, tmp_path, caplog):
+    import shutil
+
+    src = seeds["sweeps"]["gsi"][0]
+    root = tmp_path / "dup"
+    shutil.copytree(src, root / "a")
+    shutil.copytree(src, root / "copy")  # the same seed again: a copied folder
+    caplog.set_level("WARNING", logger="experiments.report")
+    rep = make_report([root], tmp_path / "r")
+    (config,) = rep["configs"]
+    assert config.seeds == [0] and config.n_seeds == 1
+    assert "seed 0 appears twice" in caplog.text and str(root / "copy") in caplog.text
+    assert (config.ci_low, config.ci_high) == pytest.approx(wilson(config.accuracy, config.n_problems))
+
+
+def test_filter_by_the_printed_name_and_a_filter_that_matches_nothing(seeds, tmp_path):
+    rep = make_report([seeds["root"] / "gsi", seeds["root"] / "rsd"], tmp_path / "a", filters=["method=GSI"])
+    assert {r.method for r in rep["runs"]} == {"gsi"} and len(rep["runs"]) == 6
+    with pytest.raises(ValueError, match=r"method=GSX matches none of the 12 runs; method is one of: .*GSI.*rsd"):
+        make_report([seeds["root"] / "gsi", seeds["root"] / "rsd"], tmp_path / "b", filters=["method=GSX"])
+    proc = subprocess.run([sys.executable, "-m", "experiments.report", str(seeds["root"] / "gsi"), "--out",
+                           str(tmp_path / "c"), "--filter", "method.n=3"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and "method.n=3 matches none" in proc.stderr
+
+
+def test_compare_within_one_sweep_with_a_filter_per_side(seeds):
+    both = seeds["root"]  # GSI and RSD under one folder: a filter each picks the side
+    c = compare([both], [both], parse_filters(["method.n=4"]), n_boot=500, filters_a=parse_filters(["method=gsi"]),
+                filters_b=parse_filters(["method=RSD"]))
+    ref = compare([seeds["root"] / "gsi"], [seeds["root"] / "rsd"], parse_filters(["method.n=4"]), n_boot=500)
+    for key in ("pairs", "problems", "A_right_B_wrong", "A_wrong_B_right", "mcnemar_p"):
+        assert c[key] == ref[key], key
+    assert c["A"]["label"].startswith("GSI") and c["B"]["label"].startswith("RSD")

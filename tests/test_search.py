@@ -354,3 +354,33 @@ def test_search_presets_compose_and_build():
             cfg = compose_config(f"+experiment={name}", *(f"{k}={v}" for k, v in zip(keys, values)))
             engines = table_engines(PI_S, PI_B, R)
             build_method(cfg.method, engines, StepContext(seed=0, max_step_tokens=8, max_steps=3, window=100))
+
+
+def test_pool_curves_one_panel_per_pool_with_intervals_and_readable_ticks(tmp_path):
+    """Two pools (π_S and π_B) on one dataset: a row of panels each, 7 distinct colours per panel, a Wilson band
+    over problems, G/T FLOPs tick labels (not 10^8), and a PDF beside the PNG."""
+    from matplotlib.colors import to_hex
+
+    from experiments.intervals import wilson
+    from experiments.pool_curves import plot_pool_curves
+    from experiments.synthetic import synthetic_run
+
+    for policy in ("small", "big"):
+        synthetic_run(["method=bon", "method.level=response", f"method.policy={policy}", "method.n=4"],
+                      tmp_path / policy, n_problems=10)
+    fig = plot_pool_curves([tmp_path], tmp_path / "pool.png", draws=2)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4 and {ax.get_title().split(" (")[0] for ax in axes} == {"math500, π_S pool N=4",
+                                                                                 "math500, π_B pool N=4"}
+    for ax in axes:
+        colours = [to_hex(line.get_color()) for line in ax.lines]
+        assert len(colours) == 7 and len(set(colours)) == 7
+        assert len(ax.collections) == 7  # one interval band per rule
+    flops_labels = [t.get_text() for t in axes[1].get_xticklabels() if t.get_text()]
+    assert flops_labels and all(label[-1] in "kMGTPE" for label in flops_labels), flops_labels
+    assert (tmp_path / "pool.pdf").exists()
+    with open(tmp_path / "pool.csv") as f:
+        rows = list(__import__("csv").DictReader(f))
+    for r in rows:
+        lo, hi = wilson(float(r["accuracy"]), int(r["problems"]))
+        assert float(r["ci_low"]) == pytest.approx(lo) and float(r["ci_high"]) == pytest.approx(hi)

@@ -184,7 +184,9 @@ def test_wandb_writes_only_inside_the_run_folders(wandb_sweep):
     assert top == ["multirun.yaml"]
     for job in wandb_sweep["jobs"]:
         assert not (job / "wandb" / "tmp").exists() or all_files(job / "wandb" / "tmp") == []
-        assert (job / "wandb" / "run_id").read_text().strip() == offline_runs(job)[0].name.rsplit("-", 1)[1]
+        recorded = json.loads((job / "wandb" / "run_id").read_text())
+        assert recorded["id"] == offline_runs(job)[0].name.rsplit("-", 1)[1]
+        assert recorded["name"] == read_offline_run(offline_runs(job)[0])["run"]["name"]
         # The job folder is too deep for a socket: the service listened in a private folder of TMPDIR (now
         # removed), not in wandb's own fallback, /tmp.
         addrs, complaints = service_sockets(job)
@@ -353,13 +355,27 @@ def test_log_failure_mid_run_turns_tracking_off(tmp_path, monkeypatch, caplog):
 def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     mod = fake_wandb()
     _run(tmp_path, monkeypatch, mod, n=4)
-    assert (tmp_path / "run" / "wandb" / "run_id").read_text().strip() == "fake123"
+    assert json.loads((tmp_path / "run" / "wandb" / "run_id").read_text())["id"] == "fake123"
     # The same folder again (all problems done): the tracker resumes that run, totals seeded from results.jsonl.
     summary = synthetic_run(["method=gsi", "method.n=2", "logger=wandb", "logger.mode=offline"], tmp_path / "run",
                             n_problems=4)
     first, second = mod.runs
     assert second.kwargs["id"] == "fake123" and second.kwargs["resume"] == "allow"
     assert second.summary["accuracy"] == summary["accuracy"]
+
+
+def test_resume_takes_only_the_folders_own_run(tmp_path, monkeypatch, caplog):
+    """A run_id file recorded for another job's run (a folder reused or copied) is not resumed: a new run starts."""
+    caplog.set_level(logging.WARNING, logger="gsi.tracking")
+    mod = fake_wandb()
+    (tmp_path / "run" / "wandb").mkdir(parents=True)
+    (tmp_path / "run" / "wandb" / "run_id").write_text(json.dumps({"id": "other1", "name": "gsi:seed=0"}))
+    _run(tmp_path, monkeypatch, mod, n=3)
+    (run,) = mod.runs
+    assert run.kwargs["id"] is None and "resume" not in run.kwargs
+    assert "records W&B run other1 of job 'gsi:seed=0'" in caplog.text
+    assert json.loads((tmp_path / "run" / "wandb" / "run_id").read_text()) == {"id": "fake123",
+                                                                             "name": run.kwargs["name"]}
 
 
 def test_logger_none_and_unknown():
@@ -476,3 +492,114 @@ def test_interrupted_and_preempted_runs(tmp_path, monkeypatch, exc, slurm, code,
     assert run.finished == code and getattr(run, "preempting", False) == preempting
     ((art, aliases),) = run.artifacts
     assert "partial" in aliases and art.files["results.jsonl"] == (tmp_path / "run" / "results.jsonl").read_text()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One W&B run per job, whatever fails: a sweep (real wandb, offline) whose job 0 fails while its engines start and
+# whose job 1's engine dies mid-run; job 2 must still run, into its own W&B run.
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory):
+    base = tmp_path_factory.mktemp("failing_sweep")
+    home, tmp = base / "home", base / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    sweep_dir = base / "sweep"
+    env = {**_clean_env(home, tmp), "GSI_FAIL_START": "0", "GSI_FAIL_MIDRUN": "1"}
+    cmd = [PY, str(REPO / "tests" / "sweep_driver.py"), "-m", "model=tiny", "hardware=cpu", "method=gsi",
+           "method.n=2", "dataset.limit=4", "generation.max_steps=3", "seed=0,1,2", "logger=wandb",
+           f"hydra.sweep.dir={sweep_dir}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    jobs = {int(p.name.split("_", 1)[0]): p for p in sweep_dir.iterdir() if p.is_dir()}
+    return {"proc": proc, "jobs": jobs, "log": proc.stdout + proc.stderr}
+
+
+def test_failed_jobs_end_their_own_runs_and_the_next_job_runs(failing_sweep):
+    proc, jobs, out = failing_sweep["proc"], failing_sweep["jobs"], failing_sweep["log"]
+    # The sweep went on after both failures, and ends non-zero naming the failed jobs (and only them).
+    assert proc.returncode != 0, out[-3000:]
+    assert "2 job(s) of the sweep failed" in out, out[-3000:]
+    assert "job 0 (" in out and "CUDA out of memory" in out and "job 2 (" not in out
+    assert "seed=1): exit status 1 (EngineDied: engine process died (simulated))" in out
+    assert sorted(jobs) == [0, 1, 2] and (jobs[2] / "summary.json").exists()
+    assert not (jobs[0] / "summary.json").exists() and not (jobs[1] / "summary.json").exists()
+
+    ids = []
+    for num, job in jobs.items():
+        (run_dir,) = offline_runs(job)  # one run per job, in the job's own folder
+        run = read_offline_run(run_dir)
+        ids.append(run["run"]["id"])
+        override_dirname = job.name.split("_", 1)[1]
+        assert f"seed={num}" in override_dirname
+        assert run["run"]["name"] == f"gsi:{override_dirname}"  # named, and configured, as this job
+        assert run["config"]["seed"] == num and Path(run["config"]["_run"]["output_dir"]) == job.resolve()
+        assert json.loads((job / "wandb" / "run_id").read_text())["id"] == run["run"]["id"]
+        (art,) = [a for a in run["artifacts"] if a["type"] == "results"]
+        if num == 2:
+            assert run["exit_code"] == 0 and "complete" in art["aliases"]
+            summary = json.loads((job / "summary.json").read_text())
+            assert summary["seed"] == 2 and run["summary"]["seed"] == 2
+            assert run["summary"]["accuracy"] == summary["accuracy"]
+            assert Path(art["files"]["summary.json"]).read_bytes() == (job / "summary.json").read_bytes()
+            assert Path(art["files"]["results.jsonl"]).read_bytes() == (job / "results.jsonl").read_bytes()
+        else:  # ended failed, not left open for the next job to log into
+            assert run["exit_code"] == 1 and "partial" in art["aliases"]
+            assert "summary.json" not in art["files"] and "seed" not in run["summary"]
+    assert len(set(ids)) == 3
+    # Each job's log file (Hydra's <job name>.log) says why it ended, without its stderr beside it.
+    log0 = (jobs[0] / "sweep_driver.log").read_text()
+    assert "the engines failed to start (RuntimeError: CUDA out of memory" in log0 and "Traceback" in log0
+    log1 = (jobs[1] / "sweep_driver.log").read_text()
+    assert "the small engine failed (EngineDied: engine process died (simulated))" in log1
+
+
+def test_runs_sharing_engines_report_only_their_own_calls(tmp_path, monkeypatch):
+    """Engines shared by several runs (the toy demo's six): each run's measured.engine and its live engine/* metrics
+    count its own calls only; the step loop's time is apart from the whole run's."""
+    from experiments.synthetic import compose, synthetic_modules, table_engines_with_params
+    from gsi.run import run
+
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb())
+    shared = table_engines_with_params()
+
+    def one(name, *overrides, engines):
+        cfg = compose(["dataset.limit=5", "generation.max_steps=3", "logger=wandb", "logger.mode=offline",
+                       *overrides])
+        with synthetic_modules(5):
+            return run(cfg, out=tmp_path / name, engines=engines)
+
+    big_only = one("a", "method=bon", "method.policy=big", "method.n=2", engines=shared)
+    small_only = one("b", "method=bon", "method.policy=small", "method.n=2", engines=shared)
+    alone = one("c", "method=bon", "method.policy=small", "method.n=2", engines=table_engines_with_params())
+    assert big_only["measured"]["engine"]["small"]["calls"] == 0 < big_only["measured"]["engine"]["big"]["calls"]
+    eng = small_only["measured"]["engine"]
+    assert eng["big"]["calls"] == 0 and eng["big"]["generated_tokens"] == 0 and eng["big"]["busy_s"] == 0
+    for key in ("calls", "requests", "prompt_tokens", "generated_tokens"):
+        assert eng["small"][key] == alone["measured"]["engine"]["small"][key], key
+    assert small_only["measured"]["flops_executed"]["big"] == 0
+    # Live metrics (W&B) are this run's too.
+    second = sys.modules["wandb"].runs[1]
+    last = [row for row in second.logged if "engine/big/generated_tokens" in row][-1]
+    assert last["engine/big/generated_tokens"] == 0
+    assert last["engine/small/generated_tokens"] == eng["small"]["generated_tokens"]
+    for s in (big_only, small_only):
+        loop = s["measured"]["step_loop_s"]
+        assert 0 < loop <= s["wall_time_s"] and s["measured"]["engine_start_s"] is None  # engines given, not built
+        assert second.summary["measured"]["step_loop_s"] == small_only["measured"]["step_loop_s"]
+
+
+def test_wandb_summary_carries_the_claims_columns(tmp_path, monkeypatch):
+    mod = fake_wandb()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(sys.modules, "wandb", mod)
+    summary = synthetic_run(["method=gsi", "method.n=2", "beta=4", "method.threshold=2", "method.threshold_on=score",
+                             "logger=wandb", "logger.mode=offline"], tmp_path / "run", n_problems=4)
+    (run,) = mod.runs
+    claim = run.summary["claim"]
+    assert claim["big_generated_tokens"] == summary["tokens"]["big"]["generated"] > 0
+    assert claim["step_loop_s"] == summary["measured"]["step_loop_s"] > 0
+    assert (claim["n"], claim["beta"], claim["threshold_value"], claim["threshold_axis"]) == (2, 4.0, 0.5, "u")
+    assert claim["threshold"] == "u = s/β = 0.5, s = 2"
+    assert claim["flops_ideal"] == summary["flops"]["total"]
+    assert claim["flops_executed"] == sum(summary["measured"]["flops_executed"].values())
