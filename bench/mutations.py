@@ -7,8 +7,9 @@ run, and the tests that fail are listed; a mutation that no test catches is repo
     python bench/mutations.py prm_context fsync_results   # some of them
     python bench/mutations.py --list
 
-The test files named per mutation are where the catching tests live (default: the cheap ones; `full`: the
-vLLM/SLURM ones as well); the rest of the suite is not run. Each pytest run has a time limit (--timeout-s, a
+The test files named per mutation are where the catching tests live (default: the cheap files, their vLLM and
+SLURM tests deselected; --full: every test of those files and of the vLLM/SLURM files); the rest of the suite is
+not run. Each pytest run has a time limit (--timeout-s, a
 mutation may make a loop endless): a run that hits it counts as caught only if the mutation says it may hang.
 """
 
@@ -129,7 +130,7 @@ def main() -> int:
         try:
             copy_checkout(tmp)
             m.apply(tmp)
-            tests = m.tests + (m.full if args.full else [])
+            tests = m.tests + m.full if args.full else [*m.tests, "-m", "not vllm and not slurm"]
             status, failed, out = run_tests(tmp, tests, args.timeout_s)
         finally:
             if args.keep:
