@@ -6,6 +6,7 @@ run, and the tests that fail are listed; a mutation that no test catches is repo
     python bench/mutations.py --full           # every mutation, on its catchers with vLLM and SLURM tests too
     python bench/mutations.py prm_context fsync_results   # some of them
     python bench/mutations.py --list
+    python bench/mutations.py --root /path/to/other/checkout   # mutate and test another checkout (e.g. an older one)
 
 The test files named per mutation are where the catching tests live (default: the cheap files, their vLLM and
 SLURM tests deselected; --full: every test of those files and of the vLLM/SLURM files); the rest of the suite is
@@ -80,17 +81,21 @@ MUTATIONS = [
 ]
 
 
-def copy_checkout(dest: Path) -> None:
-    """The tracked and untracked-but-not-ignored files of the checkout (what `git status` sees), plus .venv."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                           capture_output=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    if (ROOT / ".venv").exists():
-        os.symlink((ROOT / ".venv").resolve(), dest / ".venv")
+def copy_checkout(root: Path, dest: Path) -> None:
+    """The tracked and untracked-but-not-ignored files of the checkout (what `git status` sees; without git, every
+    file but .venv, outputs and caches), plus a link to its .venv."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, capture_output=True)
+    if listed.returncode == 0:
+        for rel in filter(None, listed.stdout.decode().split("\0")):
+            src = root / rel
+            if src.is_file():
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / rel)
+    else:
+        shutil.copytree(root, dest, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".venv", "outputs", "__pycache__", ".pytest_cache"))
+    if (root / ".venv").exists():
+        os.symlink((root / ".venv").resolve(), dest / ".venv")
 
 
 def run_tests(root: Path, args: list[str], timeout_s: float) -> tuple[str, list[str], str]:
@@ -116,6 +121,7 @@ def main() -> int:
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--timeout-s", type=float, default=900)
     ap.add_argument("--keep", action="store_true", help="keep the mutated copies (printed)")
+    ap.add_argument("--root", type=Path, default=ROOT, help="the checkout to mutate (default: this one)")
     args = ap.parse_args()
     chosen = [m for m in MUTATIONS if not args.names or m.name in args.names]
     unknown = set(args.names) - {m.name for m in MUTATIONS}
@@ -129,7 +135,7 @@ def main() -> int:
     for m in chosen:
         tmp = Path(tempfile.mkdtemp(prefix=f"gsi-mutant-{m.name}-"))
         try:
-            copy_checkout(tmp)
+            copy_checkout(args.root.resolve(), tmp)
             m.apply(tmp)
             tests = m.tests + m.full if args.full else [*m.tests, "-m", "not vllm and not slurm"]
             status, failed, out = run_tests(tmp, tests, args.timeout_s)
