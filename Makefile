@@ -8,7 +8,7 @@ ifneq ($(wildcard $(SHARED_DATA)/.),)
 export GSI_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: setup demo test data-dir
+.PHONY: setup demo test test-quick data-dir
 setup:
 	bash scripts/setup.sh
 
@@ -17,10 +17,16 @@ setup:
 demo: setup
 	$(PY) -m experiments.toy_demo
 
-# The SLURM tests start a one-node cluster from Debian's packages (installed here; they skip without them).
+# The SLURM tests start a one-node cluster from Debian's packages (installed here; they skip without them). Every
+# run ends with its 25 slowest tests (pyproject.toml's --durations=25). What CI runs (.ci/run).
 test: setup
 	bash scripts/install_slurm.sh
 	$(PY) -m pytest -q
+
+# The inner loop: no vLLM engine, no SLURM cluster, no toy model (unit tests, table engines, config, grading).
+# Not a substitute for `make test`.
+test-quick: setup
+	$(PY) -m pytest -q -m "not vllm and not slurm and not toy"
 
 # Where the benchmarks come from (what `make demo` and `make test` will use).
 data-dir:

@@ -16,6 +16,9 @@ Fixtures (all session-scoped; reuse them instead of starting engines or composin
   importable. The engines are shared: a test must leave them as it found them. In particular change a
   generator's temperature only inside `with engines.small.temperature_scope(T): ...`, and read `stats` as
   differences (other tests' calls are counted too). Prefix caches are shared too: never assume a cold cache.
+  They are also the reference for runs in other processes (test_remote's servers, test_run's killed run.py): a
+  run on them gives what a run on fresh engines of the same config gives. A test that starts engines or run.py
+  processes of its own says so in its docstring.
 
 The tiny models are built on first use into $GSI_CACHE_DIR (default ~/.cache/gsi); export GSI_CACHE_DIR to share
 one build between checkouts.

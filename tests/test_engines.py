@@ -646,6 +646,8 @@ def _fake_prm_reference(w, cfg, kind: str, ids) -> float:
 
 @pytest.mark.vllm
 def test_qwen_and_skywork_prm_adapters_on_vllm(tiny_cfg, tmp_path):
+    """Starts two PRM engines of its own (Qwen- and Skywork-architecture fakes on the tiny reward backbone, in
+    parallel), closed at its end."""
     from transformers import AutoTokenizer
 
     from gsi.engines.registry import engine_specs, needs_custom_models

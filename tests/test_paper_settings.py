@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,11 +68,10 @@ def test_hub_defaults_are_registered(make_cfg):
 
 
 @pytest.mark.parametrize("preset", NEW_PRESETS)
-def test_presets_compose_on_the_command_line(preset):
-    out = subprocess.run([sys.executable, "run.py", "--cfg", "job", f"+experiment={preset}"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "greedy: true" in out.stdout and "patience: 5" in out.stdout
+def test_presets_compose(preset, make_cfg):
+    """As `run.py --cfg job +experiment=PRESET` composes them (test_config.py runs that command line itself)."""
+    cfg = make_cfg(f"+experiment={preset}")
+    assert cfg.method.greedy is True and cfg.method.patience == 5
 
 
 def test_paper_rsd_original_is_the_rsd_papers_setting(make_cfg):
@@ -155,6 +152,7 @@ def _preset_on_tiny(make_cfg, preset, folder, *extra):
 
 @pytest.mark.vllm
 def test_paper_rsd_original_runs_with_a_skywork_standin(skywork_standin, make_cfg, tmp_path):
+    """On the session's engines and the module's Skywork stand-in (one more engine, see skywork_standin)."""
     from gsi.run import run
 
     folder, engines = skywork_standin

