@@ -1,8 +1,8 @@
 """`dataset=arith`: multi-step arithmetic generated from a seed, with worked solutions and a step checker.
 
-A problem applies one one-digit operation, repeated 2-6 times (the default range), to a two-digit start value ("Compute 47+8+8+8.");
-its worked solution has one operation per step, steps separated by the step delimiter, and ends with the boxed
-answer:
+A problem applies one one-digit operation, repeated 2-6 times (the default range), to a two-digit start value
+("Compute 47+8+8+8."); its worked solution has one operation per step, steps separated by the step delimiter, and
+ends with the boxed answer:
 
     47+8=55
 
