@@ -91,11 +91,19 @@ def _acceptance(rec: dict) -> float:
     return rec["accepted_steps"] / max(rec["steps"], 1)
 
 
+# Claims that do not hold in this world are strict xfails with the measured figures (the toy PRM does not check the
+# arithmetic yet: README, toy section), so that they turn red when they start to hold.
+PRM_DOES_NOT_CHECK = "the toy PRM does not check the arithmetic (AUC 0.54 on held-out twins); measured at 200: "
+
+
 @pytest.mark.parametrize("better,worse,overrides_better,overrides_worse,margin", [
-    ("bon_small", "greedy_small", BON_SMALL, GREEDY_SMALL, 0.15),
+    pytest.param("bon_small", "greedy_small", BON_SMALL, GREEDY_SMALL, 0.15, marks=pytest.mark.xfail(
+        strict=True, reason=PRM_DOES_NOT_CHECK + "soft BoN pi_S 40.5% vs greedy pi_S 38.5%, p = 0.36")),
     ("gsi", "rsd", ("method=gsi",), ("method=rsd",), 0.0),
     ("gsi", "bon_small", ("method=gsi",), BON_SMALL, 0.10),
-    ("beam", "greedy_small", ("method=beam", "method.n=4", "method.width=2"), GREEDY_SMALL, 0.0),
+    pytest.param("beam", "greedy_small", ("method=beam", "method.n=4", "method.width=2"), GREEDY_SMALL, 0.0,
+                 marks=pytest.mark.xfail(strict=True, reason=PRM_DOES_NOT_CHECK + "beam 39.5% vs greedy pi_S "
+                                                                                 "38.5%, p = 0.45")),
     ("dvts", "greedy_small", ("method=dvts", "method.n=4", "method.width=2"), GREEDY_SMALL, 0.0),
 ])
 def test_more_accurate(runs, better, worse, overrides_better, overrides_worse, margin):
