@@ -74,7 +74,9 @@ TRAIN = {
     "reward": (300, 3e-3),
 }
 BIG_SNAPSHOT = 400  # pi_B is the big run's weights at this step; the PRM reads the same run's final weights
-THREADS = 1  # one thread: the same reduction order, so the same weights, on every run (and no spin-waiting threads on a shared machine)
+# One thread: the same reduction order, so the same weights, on every run; and on a loaded machine two threads
+# spin-wait for each other (seen here at load 9-19: 2-5 s per training step with two threads, about 1 s with one).
+THREADS = 1
 BATCH = 32
 N_TRAIN = 2_400  # distinct training problems (of ~2,700 on the training side for 2..6 operations)
 PRM_PROBLEMS = 2_000  # training problems whose correct and corrupted solutions ("twins") teach the PRM
