@@ -130,21 +130,23 @@ def test_gsi_near_soft_best_of_n_with_big_for_fewer_big_tokens(runs):
     assert share <= 0.40 and p < ALPHA
 
 
-def test_best_of_n_and_weighted_vote_rise_with_n(runs):
+@pytest.mark.parametrize("rule", [
+    pytest.param("bon-last", marks=pytest.mark.xfail(strict=True, reason=PRM_DOES_NOT_CHECK + "hard best-of-n by "
+                                                     "the last step's reward 40.5%, 41.5%, 38.5%, 37.0% at n = 1, 2, "
+                                                     "4, 8")),
+    "weighted-last",
+])
+def test_best_of_n_and_weighted_vote_rise_with_n(runs, rule):
     """One response-level pool of 8 pi_S responses per problem; the curves at n = 1, 2, 4, 8 from it."""
-    from scipy.stats import binomtest
-
     from experiments.pool_curves import curves
     from gsi.config import compose_config
 
     summary, recs, out = runs("pool", "method=bon", "method.policy=small", "method.level=response",
                               "method.selection=hard", "method.n=8")
-    cur = curves(list(recs.values()), int(compose_config(*BASE).seed), rules=["bon-last", "weighted-last"])
-    print({rule: {n: round(a, 3) for n, a in c.items()} for rule, c in cur.items()})
-    for rule in ("bon-last", "weighted-last"):
-        c = cur[rule]
-        assert all(c[m] >= c[n] - 0.02 for n, m in zip(sorted(c), sorted(c)[1:])), (rule, c)
-        assert c[8] > c[1], (rule, c)
+    c = curves(list(recs.values()), int(compose_config(*BASE).seed), rules=[rule])[rule]
+    print(rule, {n: round(a, 3) for n, a in c.items()})
+    assert all(c[m] >= c[n] - 0.02 for n, m in zip(sorted(c), sorted(c)[1:])), (rule, c)
+    assert c[8] > c[1], (rule, c)
 
 
 @pytest.mark.parametrize("method,key,low,high", [("rsd", "delta", 0.3, 0.9), ("gsi", "threshold", 0.3, 0.9)])
