@@ -1,8 +1,8 @@
 """`dataset=arith`: multi-step arithmetic generated from a seed, with worked solutions and a step checker.
 
-A problem applies one one-digit operation, repeated 2-4 times, to a two-digit start value ("Compute 47+8+8+8.");
-its worked solution has one operation per step, steps separated by the step delimiter, and ends with the boxed
-answer:
+A problem applies one one-digit operation, repeated 2-6 times (the default range), to a two-digit start value
+("Compute 47+8+8+8."); its worked solution has one operation per step, steps separated by the step delimiter, and
+ends with the boxed answer:
 
     47+8=55
 
@@ -138,40 +138,59 @@ def check_steps(problem: ArithProblem | str, steps: Sequence[str]) -> list[bool]
     return verdicts
 
 
+def correct_step(p: ArithProblem, k: int, prev: int) -> str | None:
+    """The text step k (0-based) should have, given that the step before it wrote `prev` (the start value for
+    k = 0): the k-th operation applied to prev, then the boxed prev; None after that (any step there is wrong)."""
+    if k < len(p.ops):
+        o, v = p.ops[k]
+        return f"{prev}{o}{v}={prev + v if o == '+' else prev - v}"
+    return f"\\boxed{{{prev}}}" if k == len(p.ops) else None
+
+
+def _slip(a: int, o: str, v: int, rng: random.Random) -> tuple[str, int]:
+    """A wrong step for `a o v` (a carry/borrow slip, a digit slip, a wrong copy of a, a wrong operand), each as
+    the written result would follow from it: (text, the value it writes)."""
+    c = a + v if o == "+" else a - v
+    kind = rng.choice(["carry", "carry", "digit", "copy", "operand"])
+    if kind == "carry":
+        c = c + rng.choice([-10, 10])
+    elif kind == "digit":
+        c = c + rng.choice([-2, -1, 1, 2])
+    elif kind == "copy":
+        a = a + rng.choice([-10, -1, 1, 10])
+        c = a + v if o == "+" else a - v
+    else:
+        v = rng.choice([x for x in range(1, MAX_OPERAND + 1) if x != v])
+        c = a + v if o == "+" else a - v
+    return f"{a}{o}{v}={c}", c
+
+
+def _boxed_slip(value: int, rng: random.Random) -> str:
+    return f"\\boxed{{{value + rng.choice([-10, -1, 1, 10])}}}"
+
+
 def corrupt(p: ArithProblem, rng: random.Random) -> tuple[list[str], list[bool]]:
     """A plausible wrong solution: one step with a carry/borrow slip, a digit slip, a wrong copy or a skipped
     operation; the steps after it follow correctly from what it wrote. Returns (steps, checker labels)."""
     k = rng.randrange(len(p.ops) + 1)
-    vals = p.values()
+    return _written(p, rng, lambda j: j == k)
+
+
+def corrupt_each(p: ArithProblem, rng: random.Random, rate: float = 0.5) -> tuple[list[str], list[bool]]:
+    """A solution whose every step (the answer too) is wrong with probability `rate`, independently, each step
+    following from what the one before it wrote: balanced labels at every step index."""
+    return _written(p, rng, lambda j: rng.random() < rate)
+
+
+def _written(p: ArithProblem, rng: random.Random, wrong) -> tuple[list[str], list[bool]]:
     steps, prev = [], p.start
     for j, (o, v) in enumerate(p.ops):
-        a = prev
-        c = a + v if o == "+" else a - v
-        text = f"{a}{o}{v}={c}"
-        if j == k:
-            kind = rng.choice(["carry", "carry", "digit", "copy", "operand"])
-            if kind == "carry":
-                c2 = c + rng.choice([-10, 10])
-            elif kind == "digit":
-                c2 = c + rng.choice([-2, -1, 1, 2])
-            else:
-                c2 = c
-            if kind == "copy":
-                a = a + rng.choice([-10, -1, 1, 10])
-                c2 = a + v if o == "+" else a - v
-            if kind == "operand":
-                v2 = rng.choice([x for x in range(1, MAX_OPERAND + 1) if x != v])
-                text = f"{a}{o}{v2}={a + v2 if o == '+' else a - v2}"
-                c2 = a + v2 if o == "+" else a - v2
-            else:
-                text = f"{a}{o}{v}={c2}"
-            c = c2
+        if wrong(j):
+            text, prev = _slip(prev, o, v, rng)
+        else:
+            text, prev = f"{prev}{o}{v}={prev + v if o == '+' else prev - v}", (prev + v if o == "+" else prev - v)
         steps.append(text)
-        prev = c
-    if k == len(p.ops):  # the wrong step is the answer: boxed off by a slip
-        steps.append(f"\\boxed{{{vals[-1] + rng.choice([-10, -1, 1, 10])}}}")
-    else:
-        steps.append(f"\\boxed{{{prev}}}")
+    steps.append(_boxed_slip(prev, rng) if wrong(len(p.ops)) else f"\\boxed{{{prev}}}")
     return steps, check_steps(p, steps)
 
 
@@ -190,7 +209,7 @@ def load_problems(cfg: Any) -> list:
 
     seed = int(_cfg(cfg, "seed", 0))
     problems = generate(int(_cfg(cfg, "n_problems", 500)), seed=seed, min_ops=int(_cfg(cfg, "min_ops", 2)),
-                        max_ops=int(_cfg(cfg, "max_ops", 4)), split="test")
+                        max_ops=int(_cfg(cfg, "max_ops", 6)), split="test")
     return [Problem(id=f"arith-{seed}-{i}", problem=p.text, reference=str(p.answer), solution=p.solution)
             for i, p in enumerate(problems)]
 

@@ -169,7 +169,7 @@ class ArithDatasetConfig(DatasetConfig):
     local_file: str = ""
     n_problems: int = 500
     min_ops: int = 2  # difficulty: operations per problem, uniform in [min_ops, max_ops]
-    max_ops: int = 4
+    max_ops: int = 6
     seed: int = 0
 
 
