@@ -146,6 +146,7 @@ def toy_skill():
     return m
 
 
+@pytest.mark.toy
 def test_toy_models_have_separated_skill(toy_skill):
     """The difficulty dial: greedy pi_B in 55-85% on the default held-out range, greedy pi_S at least 25 points
     under it, pi_S's samples holding both right and wrong steps."""
@@ -155,6 +156,7 @@ def test_toy_models_have_separated_skill(toy_skill):
     assert m["steps_correct"] >= 50 and m["steps_wrong"] >= 50, m
 
 
+@pytest.mark.toy
 @pytest.mark.xfail(strict=True, reason="measured on the v3 build: greedy pi_B by number of operations 2: 81%, "
                                        "3: 80%, 4: 54%, 5: 64%, 6: 82% (unexplained; longer chains must use "
                                        "smaller operands to stay in 10..99, which may make their steps easier); "
@@ -166,6 +168,7 @@ def test_greedy_big_falls_with_the_number_of_operations(toy_skill):
     assert by_ops[toy.MIN_OPS] > by_ops[toy.MAX_OPS] + 0.10, by_ops
 
 
+@pytest.mark.toy
 @pytest.mark.xfail(strict=True, reason="the toy PRM does not check the arithmetic yet (v3 build: AUC 0.54 on "
                                        "held-out twins, 0.44 on pi_S's samples; README, toy section); strict, so "
                                        "that a PRM that checks is noticed")

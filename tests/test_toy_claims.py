@@ -26,7 +26,7 @@ import os
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.toy]
 
 N = int(os.environ.get("GSI_TOY_CLAIM_PROBLEMS", "200"))
 ALPHA = 0.05
