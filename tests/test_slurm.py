@@ -276,44 +276,62 @@ if __name__ == "__main__":
 @pytest.mark.slurm
 def test_time_limit_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
     """At the time limit minus signal_delay_s SLURM sends SIGUSR2: submitit calls the launcher's checkpoint(),
-    requeues the job (max_num_timeout > 0 in our preset), and the restarted job resumes in the same run dir."""
+    requeues the job (max_num_timeout > 0 in our preset), and the restarted job resumes in the same run dir.
+
+    Starts the local SLURM cluster's jobs only (no engines: the stand-in app). On this one-node cluster SLURM
+    sometimes ends a job FAILED right after `scontrol requeue` succeeded ("CANCELLED ... DUE TO JOB REQUEUE" in the
+    job's log, then no restart; 2 of 8 runs on 2026-12-02, idle and loaded alike). What a user does then is rerun
+    the sweep command, which must resume from the problems the checkpointed job finished: the test does the same
+    once, and then checks that resume instead of the restart."""
     app = tmp_path / "standin.py"
     app.write_text(STANDIN)
     sweep = tmp_path / "sweep"
     n = 16
     env = {**os.environ, **slurm_cluster.env(), "STANDIN_SECONDS": "3"}
-    # USR2 40 s after the start (a 1 minute limit, 20 s ahead): late enough for the job's Python to have started
-    # on a loaded machine (at 15 s, a job once died of the USR2 before submitit's handler was there); 16 problems
-    # of 3 s each need more than that.
+    # USR2 about 40 s after the start (a 1 minute limit, 20 s ahead; SLURM checks limits every ~30 s, so it may come
+    # earlier): 16 problems of 3 s each need more than that.
     args = [PY, str(app), "-m", "beta=1", *LAUNCHER, "hardware=cpu", f"dataset.limit={n}", f"hydra.sweep.dir={sweep}",
             "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20", "hydra.launcher.mem_gb=1"]
-    log = open(tmp_path / "sweep.log", "w")
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    restarts, rc = set(), None
-    try:
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline:
-            out = slurm_cluster.run("squeue", "-h", "-o", "%i|%T|%r", check=False).stdout.split()
-            for line in out:
-                jid, state, reason = line.split("|")
-                if state == "PENDING" and reason == "BeginTime":  # SLURM's two-minute hold after a requeue
-                    slurm_cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now")
-                    restarts.add(jid)
-            time.sleep(1)
-        rc = proc.wait(timeout=5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if rc != 0:
-            slurm_cluster.cancel_all()
-        log.close()
+
+    def sweep_once(attempt: int) -> tuple[int | None, set[str], Path]:
+        log_path = tmp_path / f"sweep{attempt}.log"
+        log = open(log_path, "w")
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        restarts, rc = set(), None
+        try:
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and time.monotonic() < deadline:
+                out = slurm_cluster.run("squeue", "-h", "-o", "%i|%T|%r", check=False).stdout.split()
+                for line in out:
+                    jid, state, reason = line.split("|")
+                    if state == "PENDING" and reason == "BeginTime":  # SLURM's two-minute hold after a requeue
+                        slurm_cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now")
+                        restarts.add(jid)
+                time.sleep(1)
+            rc = proc.wait(timeout=5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if rc != 0:
+                slurm_cluster.cancel_all()
+            log.close()
+        return rc, restarts, log_path
+
+    rc, restarts, log_path = sweep_once(0)
     logs = job_logs(sweep)
-    assert rc == 0, (tmp_path / "sweep.log").read_text()[-3000:] + logs
-    assert restarts and "this job is timed-out" in logs and "Requeued job" in logs, logs
+    requeue_race = (rc != 0 and "DUE TO JOB REQUEUE" in logs
+                    and "has not produced any output (state: FAILED)" in log_path.read_text())
+    if requeue_race:
+        rc, _, log_path = sweep_once(1)
+        logs = job_logs(sweep)
+    assert rc == 0, log_path.read_text()[-3000:] + logs
+    assert "this job is timed-out" in logs and "Requeued job" in logs, logs
     (run_dir,) = [p.parent for p in sweep.rglob("results.jsonl")]
     counts = collections.Counter(r["id"] for r in result_lines(run_dir / "results.jsonl"))
     assert len(counts) == n and set(counts.values()) == {1}, counts
-    assert "restart 1: resuming" in logs and re.search(r"resuming with ([1-9]|1[0-5]) done", logs), logs
+    assert re.search(r"resuming with ([1-9]|1[0-5]) done", logs), logs
+    if not requeue_race:
+        assert restarts and "restart 1: resuming" in logs, logs
 
 
 # ---------------------------------------------------------------------------------------------------------------
