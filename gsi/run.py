@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gsi.lock import RunLock
 from gsi.results import ResultsFile, parse_results, summarize, write_json
+from gsi.utilisation import engine_delta
 from gsi.validate import validate
 
 log = logging.getLogger(__name__)
@@ -504,13 +505,6 @@ def known_params(out: Path, cfg: DictConfig) -> dict:
     from gsi.engines.registry import model_params, validate
 
     return model_params(cfg, validate(cfg, check_devices=False))
-
-
-def engine_delta(after: dict[str, dict], before: dict[str, dict] | None) -> dict[str, dict]:
-    """Each role's counters since `before` (engines shared by several runs count every run's calls)."""
-    before = before or {}
-    return {role: {k: v - before.get(role, {}).get(k, 0) if isinstance(v, (int, float)) and not isinstance(v, bool)
-                   else v for k, v in s.items()} for role, s in after.items()}
 
 
 def measured(engines, params: dict, before: dict[str, dict] | None = None) -> dict:

@@ -8,10 +8,15 @@ a run is from that bound (1.0 = the busiest role never idled).
 from __future__ import annotations
 
 
-def _busy(engine_stats: dict[str, dict], before: dict[str, dict] | None) -> dict[str, float]:
+def engine_delta(after: dict[str, dict], before: dict[str, dict] | None) -> dict[str, dict]:
+    """Each role's counters since `before` (engines shared by several runs count every run's calls)."""
     before = before or {}
-    return {role: float(s.get("busy_s", 0.0)) - float(before.get(role, {}).get("busy_s", 0.0))
-            for role, s in engine_stats.items()}
+    return {role: {k: v - before.get(role, {}).get(k, 0) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   else v for k, v in s.items()} for role, s in after.items()}
+
+
+def _busy(engine_stats: dict[str, dict], before: dict[str, dict] | None) -> dict[str, float]:
+    return {role: float(s.get("busy_s", 0.0)) for role, s in engine_delta(engine_stats, before).items()}
 
 
 def utilisation(engine_stats: dict[str, dict], wall_s: float, before: dict[str, dict] | None = None) -> dict:
