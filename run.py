@@ -1,26 +1,26 @@
 """Entry point: `python run.py method=gsi dataset=olympiad`, or `python run.py -m beta=0.5,1,2 ...` for sweeps.
 
 Hydra composes the config against its typed schemas (unknown keys, wrong types, values outside a fixed set fail
-there), then gsi.validate checks every numeric and cross-field rule (a Hydra callback, before the run folder is
+there), then gsi.config.validate checks every numeric and cross-field rule (a Hydra callback, before the run folder is
 made); the heavy imports (vLLM, torch) happen only after that.
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from gsi.config import register_configs
+from gsi.config.schema import register_configs
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
-    from gsi.preview import check_multirun
-    from gsi.sweepjob import sweep_job
+    from gsi.cluster.preview import check_multirun
+    from gsi.cluster.sweepjob import sweep_job
 
     check_multirun()  # a sweep preset without -m says so instead of running its first job
     with sweep_job():  # in a local sweep, one job's failure does not stop the jobs after it
-        from gsi.validate import exit_if_invalid
+        from gsi.config.validate import exit_if_invalid
 
         exit_if_invalid(cfg)  # again here: a sweep's jobs get their values only now
         from gsi.run import run  # heavy: imported only once the config is known to be valid

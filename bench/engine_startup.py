@@ -27,7 +27,7 @@ ROLES = ("small", "big", "reward")
 
 
 def compose(overrides):
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
 
     return compose_config(*overrides)
 

@@ -7,7 +7,7 @@ from a cost model of vLLM on one H100 per role. Lock-step against overlapped, at
 Nothing sleeps: a virtual clock (VirtualClock) advances only when every thread of the run waits on an engine, and
 grants the waiting call with the earliest virtual arrival first, so each role serves its calls one at a time in
 virtual-arrival order (what a vLLM engine with one caller lock does) and independent roles overlap exactly as far
-as the scheduler lets them. The methods, the scheduler and gsi.concurrency are the real ones.
+as the scheduler lets them. The methods, the scheduler and gsi.runtime.concurrency are the real ones.
 
 Cost model per call on one role (one H100 SXM 80GB per role, bf16; see COST_MODELS for the numbers and sources):
     time = call overhead + per-sequence overhead * sequences
@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gsi import concurrency  # noqa: E402
+from gsi.runtime import concurrency  # noqa: E402
 from gsi.engines.base import Engines  # noqa: E402
 from gsi.engines.table import TableGenerator, TableReward  # noqa: E402
 
@@ -304,12 +304,12 @@ METHODS = {  # the papers' settings (conf/experiment/paper_*.yaml) at n = 16, be
 
 def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, cohorts: int,
             concurrent_calls: bool = True, max_steps: int = 45) -> dict:
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
     from gsi.methods import build_method
     from gsi.methods.base import Method, StepContext
-    from gsi.scheduler import step_all
-    from gsi.state import ProblemState
-    from gsi.utilisation import utilisation
+    from gsi.runtime.scheduler import step_all
+    from gsi.runtime.state import ProblemState
+    from gsi.reporting.utilisation import utilisation
 
     cfg = compose_config("model=tiny", "hardware=cpu", "beta=20", f"method.n={n}", *METHODS[method])
     # batch_size here is the problems in flight; the scheduler's batch_size is per cohort

@@ -52,7 +52,7 @@ class PeakMemory:
 
 
 def compose(overrides):
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
 
     return compose_config(*overrides)
 
@@ -60,7 +60,7 @@ def compose(overrides):
 def measure(cfg, engines, problems, *, batch_size: int, label: str) -> dict:
     from gsi.methods import build_method
     from gsi.run import initial_states, step_context
-    from gsi.scheduler import run_steps
+    from gsi.runtime.scheduler import run_steps
 
     ctx = step_context(cfg, engines)
     method = build_method(cfg.method, engines, ctx)
@@ -139,7 +139,7 @@ def main():
     import os
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    from gsi.data import load_problems
+    from gsi.data.benchmarks import load_problems
     from gsi.engines.registry import build_engines
 
     base = ["model=tiny", "hardware=cpu", "dataset=math500", f"generation.max_step_tokens={args.max_step_tokens}", "method=gsi",

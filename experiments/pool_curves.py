@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.intervals import wilson
-from gsi import seeding
+from gsi.runtime import seeding
 from gsi.methods.search import aggregate, select_response
 
 RULES = {

@@ -9,7 +9,7 @@
 Every folder under the given paths that holds a summary.json is a run (a Hydra job folder, or any folder
 gsi.run.run wrote); its settings come from experiment.json (else .hydra/config.yaml). Folders with results.jsonl
 but no summary.json are listed as unfinished. The shards of one experiment (`shard=i/k`) are merged into one run
-(labelled `[shards i/k,...]` when some are missing); a folder gsi.merge wrote replaces the shards it merged.
+(labelled `[shards i/k,...]` when some are missing); a folder gsi.rundir.merge wrote replaces the shards it merged.
 
 Runs that differ only in `seed` are one configuration: the table and the figures show the mean over seeds with a
 95% interval over problems (experiments/intervals.py; a single seed: the Wilson interval of its accuracy). Writes
@@ -65,7 +65,7 @@ class Run:
     model: str
     n: int | None
     beta: float | None
-    threshold: float | None  # on its axis (gsi.thresholds: GSI's u, a score threshold as u = s/β; raw r; RSD's δ)
+    threshold: float | None  # on its axis (gsi.reporting.thresholds: GSI's u, a score threshold as u = s/β; raw r; RSD's δ)
     n_problems: int
     accuracy: float | None
     ci_low: float | None
@@ -84,7 +84,7 @@ class Run:
     seeds: list = field(default_factory=list)
     paths: list = field(default_factory=list)
     acc_std: float | None = None
-    threshold_axis: str | None = None  # "u", "r" or "δ" (gsi.thresholds)
+    threshold_axis: str | None = None  # "u", "r" or "δ" (gsi.reporting.thresholds)
     threshold_text: str | None = None  # "u = 0.5", "u = s/β = 0.5, s = 10", "δ = 0.7"
     interval: str = "Wilson"  # which accuracy interval ci_low/ci_high are (experiments.intervals)
     # The claim's columns: pi_B's generated tokens, the step loop's time without engine start-up, and the FLOPs
@@ -179,7 +179,7 @@ def variant_name(method: dict) -> str:
 
 
 def _threshold(method: dict, beta):
-    from gsi.thresholds import threshold_of
+    from gsi.reporting.thresholds import threshold_of
 
     return threshold_of(method, beta if isinstance(beta, (int, float)) else None)
 
@@ -189,7 +189,7 @@ def accuracy_interval(accuracy: float | None, n: int) -> tuple[float | None, flo
     collapsed at 0% or 100% are reported the same way)."""
     if accuracy is None or not n:
         return None, None
-    from gsi.results import proportion_ci
+    from gsi.rundir.results import proportion_ci
 
     lo, hi = proportion_ci(round(accuracy * n), n)
     return lo, hi
@@ -204,7 +204,7 @@ def run_from(summary: dict, method: dict, path: str, overrides=(), experiment: d
                                   "dataset": {"name": summary.get("dataset")}, "model": {"name": summary.get("model")}})
     thr = _threshold(method, beta)
     measured = summary.get("measured") or {}
-    if measured.get("problems_run") != n:  # a resumed run: every session's sum (gsi.sessions), when complete
+    if measured.get("problems_run") != n:  # a resumed run: every session's sum (gsi.rundir.sessions), when complete
         every = measured.get("all_sessions") or {}
         measured = every if every.get("problems_run") == n and every.get("sessions") else {}
     executed = measured.get("flops_executed")
@@ -238,9 +238,9 @@ def load_run(path: Path) -> Run:
 
 
 def merge_shards(dirs: list[Path]) -> Run:
-    """One run from the shard folders of one experiment (gsi.merge's checks and arithmetic, in memory)."""
-    from gsi.merge import MergeError, check_shards, load_shard, merged_order, model_params
-    from gsi.results import summarize
+    """One run from the shard folders of one experiment (gsi.rundir.merge's checks and arithmetic, in memory)."""
+    from gsi.rundir.merge import MergeError, check_shards, load_shard, merged_order, model_params
+    from gsi.rundir.results import summarize
 
     shards = sorted((load_shard(d) for d in dirs), key=lambda s: s.i)
     label = None
@@ -266,7 +266,7 @@ def merge_shards(dirs: list[Path]) -> Run:
 
 
 def load_runs(dirs: list[Path]) -> tuple[list[Run], list[tuple[Path, str]]]:
-    """Runs from folders: shards merged, folders that gsi.merge already merged skipped, broken ones listed."""
+    """Runs from folders: shards merged, folders that gsi.rundir.merge already merged skipped, broken ones listed."""
     runs, broken, shard_groups, merged_from = [], [], {}, set()
     for d in dirs:
         try:
@@ -379,7 +379,7 @@ def apply_filters(runs: list[Run], filters) -> list[Run]:
 
 def per_problem_correct(run: Run) -> dict[str, bool] | None:
     """problem id -> correct, from the run's results.jsonl (every shard's); None where there is none (W&B)."""
-    from gsi.results import parse_results
+    from gsi.rundir.results import parse_results
 
     out: dict[str, bool] = {}
     for p in run.paths or [run.path]:
@@ -461,7 +461,7 @@ def sort_key(r: Run):
 
 def load_correct(run: Run) -> dict[tuple, bool]:
     """(seed, problem id) -> correct, from the run's results.jsonl (every shard's, for a merged run)."""
-    from gsi.results import parse_results
+    from gsi.rundir.results import parse_results
 
     out = {}
     for p in run.paths or [run.path]:
@@ -614,7 +614,7 @@ def fmt_num(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-# "ideal FLOPs": token-granular, every problem's prefix computed once (gsi.results); "executed FLOPs": what the
+# "ideal FLOPs": token-granular, every problem's prefix computed once (gsi.rundir.results); "executed FLOPs": what the
 # engines reported prefilling and generating (whole KV blocks, resends). "step loop": without engine start-up.
 TABLE_HEADER = ["method", "dataset", "model", "n", "β", "threshold", "problems", "seeds", "accuracy % [95% CI]",
                 "acceptance % (steps)", "acceptance % (tokens)", "π_B generated tokens", "step loop",
@@ -661,7 +661,7 @@ def print_table(runs: list[Run], file=None) -> None:
         t.add_column(h, justify="left" if i < 3 else "right", no_wrap=True)
     for row in table_rows(runs):
         t.add_row(*row[:-1])
-    from gsi.report import console
+    from gsi.reporting.report import console
 
     console(file).print(t)
 
@@ -959,7 +959,7 @@ def readable_accuracy_axis(ax) -> None:
         ax.set_ylim(min(bottom, lo), max(hi, bottom + 10))
 
 
-# One panel per threshold scale (gsi.thresholds): GSI's score thresholds are converted to u (u = s/β).
+# One panel per threshold scale (gsi.reporting.thresholds): GSI's score thresholds are converted to u (u = s/β).
 THRESHOLD_AXES = {
     ("gsi", "u"): ("GSI (u)", "GSI: threshold u on the tilted reward r̃ (a score threshold s as u = s/β)"),
     ("gsi", "r"): ("GSI, raw r", "GSI (raw r): threshold on the PRM reward r"),

@@ -68,12 +68,12 @@ def synthetic_grade(text: str, reference: str, **_how) -> _Verdict:  # the run p
 @contextlib.contextmanager
 def synthetic_modules(n_problems: int):
     """Stand in for the dataset registry and the grader while gsi.run.run runs (restored afterwards)."""
-    data = types.ModuleType("gsi.data")
+    data = types.ModuleType("gsi.data.benchmarks")
 
     def load_problems(dataset_cfg, shard=None):
         limit = dataset_cfg.get("limit") or n_problems
         problems = [_Problem(id=f"syn-{i}", problem=f"problem {i}", reference="all good") for i in range(limit)]
-        if shard:  # gsi.data's strided split
+        if shard:  # gsi.data.benchmarks's strided split
             i, k = (int(x) for x in str(shard).split("/"))
             problems = problems[i::k]
         return problems
@@ -84,8 +84,8 @@ def synthetic_modules(n_problems: int):
     import grading.normalize  # noqa: F401
     grading = types.ModuleType("grading")
     grading.grade = synthetic_grade
-    saved = {name: sys.modules.get(name) for name in ("gsi.data", "grading")}
-    sys.modules.update({"gsi.data": data, "grading": grading})
+    saved = {name: sys.modules.get(name) for name in ("gsi.data.benchmarks", "grading")}
+    sys.modules.update({"gsi.data.benchmarks": data, "grading": grading})
     try:
         yield
     finally:
@@ -102,7 +102,7 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from gsi.config import register_configs
+    from gsi.config.schema import register_configs
 
     register_configs()
     if GlobalHydra.instance().is_initialized():
@@ -157,15 +157,15 @@ def _hydra_entry() -> None:
     +experiment presets, .hydra/ folders, logger=wandb)."""
     import hydra
 
-    from gsi.config import register_configs
+    from gsi.config.schema import register_configs
 
     register_configs()
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
     def main(cfg) -> dict:
-        from gsi.preview import check_multirun
+        from gsi.cluster.preview import check_multirun
         from gsi.run import run
-        from gsi.sweepjob import sweep_job
+        from gsi.cluster.sweepjob import sweep_job
 
         check_multirun()
 

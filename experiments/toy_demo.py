@@ -32,7 +32,7 @@ def table(rows: list[tuple[str, dict]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gsi.report import _fmt_flops
+    from gsi.reporting.report import _fmt_flops
 
     first = rows[0][1]
     t = Table(title=f"toy world: {first['dataset']}, {first['n_problems']} held-out problems, model={first['model']}")
@@ -57,10 +57,10 @@ def main(argv=None) -> list[tuple[str, dict]]:
     import os
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
     from gsi.engines.registry import build_engines
     from gsi.run import run
-    from gsi.validate import validate
+    from gsi.config.validate import validate
 
     out = Path(args.out or f"outputs/toy_demo/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     names = args.only or list(CONFIGS)

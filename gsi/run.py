@@ -16,10 +16,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gsi.lock import RunLock
-from gsi.results import ResultsFile, parse_results, summarize, write_json
-from gsi.utilisation import engine_delta
-from gsi.validate import validate
+from gsi.rundir.lock import RunLock
+from gsi.rundir.results import ResultsFile, parse_results, summarize, write_json
+from gsi.reporting.utilisation import engine_delta
+from gsi.config.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def output_dir() -> Path:
 
 def check_same_experiment(out: Path, cfg: DictConfig, problems=None, data_sha256: str | None = None) -> None:
     """Refuse to resume into a folder that holds another experiment's results, or records of problems outside
-    this run's selection (`problems`); the data's hash (gsi.data.data_sha256) is part of the identity. A folder
+    this run's selection (`problems`); the data's hash (gsi.data.benchmarks.data_sha256) is part of the identity. A folder
     that holds no results (a start that failed, e.g. on a mistyped model path) is taken over by this run."""
     ident = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg[k])
              else cfg[k] for k in _IDENTITY_KEYS if k in cfg}
@@ -70,7 +70,7 @@ def check_same_experiment(out: Path, cfg: DictConfig, problems=None, data_sha256
                                  "they belong to is unknown; restore experiment.json, or use another hydra.run.dir"
                                  ) from None
             old = {}
-        # Provenance (gsi.provenance) says what produced the results, not which experiment they are.
+        # Provenance (gsi.rundir.provenance) says what produced the results, not which experiment they are.
         old = {k: v for k, v in old.items() if not k.startswith("provenance")}
         if "grader" not in old and "grader" in ident:  # written before runs had a grader: they used ours
             old["grader"] = {"name": "ours", "timeout": 5.0}
@@ -131,19 +131,19 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
     from tqdm import tqdm
 
     import grading
-    from gsi import sessions
-    from gsi.data import load_selection
+    from gsi.rundir import sessions
+    from gsi.data.benchmarks import load_selection
     from gsi.methods import build_method
-    from gsi.report import print_summary
-    from gsi.scheduler import step_all
-    from gsi.state import ProblemState
-    from gsi.tracking import build_tracker
-    from gsi.utilisation import utilisation, with_busy_fraction
+    from gsi.reporting.report import print_summary
+    from gsi.runtime.scheduler import step_all
+    from gsi.runtime.state import ProblemState
+    from gsi.reporting.tracking import build_tracker
+    from gsi.reporting.utilisation import utilisation, with_busy_fraction
 
     start = time.perf_counter()
     problems, data_sha256 = load_selection(cfg.dataset, shard=cfg.shard)  # a dataset error: nothing written yet
     check_same_experiment(out, cfg, problems, data_sha256)
-    from gsi import provenance
+    from gsi.rundir import provenance
 
     provenance.record(out, provenance.collect(cfg, problems))
     results = ResultsFile(out / "results.jsonl")
@@ -212,7 +212,7 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
 
             loop_start, done_before = time.perf_counter(), len(done)
 
-            def session_done() -> float:  # this session's step loop, kept across resumes (gsi.sessions)
+            def session_done() -> float:  # this session's step loop, kept across resumes (gsi.rundir.sessions)
                 took = time.perf_counter() - loop_start
                 sessions.record(out, step_loop_s=took, problems_run=len(done) - done_before,
                                 engine_start_s=engine_start_s,
@@ -369,7 +369,7 @@ def failed_role(exc: BaseException, engines) -> str | None:
 
 def _slurm_terminating() -> bool:
     try:
-        from gsi.slurm import terminating
+        from gsi.cluster.slurm import terminating
     except ImportError:
         return False
     return bool(terminating())
@@ -411,8 +411,8 @@ def to_log_files(level: int, msg: str, exc: BaseException | None = None) -> None
 def initial_states(cfg: DictConfig, engines, problems, todo=None) -> list:
     """A fresh state per problem of `todo` (default: all), its prompt rendered for the shared tokenizer and its
     index the problem's place in the run (results keep that order)."""
-    from gsi.prompts import render_prompt, system_prompt
-    from gsi.state import ProblemState
+    from gsi.data.prompts import render_prompt, system_prompt
+    from gsi.runtime.state import ProblemState
 
     system = system_prompt(cfg.model.system_prompt, cfg.dataset.instruction)
     index = {p.id: i for i, p in enumerate(problems)}
@@ -455,7 +455,7 @@ def make_record(state, verdict, seconds: float, has_acceptance: bool, trace: boo
         "drafted_tokens": sum(s.drafted_tokens for s in state.steps) if has_acceptance else 0,
         "accepted_draft_tokens": sum(len(s.token_ids) for s in state.steps if s.accepted) if has_acceptance else 0,
         "empty_candidates": state.empty_candidates,
-        # With a prefix cache (each role reads the context once) and without (gsi.state).
+        # With a prefix cache (each role reads the context once) and without (gsi.runtime.state).
         "tokens": {r: dict(state.tokens[r]) for r in roles},
         "tokens_nocache": {r: dict(state.tokens_nocache[r]) for r in roles},
         "time_s": seconds,

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:  # `pytest` without an installed package still imp
 
 def compose_cfg(*overrides: str):
     """Compose conf/config.yaml with `overrides` (Hydra's compose API); no Hydra runtime, nothing resolved."""
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
 
     return compose_config(*overrides)
 

@@ -31,7 +31,7 @@ def overrides(problems: int) -> list[str]:
 
 
 def compose(problems: int, extra=()):
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
 
     return compose_config(*overrides(problems), *extra)
 

@@ -4,7 +4,7 @@
 
 The job whose seed is $GSI_FAIL_START fails while its engines start (as a CUDA OOM at vLLM start-up does); the job
 whose seed is $GSI_FAIL_MIDRUN has its small engine die on its third call (gsi.run turns that into exit status 1).
-Everything else is run.py's own path: Hydra's basic launcher, gsi.sweepjob, gsi.run.run building the engines.
+Everything else is run.py's own path: Hydra's basic launcher, gsi.cluster.sweepjob, gsi.run.run building the engines.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def engines_for(seed: int):
 def main():
     import hydra
 
-    from gsi.config import register_configs
+    from gsi.config.schema import register_configs
 
     register_configs()
 
@@ -55,7 +55,7 @@ def main():
     def job(cfg):
         from experiments.synthetic import synthetic_modules
         from gsi.run import run
-        from gsi.sweepjob import sweep_job
+        from gsi.cluster.sweepjob import sweep_job
 
         with sweep_job(), synthetic_modules(40):
             return run(cfg, engines=engines_for(cfg.seed))

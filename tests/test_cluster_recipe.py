@@ -1,5 +1,5 @@
 """docs/cluster-recipe.md: every command in it is composed (sweeps expanded and their first job resolved with its
-SLURM request, as `python -m gsi.preview` does), so the recipe cannot drift from the configs. A command of a kind
+SLURM request, as `python -m gsi.cluster.preview` does), so the recipe cannot drift from the configs. A command of a kind
 this test does not know fails it: a new step needs its check here."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from gsi.preview import expand, job_config
+from gsi.cluster.preview import expand, job_config
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "docs" / "cluster-recipe.md"
@@ -80,7 +80,7 @@ def test_every_command_of_the_recipe_composes():
             assert argv[1] == "download"
             kind = "dataset" if "--repo-type" in argv else "model"
             downloads.add((kind, argv[-1]))
-        elif argv[:3] == ["python", "-m", "gsi.preview"]:
+        elif argv[:3] == ["python", "-m", "gsi.cluster.preview"]:
             args = [a for a in argv[3:] if a != "--job" and not a.isdigit()]
             n, first = _check_sweep(args)
             if "--job" in argv:

@@ -9,9 +9,9 @@ import struct
 
 import pytest
 
-from gsi.compute import flops_per_token, non_embedding_params
-from gsi.engines import tiny
-from gsi.results import summarize
+from gsi.reporting.compute import flops_per_token, non_embedding_params
+from gsi.models import tiny
+from gsi.rundir.results import summarize
 
 
 def hand_count(hidden: int, layers: int, heads: int, kv_heads: int, inter: int, vocab: int, head: str) -> int:

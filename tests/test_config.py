@@ -18,7 +18,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from gsi.config import METHOD_SCHEMAS, Config, register_configs
+from gsi.config.schema import METHOD_SCHEMAS, Config, register_configs
 from pairwise import pairs_of, pairwise
 
 ROOT = Path(__file__).resolve().parents[1]

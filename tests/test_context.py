@@ -14,7 +14,7 @@ import pytest
 
 from gsi.engines.base import RewardRequest
 from gsi.engines.rewards import split_steps
-from gsi.engines.tiny import tiny_paths
+from gsi.models.tiny import tiny_paths
 
 from conftest import TINY_OVERRIDES
 
@@ -61,7 +61,7 @@ def tf_reward(model, adapter, problem: str, steps: list[str], empty_reward: floa
 def run_traced(engines, make_cfg, *overrides):
     from gsi.methods import build_method
     from gsi.run import initial_states, step_context
-    from gsi.scheduler import run_steps
+    from gsi.runtime.scheduler import run_steps
 
     cfg = make_cfg(*TINY_OVERRIDES, "trace=true", "generation.max_steps=3", "generation.max_step_tokens=20",
                    *overrides)

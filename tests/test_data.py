@@ -1,4 +1,4 @@
-"""The dataset registry (gsi/data.py): local loading, references, errors, offset/limit/shard selection."""
+"""The dataset registry (gsi/data/benchmarks.py): local loading, references, errors, offset/limit/shard selection."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from gsi import data
-from gsi.data import DatasetError, Problem, load_problems, parse_shard, select
+from gsi.data import benchmarks as data
+from gsi.data.benchmarks import DatasetError, Problem, load_problems, parse_shard, select
 
 DATA = Path(os.environ.get("GSI_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data not found at {DATA} (set GSI_DATA_DIR)")

@@ -26,7 +26,7 @@ from gsi.engines.rewards import (
     resolve_adapter_name,
     split_steps,
 )
-from gsi.engines.tiny import tiny_paths
+from gsi.models.tiny import tiny_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 DELIM = "\n\n"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gsi.results import MEASURED_KEYS
+from gsi.rundir.results import MEASURED_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
@@ -229,7 +229,7 @@ def test_corrupt_line_in_the_middle_is_reported_and_redone(tiny_engines, make_cf
     rows[1] = rows[1][: len(rows[1]) // 2]  # line 2 of 4: half a record
     (tmp_path / "results.jsonl").write_text("\n".join(rows) + "\n")
 
-    with caplog.at_level(logging.WARNING, logger="gsi.results"):
+    with caplog.at_level(logging.WARNING, logger="gsi.rundir.results"):
         second = run(cfg, out=tmp_path, engines=tiny_engines)
     assert "corrupt line 2" in caplog.text and "redone" in caplog.text
     ids = saved_ids(tmp_path)

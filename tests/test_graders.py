@@ -41,7 +41,7 @@ NAMES = ("ours", "prm800k", "qwen")
 
 
 def test_registry_matches_the_config_enum():
-    from gsi.config import GraderName
+    from gsi.config.schema import GraderName
 
     assert set(GRADERS) == {g.value for g in GraderName} == set(NAMES)
     with pytest.raises(ValueError, match="unknown grader 'nope'"):

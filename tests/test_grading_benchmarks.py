@@ -1,7 +1,7 @@
 """The grader against the shipped benchmarks: each dataset's own worked answer must grade as correct.
 
 Data: $GSI_DATA_DIR, else the `shared/data` folder next to the repository (see shared/data/README.md);
-skipped with a message when absent. References come from gsi.data (the ones runs grade against).
+skipped with a message when absent. References come from gsi.data.benchmarks (the ones runs grade against).
 
 What is graded, per dataset (the "solution's own final answer"):
   math500   the solution text (its last \\boxed{}) against `answer`: two independent fields.
@@ -29,7 +29,7 @@ import pytest
 
 from grading import grade_many
 from grading.normalize import normalize
-from gsi.data import REGISTRY, load_problems
+from gsi.data.benchmarks import REGISTRY, load_problems
 
 DATA = Path(os.environ.get("GSI_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 MIN_AGREEMENT = 0.995
@@ -44,7 +44,7 @@ def _pairs(name: str):
     problems = load_problems(SimpleNamespace(name=name, data_dir=str(DATA), local_file=spec.local_file))
     raw = [json.loads(line) for line in (DATA / spec.local_file).read_text(encoding="utf-8").splitlines()
            if line.strip()]
-    # Rows a dataset leaves out on purpose (spec.skip_ids, each with its reason in gsi/data.py) are not graded.
+    # Rows a dataset leaves out on purpose (spec.skip_ids, each with its reason in gsi/data/benchmarks.py) are not graded.
     raw = [r for r in raw if str(next((r[f] for f in spec.id_fields if r.get(f) is not None), "")) not in spec.skip_ids]
     assert len(raw) == len(problems)
     if name in ("math500", "minerva", "aime24"):

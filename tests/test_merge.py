@@ -1,11 +1,11 @@
-"""gsi.merge on synthetic shard run dirs: the merged run equals the unsharded one; bad shard sets are refused."""
+"""gsi.rundir.merge on synthetic shard run dirs: the merged run equals the unsharded one; bad shard sets are refused."""
 
 import json
 
 import pytest
 
-from gsi import merge as M
-from gsi.results import summarize
+from gsi.rundir import merge as M
+from gsi.rundir.results import summarize
 
 PARAMS = {"small": 1000, "big": 5000, "reward": 2000}
 EXPERIMENT = {

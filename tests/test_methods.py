@@ -9,12 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import stats
 
-from gsi.config import BaselineConfig, BoNConfig, GSIConfig, RSDConfig
+from gsi.config.schema import BaselineConfig, BoNConfig, GSIConfig, RSDConfig
 from gsi.engines.table import table_engines
 from gsi.methods import build_method
 from gsi.methods.base import StepContext, soft_choice
-from gsi.scheduler import run_steps
-from gsi.state import ProblemState
+from gsi.runtime.scheduler import run_steps
+from gsi.runtime.state import ProblemState
 
 PI_S = np.array([0.4, 0.3, 0.2, 0.1])
 PI_B = np.array([0.1, 0.2, 0.3, 0.4])

@@ -1,4 +1,4 @@
-"""Sweep previews (python -m gsi.preview) and the refusal of a sweep preset run without -m."""
+"""Sweep previews (python -m gsi.cluster.preview) and the refusal of a sweep preset run without -m."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gsi.preview import expand, preview
+from gsi.cluster.preview import expand, preview
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def test_preview_puts_a_score_threshold_on_the_u_scale():
 
 
 def test_cli_table_and_one_job_in_full():
-    cmd = [sys.executable, "-m", "gsi.preview", "+experiment=tiny_sweep"]
+    cmd = [sys.executable, "-m", "gsi.cluster.preview", "+experiment=tiny_sweep"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("8 job(s)") and "method=rsd method.n=2 beta=20" in out.stdout
@@ -62,7 +62,7 @@ def test_sweep_preset_without_multirun_refuses_with_the_fix(tmp_path):
     out = subprocess.run(base, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "+experiment=tiny_sweep is a sweep (2 method x 2 method.n x 2 beta): run it with -m" in out.stderr
-    assert "python -m gsi.preview" in out.stderr and not (tmp_path / "r" / "results.jsonl").exists()
+    assert "python -m gsi.cluster.preview" in out.stderr and not (tmp_path / "r" / "results.jsonl").exists()
     # Every swept key pinned: exactly one job, as asked.
     out = subprocess.run(base + ["method=gsi", "method.n=1", "beta=1"], cwd=REPO, capture_output=True, text=True,
                          timeout=120)

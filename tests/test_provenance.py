@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gsi import provenance
-from gsi.config import compose_config
+from gsi.rundir import provenance
+from gsi.config.schema import compose_config
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path("/work/shared/data")
@@ -27,7 +27,7 @@ def test_collect_names_versions_commit_grader_models_and_data(tmp_path, monkeypa
     data.mkdir(parents=True)
     (data / "test.jsonl").write_text('{"problem": "1+1", "answer": "2", "unique_id": "a"}\n')
     cfg = compose_config("model=tiny", "hardware=cpu", f"model.big.path={model}", f"dataset.data_dir={tmp_path / 'data'}")
-    from gsi.data import load_problems
+    from gsi.data.benchmarks import load_problems
 
     prov = provenance.collect(cfg, load_problems(cfg.dataset))
     assert prov["packages"]["transformers"] and prov["packages"]["math-verify"] and "vllm" in prov["packages"]
@@ -67,7 +67,7 @@ def test_run_records_provenance_and_resumes_with_another_commit(tmp_path, monkey
     exp = json.loads((out / "experiment.json").read_text())
     prov = exp["provenance"]
     assert prov["git"]["commit"] and prov["models"]["small"]["path"] == "tiny://small"
-    from gsi.engines import tiny
+    from gsi.models import tiny
 
     if (tiny.tiny_dir() / "small").is_dir():  # built (the vLLM tests build them): fingerprinted from its files
         assert prov["models"]["small"]["fingerprint"] not in (None, hashlib.sha256().hexdigest())
@@ -82,7 +82,7 @@ def test_run_records_provenance_and_resumes_with_another_commit(tmp_path, monkey
     # "Another commit": the resume warns and records both.
     real = provenance.git_state
     monkeypatch.setattr(provenance, "git_state", lambda *a: {**real(), "commit": "0" * 40})
-    caplog.set_level(logging.WARNING, logger="gsi.provenance")
+    caplog.set_level(logging.WARNING, logger="gsi.rundir.provenance")
     synthetic_run(["method=gsi", "method.n=2"], out, n_problems=3)
     exp = json.loads((out / "experiment.json").read_text())
     assert exp["provenance"]["git"]["commit"] == prov["git"]["commit"]
@@ -96,7 +96,7 @@ def test_run_records_provenance_and_resumes_with_another_commit(tmp_path, monkey
 def test_dataset_revision_pins_the_hub_download(monkeypatch):
     import datasets
 
-    from gsi.data import load_problems
+    from gsi.data.benchmarks import load_problems
 
     seen = {}
 
@@ -123,7 +123,7 @@ def test_model_revision_reaches_vllm(monkeypatch):
 
 
 def test_missing_data_folder_names_itself_and_the_fix(tmp_path):
-    from gsi.data import DatasetError, load_problems
+    from gsi.data.benchmarks import DatasetError, load_problems
 
     cfg = compose_config("dataset=math500", f"dataset.data_dir={tmp_path / 'nope'}")
     with pytest.raises(DatasetError, match=r"nope.*not a folder.*unset GSI_DATA_DIR"):
@@ -166,7 +166,7 @@ def test_a_resume_on_a_tree_edited_again_is_warned_about(tmp_path, caplog):
     provenance.record(out, {"git": started})
     provenance.record(out, {"git": dict(started)})  # the same tree: nothing to say
     assert "provenance_resumed" not in json.loads((out / "experiment.json").read_text())
-    caplog.set_level(logging.WARNING, logger="gsi.provenance")
+    caplog.set_level(logging.WARNING, logger="gsi.rundir.provenance")
     provenance.record(out, {"git": resumed})
     exp = json.loads((out / "experiment.json").read_text())
     assert [p["git"]["diff_sha256"] for p in exp["provenance_resumed"]] == [resumed["diff_sha256"]]

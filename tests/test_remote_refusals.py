@@ -1,4 +1,4 @@
-"""Remote roles without a vLLM server (cheap, always on): what gsi.serve starts, and the refusals of servers that
+"""Remote roles without a vLLM server (cheap, always on): what gsi.cluster.serve starts, and the refusals of servers that
 cannot give in-process semantics, against a fake HTTP server."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ MODELS = (200, {"data": [{"id": "tiny", "max_model_len": 2048}]})
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from gsi.engines.tiny import tiny_paths
+    from gsi.models.tiny import tiny_paths
 
     return AutoTokenizer.from_pretrained(str(tiny_paths()["small"]))
 
@@ -92,7 +92,7 @@ def test_server_without_token_endpoint_is_refused(fake_server, tokenizer):
 
 
 def test_serve_starts_vllm_with_the_flags_our_engines_rely_on(make_cfg):
-    from gsi.serve import server_command
+    from gsi.cluster.serve import server_command
 
     cfg = make_cfg("model=tiny", "hardware=cpu", "hardware.cpu_kvcache_gb=0.25")
     cmd, env = server_command(cfg, "big", "127.0.0.1", 8002)

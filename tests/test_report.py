@@ -246,7 +246,7 @@ def test_experiment_presets_compose_with_their_sweeps(preset, method, swept):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from gsi.config import register_configs
+    from gsi.config.schema import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -382,7 +382,7 @@ def test_accuracy_vs_n_keeps_many_series_close_to_their_n():
 
 def test_a_resumed_run_reports_the_sum_of_its_sessions(tmp_path, monkeypatch):
     """A run stopped after 4 problems and resumed: summary.json's measured is the last session's (6 problems);
-    gsi.sessions keeps both, and the report's step loop and executed FLOPs are their sums."""
+    gsi.rundir.sessions keeps both, and the report's step loop and executed FLOPs are their sums."""
     import experiments.synthetic as syn
     from experiments.report import load_run
 

@@ -198,7 +198,7 @@ def test_flops_tick_labels_are_exact_and_distinct(report):
 
 def test_tables_keep_their_width_outside_a_terminal(report):
     """Rich shrinks tables to 80 columns when stdout is not a terminal (a SLURM log): headers and values were cut."""
-    from gsi.report import print_summary
+    from gsi.reporting.report import print_summary
 
     rep, out = report
     buf = io.StringIO()

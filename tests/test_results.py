@@ -3,7 +3,7 @@
 import json
 import os
 
-from gsi.results import ResultsFile, bootstrap_ci, parse_results
+from gsi.rundir.results import ResultsFile, bootstrap_ci, parse_results
 
 
 def line(i):
@@ -37,7 +37,7 @@ def test_bootstrap_ci_brackets_the_mean():
 
 def test_accuracy_interval_does_not_collapse_at_0_or_100_percent():
     """A percentile bootstrap of 2 of 2 correct is [100%, 100%]; the Wilson interval is honest about n = 2."""
-    from gsi.results import proportion_ci, summarize
+    from gsi.rundir.results import proportion_ci, summarize
 
     rec = {"correct": True, "steps": 1, "accepted_steps": 0, "draft_tokens": 0, "accepted_draft_tokens": 0,
            "stop_reason": "eos", "tokens": {r: {"generated": 1, "context": 1} for r in ("small", "big", "reward")}}

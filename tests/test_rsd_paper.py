@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gsi.config import RSDConfig
+from gsi.config.schema import RSDConfig
 from gsi.engines.table import table_engines
 from gsi.methods import build_method, method_class
 from gsi.methods.base import StepContext
-from gsi.scheduler import run_steps
-from gsi.state import STOP_PATIENCE, ProblemState
+from gsi.runtime.scheduler import run_steps
+from gsi.runtime.state import STOP_PATIENCE, ProblemState
 
 PI_S = np.array([0.1, 0.2, 0.3, 0.4])
 PI_B = np.array([0.4, 0.3, 0.2, 0.1])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gsi.results import MEASURED_KEYS
+from gsi.rundir.results import MEASURED_KEYS
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ SMALL_RUN = ["dataset=math500", "dataset.limit=4", "method.n=2", "generation.max
 
 
 def compose(overrides):
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
 
     return compose_config("model=tiny", "hardware=cpu", *SMALL_RUN, *overrides)
 
@@ -109,7 +109,7 @@ def per_problem(run_dir):
 def test_sigkill_midway_then_rerun_gives_the_uninterrupted_results(tiny_engines, tmp_path):
     """Starts one `run.py` (its own three engines), killed with SIGKILL midway, process group and engine workers
     included. The uninterrupted run and the rerun that resumes are in-process, on the session's engines."""
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
     from gsi.run import run
 
     full, killed = tmp_path / "full", tmp_path / "killed"

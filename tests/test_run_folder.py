@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gsi.results import MEASURED_KEYS, ResultsFile, write_json
+from gsi.rundir.results import MEASURED_KEYS, ResultsFile, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
@@ -69,12 +69,12 @@ def test_two_runs_on_one_folder_one_runs_the_other_refuses_at_once(tmp_path):
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    from gsi.lock import FolderInUse, RunLock
+    from gsi.rundir.lock import FolderInUse, RunLock
 
     out = tmp_path / "run"
     run_once(out, problems=2)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from gsi.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+        [sys.executable, "-c", "import sys, time; from gsi.rundir.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
          "print('locked', flush=True); time.sleep(120)", str(out)],
         cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     try:
@@ -233,7 +233,7 @@ def _in_thread(fn, timeout: float = 10.0):
 
 
 def _states(n=3):
-    from gsi.state import ProblemState
+    from gsi.runtime.state import ProblemState
 
     return [ProblemState(index=i, id=str(i), problem="p", reference="1", prompt_ids=[0], context=[0])
             for i in range(n)]
@@ -247,7 +247,7 @@ def _ctx():
 
 @pytest.mark.parametrize("batch_size", [0, -1])
 def test_scheduler_refuses_an_empty_batch(batch_size):
-    from gsi.scheduler import run_steps
+    from gsi.runtime.scheduler import run_steps
 
     class Method:
         def step(self, live):
@@ -258,7 +258,7 @@ def test_scheduler_refuses_an_empty_batch(batch_size):
 
 
 def test_scheduler_stops_a_method_that_makes_no_progress():
-    from gsi.scheduler import run_steps
+    from gsi.runtime.scheduler import run_steps
 
     class Stuck:
         def step(self, live):
@@ -270,7 +270,7 @@ def test_scheduler_stops_a_method_that_makes_no_progress():
 
 def test_scheduler_accepts_progress_on_private_tracks():
     """Response-level methods advance hidden tracks for a while and only count tokens: that is progress."""
-    from gsi.scheduler import run_steps
+    from gsi.runtime.scheduler import run_steps
 
     class Tracks:
         def step(self, live):
@@ -292,7 +292,7 @@ def test_cli_on_a_busy_folder_refuses_before_hydra_writes_into_it(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from gsi.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+        [sys.executable, "-c", "import sys, time; from gsi.rundir.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
          "print('locked', flush=True); time.sleep(120)", str(out)],
         cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     try:
@@ -409,7 +409,7 @@ def test_a_hub_model_missing_offline_fails_at_once_naming_the_key(monkeypatch):
     from huggingface_hub import constants
 
     import gsi.engines.registry as registry
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
 
     cfg = compose_config("model=tiny", "hardware=cpu", "model.big.path=nobody/no-such-model")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from gsi.config import BaselineConfig, BoNConfig, GSIConfig, RSDConfig
+from gsi.config.schema import BaselineConfig, BoNConfig, GSIConfig, RSDConfig
 from gsi.engines.table import table_engines
 from gsi.methods import build_method
 from gsi.methods.base import StepContext
-from gsi.scheduler import run_steps_overlapped, step_all
-from gsi.state import ProblemState
+from gsi.runtime.scheduler import run_steps_overlapped, step_all
+from gsi.runtime.state import ProblemState
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
@@ -196,7 +196,7 @@ def _close(a, b, path="") -> None:
 @pytest.mark.vllm
 @pytest.mark.parametrize("overrides", VLLM_METHODS, ids=lambda o: "-".join(x.split("=")[1] for x in o[:3]))
 def test_overlapped_gives_lockstep_results_on_tiny_vllm(overrides, tiny_engines, tmp_path):
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
     from gsi.run import run
 
     # batch_size=2 with 3 cohorts: all three cohorts step problems at once (lock-step: rounds of 2)
@@ -215,7 +215,7 @@ def test_overlapped_gives_lockstep_results_on_tiny_vllm(overrides, tiny_engines,
 
 
 def test_utilisation_arithmetic():
-    from gsi.utilisation import utilisation
+    from gsi.reporting.utilisation import utilisation
 
     use = utilisation({"small": {"busy_s": 5.0}, "big": {"busy_s": 8.0}, "reward": {"busy_s": 2.0}}, 10.0,
                       before={"small": {"busy_s": 1.0}, "big": {"busy_s": 0.0}, "reward": {"busy_s": 0.0}})

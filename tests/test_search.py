@@ -13,12 +13,12 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import stats
 
-from gsi.config import BeamConfig, BoNConfig, DVTSConfig, PFConfig
+from gsi.config.schema import BeamConfig, BoNConfig, DVTSConfig, PFConfig
 from gsi.engines.table import table_engines
 from gsi.methods import build_method
 from gsi.methods.base import StepContext
-from gsi.scheduler import run_steps
-from gsi.state import ProblemState
+from gsi.runtime.scheduler import run_steps
+from gsi.runtime.state import ProblemState
 
 PI_S = np.array([0.4, 0.3, 0.2, 0.1])
 PI_B = np.array([0.1, 0.2, 0.3, 0.4])
@@ -295,7 +295,7 @@ os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     (["method=pf", "method.n=4", "method.policy=big"], "big"),
 ])
 def test_search_methods_run_end_to_end_on_tiny_models(overrides, policy, tiny_engines, tmp_path):
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
     from gsi.run import run
 
     cfg = compose_config("model=tiny", "hardware=cpu", "dataset=math500", "dataset.limit=2",
@@ -343,7 +343,7 @@ def test_search_presets_compose_and_build():
 
     import yaml
 
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "experiment"
     for name in ("paper_beam", "paper_dvts", "paper_pf", "paper_bon_pool", "tiny_search"):

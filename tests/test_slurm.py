@@ -130,8 +130,8 @@ def compose_launcher(*overrides: str):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    import gsi.slurm  # noqa: F401 -- quiets Hydra's warning about the preset shadowing the plugin's
-    from gsi.config import register_configs
+    import gsi.cluster.slurm  # noqa: F401 -- quiets Hydra's warning about the preset shadowing the plugin's
+    from gsi.config.schema import register_configs
 
     register_configs()
     if GlobalHydra.instance().is_initialized():
@@ -154,7 +154,7 @@ def test_launcher_resources_follow_hardware(hardware, gpus, monkeypatch):
     assert params["partition"] is None and params["account"] is None and params["qos"] is None
     assert params["max_num_timeout"] > 0  # requeue at the time limit (the plugin's default, 0, gives up)
     assert cfg.hydra.launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"  # job logs in the sweep dir
-    assert cfg.hydra.callbacks.gsi_slurm._target_ == "gsi.slurm.SlurmCallback"
+    assert cfg.hydra.callbacks.gsi_slurm._target_ == "gsi.cluster.slurm.SlurmCallback"
 
 
 def test_launcher_keys_from_environment_and_overrides(monkeypatch):
@@ -187,7 +187,7 @@ def test_cancelled_job_is_reported_not_waited_for(slurm_cluster, tmp_path, monke
     from submitit.core.utils import UncompletedJobError
     from submitit.slurm import slurm as submitit_slurm
 
-    from gsi import slurm
+    from gsi.cluster import slurm
 
     for key, value in slurm_cluster.env().items():
         monkeypatch.setenv(key, value)
@@ -213,7 +213,7 @@ def test_watcher_waits_for_a_second_final_poll(monkeypatch):
     answers are replayed)."""
     import subprocess as sp
 
-    from gsi import slurm
+    from gsi.cluster import slurm
 
     answers = iter(["RUNNING", "COMPLETED", "PENDING", "", "RUNNING", "FAILED", "FAILED"])
     calls = []
@@ -245,8 +245,8 @@ from pathlib import Path
 sys.path.insert(0, {str(REPO)!r})
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from gsi.config import register_configs
-from gsi.results import ResultsFile, write_json
+from gsi.config.schema import register_configs
+from gsi.rundir.results import ResultsFile, write_json
 register_configs()
 
 @hydra.main(version_base="1.3", config_path={str(REPO / "conf")!r}, config_name="config")
@@ -348,7 +348,7 @@ TABLE_APP = f"""
 import os, sys
 import hydra
 sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
-from gsi.config import register_configs
+from gsi.config.schema import register_configs
 register_configs()
 
 @hydra.main(version_base="1.3", config_path={str(REPO / "conf")!r}, config_name="config")
@@ -357,9 +357,9 @@ def main(cfg):
     import fault_driver
     from gsi.engines import registry
     registry.build_engines = lambda cfg, **kw: fault_driver.engines_for(cfg, float(os.environ["TABLE_DELAY"]))
-    from gsi.preview import check_multirun
+    from gsi.cluster.preview import check_multirun
     check_multirun()
-    from gsi.validate import exit_if_invalid
+    from gsi.config.validate import exit_if_invalid
     exit_if_invalid(cfg)
     from gsi.run import run
     return run(cfg)
@@ -497,14 +497,14 @@ def test_sharded_sweep_merged_equals_unsharded_run(sharded_sweep, job_env, tmp_p
     shards = run_dirs(sharded_sweep["sweep"])
     assert sorted(len(result_lines(d / "results.jsonl")) for d in shards) == [N // 2, N - N // 2]
     merged = tmp_path / "merged"
-    proc = subprocess.run([PY, "-m", "gsi.merge", str(merged), str(sharded_sweep["sweep"])], cwd=REPO,
+    proc = subprocess.run([PY, "-m", "gsi.rundir.merge", str(merged), str(sharded_sweep["sweep"])], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     # The unsharded run with the same seed, here on the same table engines (all six problems in one batch, the
     # shards one at a time: a problem's result depends on neither its shard nor its batch).
     import fault_driver
 
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
     from gsi.run import run
 
     for key in ("GSI_DATA_DIR", "GSI_CACHE_DIR"):  # the jobs' data and models

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
-from gsi.engines import tiny
+from gsi.models import tiny
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from gsi import arith
+from gsi.data import arith
 
 
 def test_problems_are_seeded_distinct_and_solved_step_by_step():
@@ -24,7 +24,7 @@ def test_problems_are_seeded_distinct_and_solved_step_by_step():
 
 
 def test_held_out_problems_never_among_training_problems():
-    from gsi.engines import toy
+    from gsi.models import toy
 
     train = {p.text for p in arith.generate(toy.N_TRAIN, seed=toy.SEED, min_ops=toy.MIN_OPS, max_ops=toy.MAX_OPS,
                                             split="train")}
@@ -69,7 +69,7 @@ def test_twins_are_wrong_at_every_step_index_about_half_the_time():
 
 
 def test_dataset_registry_and_config(make_cfg):
-    from gsi.data import load_problems
+    from gsi.data.benchmarks import load_problems
 
     cfg = make_cfg("dataset=arith", "dataset.n_problems=50", "dataset.min_ops=3", "dataset.max_ops=3",
                    "dataset.limit=20", "dataset.offset=5")
@@ -84,8 +84,8 @@ def test_dataset_registry_and_config(make_cfg):
 
 def test_toy_model_config_matches_training():
     """The system prompt the toy models were trained with is the one model=toy renders."""
-    from gsi.config import compose_config
-    from gsi.engines import toy
+    from gsi.config.schema import compose_config
+    from gsi.models import toy
 
     cfg = compose_config("+experiment=toy_demo")
     assert cfg.model.system_prompt == toy.SYSTEM_PROMPT
@@ -101,7 +101,7 @@ def test_unknown_toy_role_is_a_config_error():
 
 
 def test_auc():
-    from gsi.engines.toy import auc
+    from gsi.models.toy import auc
 
     assert auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
     assert auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
@@ -113,9 +113,9 @@ def test_prm_labels_sit_where_the_adapter_reads(tmp_path):
     delimiter, in the ids the engine sends for steps[:k+1]), with the checker's verdict there, and on every token
     before it whether the step so far is a prefix of the correct step."""
     pytest.importorskip("transformers")
-    from gsi.engines import toy
+    from gsi.models import toy
     from gsi.engines.base import RewardRequest
-    from gsi.engines.tiny import build_tokenizer
+    from gsi.models.tiny import build_tokenizer
 
     tok = build_tokenizer(tmp_path / "tok", extra_docs=toy._tokenizer_docs()[:200])
     enc = toy.Encoder(tok)
@@ -139,7 +139,7 @@ def toy_skill():
     """The toy world measured once per module on 200 held-out problems (transformers, no engines). Builds the toy
     models on first use."""
     pytest.importorskip("transformers")
-    from gsi.engines import toy
+    from gsi.models import toy
 
     m = toy.evaluate(200)
     print(m)
@@ -162,7 +162,7 @@ def test_toy_models_have_separated_skill(toy_skill):
                                        "smaller operands to stay in 10..99, which may make their steps easier); "
                                        "strict, so that a dial that works is noticed")
 def test_greedy_big_falls_with_the_number_of_operations(toy_skill):
-    from gsi.engines import toy
+    from gsi.models import toy
 
     by_ops = toy_skill["greedy_big_by_ops"]
     assert by_ops[toy.MIN_OPS] > by_ops[toy.MAX_OPS] + 0.10, by_ops
@@ -185,8 +185,8 @@ def test_empty_system_prompt_means_no_system_turn(tmp_path):
     """model=toy has no system prompt: the rendered prompt has no system turn (as the PRM adapters render it),
     and a dataset instruction alone becomes the system prompt without a stray space."""
     pytest.importorskip("transformers")
-    from gsi.engines.tiny import build_tokenizer
-    from gsi.prompts import render_prompt, system_prompt
+    from gsi.models.tiny import build_tokenizer
+    from gsi.data.prompts import render_prompt, system_prompt
 
     tok = build_tokenizer(tmp_path / "tok")
     bare = tok.decode(render_prompt(tok, "", "Compute 47+8."))

@@ -14,7 +14,7 @@ observed difference reaches the margin, and the one-sided paired test against no
 Accuracy differences use McNemar's exact test on the discordant problems; tokens and acceptance the Wilcoxon
 signed-rank test. The toy engines start once for this module (0.25 GiB KV cache each) and every run goes through
 gsi.run.run. GSI_TOY_CLAIM_PROBLEMS sets the number of held-out problems (default 200). The toy models are built on
-first use (gsi/engines/toy.py, then cached); the README's toy section lists what these tests printed.
+first use (gsi/models/toy.py, then cached); the README's toy section lists what these tests printed.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ BON_BIG = ("method=bon", "method.policy=big", "method.selection=soft")
 def toy_engines():
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vLLM is not importable in this environment (install the CPU build: scripts/setup.sh)")
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
     from gsi.engines.registry import build_engines
 
     engines = build_engines(compose_config(*BASE))
@@ -53,7 +53,7 @@ def toy_engines():
 @pytest.fixture(scope="module")
 def runs(toy_engines, tmp_path_factory):
     """Run a configuration once per module: name -> (summary, {problem id: record}, run folder)."""
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
     from gsi.run import run
 
     cache: dict = {}
@@ -139,7 +139,7 @@ def test_gsi_near_soft_best_of_n_with_big_for_fewer_big_tokens(runs):
 def test_best_of_n_and_weighted_vote_rise_with_n(runs, rule):
     """One response-level pool of 8 pi_S responses per problem; the curves at n = 1, 2, 4, 8 from it."""
     from experiments.pool_curves import curves
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
 
     summary, recs, out = runs("pool", "method=bon", "method.policy=small", "method.level=response",
                               "method.selection=hard", "method.n=8")
@@ -164,8 +164,8 @@ def test_acceptance_falls_as_threshold_rises(runs, method, key, low, high):
 
 def test_gsi_without_fallback_is_importance_weighted_soft_best_of_n(runs):
     """Same draws (the run's candidates and its 'select' stream), same choices as IW soft best-of-n."""
-    from gsi import seeding
-    from gsi.config import compose_config
+    from gsi.runtime import seeding
+    from gsi.config.schema import compose_config
 
     cfg = compose_config(*BASE, "method=gsi", "method.fallback=false", "trace=true")
     summary, recs, _ = runs("gsi_no_fallback", "method=gsi", "method.fallback=false", "trace=true")

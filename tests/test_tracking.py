@@ -17,8 +17,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments.synthetic import PARAMS, synthetic_run
-from gsi.results import summarize
-from gsi.tracking import (TABLE_COLUMNS, NullTracker, RunningTotals, build_tracker, read_offline_run, run_name,
+from gsi.rundir.results import summarize
+from gsi.reporting.tracking import (TABLE_COLUMNS, NullTracker, RunningTotals, build_tracker, read_offline_run, run_name,
                           run_tags, sweep_group)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -171,7 +171,7 @@ def test_offline_run_holds_config_summary_and_table(wandb_sweep):
         assert "complete" in art["aliases"] and art["metadata"]["complete"] is True
         for name in ("results.jsonl", "summary.json", "experiment.json"):
             assert Path(art["files"][name]).read_bytes() == (job / name).read_bytes(), name
-        # What produced the numbers is in the config (gsi.provenance).
+        # What produced the numbers is in the config (gsi.rundir.provenance).
         assert cfg["provenance"] == experiment["provenance"]
         assert cfg["provenance"]["models"]["small"]["path"] == "tiny://small"
 
@@ -317,7 +317,7 @@ def _run(tmp_path, monkeypatch, wandb_module, mode="offline", n=6):
 
 
 def test_missing_wandb_falls_back_to_no_tracker(tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.WARNING, logger="gsi.tracking")
+    caplog.set_level(logging.WARNING, logger="gsi.reporting.tracking")
     summary, out = _run(tmp_path, monkeypatch, None)  # sys.modules["wandb"] = None: the import fails
     assert summary["n_problems"] == 6
     assert "W&B tracking is off" in caplog.text and "import of wandb" in caplog.text
@@ -325,7 +325,7 @@ def test_missing_wandb_falls_back_to_no_tracker(tmp_path, monkeypatch, caplog):
 
 
 def test_init_failure_falls_back_to_no_tracker(tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.WARNING, logger="gsi.tracking")
+    caplog.set_level(logging.WARNING, logger="gsi.reporting.tracking")
     mod = fake_wandb(fail_modes=("offline",))
     _run(tmp_path, monkeypatch, mod)
     assert mod.runs == [] and mod.torn_down == 1
@@ -333,7 +333,7 @@ def test_init_failure_falls_back_to_no_tracker(tmp_path, monkeypatch, caplog):
 
 
 def test_online_failure_logs_offline_instead(tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.WARNING, logger="gsi.tracking")
+    caplog.set_level(logging.WARNING, logger="gsi.reporting.tracking")
     mod = fake_wandb(fail_modes=("online",))
     summary, out = _run(tmp_path, monkeypatch, mod, mode="online")
     (run,) = mod.runs
@@ -343,7 +343,7 @@ def test_online_failure_logs_offline_instead(tmp_path, monkeypatch, caplog):
 
 
 def test_log_failure_mid_run_turns_tracking_off(tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.WARNING, logger="gsi.tracking")
+    caplog.set_level(logging.WARNING, logger="gsi.reporting.tracking")
     mod = fake_wandb(fail_log_after=2)
     summary, out = _run(tmp_path, monkeypatch, mod, n=8)
     (run,) = mod.runs
@@ -366,7 +366,7 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
 
 def test_resume_takes_only_the_folders_own_run(tmp_path, monkeypatch, caplog):
     """A run_id file recorded for another job's run (a folder reused or copied) is not resumed: a new run starts."""
-    caplog.set_level(logging.WARNING, logger="gsi.tracking")
+    caplog.set_level(logging.WARNING, logger="gsi.reporting.tracking")
     mod = fake_wandb()
     (tmp_path / "run" / "wandb").mkdir(parents=True)
     (tmp_path / "run" / "wandb" / "run_id").write_text(json.dumps({"id": "other1", "name": "gsi:seed=0"}))
@@ -385,7 +385,7 @@ def test_logger_none_and_unknown():
 
 
 def test_tracking_module_does_not_import_wandb():
-    code = "import sys, gsi.tracking; print('wandb' in sys.modules)"
+    code = "import sys, gsi.reporting.tracking; print('wandb' in sys.modules)"
     out = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -400,7 +400,7 @@ def test_tiny_models_run_logs_offline(tiny_engines, make_cfg, tmp_path, monkeypa
     if not (data / "math500").exists():
         pytest.skip("no local MATH500 copy (GSI_DATA_DIR)")
     monkeypatch.setenv("GSI_DATA_DIR", str(data))
-    from gsi.engines import tiny
+    from gsi.models import tiny
 
     monkeypatch.setenv("GSI_CACHE_DIR", str(tiny.cache_root()))  # where the engines' tiny models are, whatever HOME
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

@@ -1,5 +1,5 @@
 """One validation pass before anything is written or loaded: fixed-value options are Enums (a typo fails at
-composition), and gsi.validate's numeric and cross-field rules fail naming the key, through the compose API, the
+composition), and gsi.config.validate's numeric and cross-field rules fail naming the key, through the compose API, the
 real CLI (run and sweep) and gsi.run.run, with no engine started and nothing written."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from gsi.config import compose_config
-from gsi.validate import ConfigInvalid, problems
+from gsi.config.schema import compose_config
+from gsi.config.validate import ConfigInvalid, problems
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -86,7 +86,7 @@ MEANINGLESS = [
 
 
 def rejection(overrides: list[str]) -> str:
-    """The error text for `overrides`: from composition (Enums, types) or from gsi.validate; '' if accepted."""
+    """The error text for `overrides`: from composition (Enums, types) or from gsi.config.validate; '' if accepted."""
     try:
         cfg = compose_config(*overrides)
     except ConfigCompositionException as exc:
@@ -95,7 +95,7 @@ def rejection(overrides: list[str]) -> str:
 
 
 def named(text: str, key: str) -> bool:
-    """The error is about `key`: Hydra's `full_key: key`, or one of gsi.validate's lines (or the CLI's `  - `
+    """The error is about `key`: Hydra's `full_key: key`, or one of gsi.config.validate's lines (or the CLI's `  - `
     lines) starting with `key=` (Hydra's echo of the override does not count)."""
     lines = [line.strip().removeprefix("- ") for line in text.splitlines()]
     return any(line == f"full_key: {key}" or line.startswith(f"{key}=") for line in lines)

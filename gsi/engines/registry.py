@@ -106,7 +106,7 @@ def resolve_model_path(path: str, key: str) -> ResolvedModel:
         raise ConfigError(f"{key} is empty: give a hub id, a local folder, or tiny://<role>")
     path = str(path)
     if path.startswith(TINY_SCHEME):
-        from gsi.engines import tiny
+        from gsi.models import tiny
 
         name = path[len(TINY_SCHEME):]
         if name not in tiny.ROLES:
@@ -114,8 +114,8 @@ def resolve_model_path(path: str, key: str) -> ResolvedModel:
                               f"{[TINY_SCHEME + r for r in tiny.ROLES]}")
         folder = tiny.tiny_paths()[name]
         return ResolvedModel(role, str(folder), True, _read_config(folder, key))
-    if path.startswith(TOY_SCHEME):  # the trained toy models (gsi/engines/toy.py), built on first use
-        from gsi.engines import toy
+    if path.startswith(TOY_SCHEME):  # the trained toy models (gsi/models/toy.py), built on first use
+        from gsi.models import toy
 
         name = path[len(TOY_SCHEME):]
         if name not in toy.ROLES:
@@ -229,7 +229,7 @@ def _check_remote(hw, errors: list[str]) -> None:
         missing = [r for r in ROLES if r not in urls]
         if missing:
             errors.append(f"hardware.placement=remote needs a URL per role: hardware.remote lacks {missing} "
-                          "(start them with python -m gsi.serve role=<role> ...)")
+                          "(start them with python -m gsi.cluster.serve role=<role> ...)")
 
 
 def _check_hardware(hw, errors: list[str], *, check_devices: bool) -> None:
@@ -585,7 +585,7 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
         system_prompt = _get(reward_cfg, "system_prompt")
         if system_prompt is None and plan.adapter == "token_classification":
             # a generic PRM reads the same rendered context as the generators (methods.md, "Problem prompt x")
-            from gsi.prompts import system_prompt as full_system_prompt
+            from gsi.data.prompts import system_prompt as full_system_prompt
 
             system_prompt = full_system_prompt(_get(model, "system_prompt"), _get(_get(cfg, "dataset"), "instruction"))
         adapter = make_adapter(plan.adapter, tokenizers["reward"], delimiter=delimiter, system_prompt=system_prompt)
@@ -620,8 +620,8 @@ def _close_at_exit(ref) -> None:
 
 
 def model_params(cfg, plan: Plan) -> dict[str, int]:
-    """Non-embedding parameter count per role (gsi.compute; FLOPs = 2 * params * tokens)."""
-    from gsi.compute import non_embedding_params
+    """Non-embedding parameter count per role (gsi.reporting.compute; FLOPs = 2 * params * tokens)."""
+    from gsi.reporting.compute import non_embedding_params
 
     out = {}
     for role in ROLES:

@@ -1,10 +1,10 @@
-"""Roles served by vLLM's OpenAI-compatible server (`python -m gsi.serve`), possibly on other GPUs or nodes and
+"""Roles served by vLLM's OpenAI-compatible server (`python -m gsi.cluster.serve`), possibly on other GPUs or nodes and
 shared by many runs.
 
 A remote role must give what an in-process engine gives (gsi.engines.vllm, vllm-facts.md); `connect` checks it
 with probe requests and refuses a server that cannot, naming the role, the URL and what is missing:
 - tempered log-probs: the temperature lives inside the server's engine (worker extension
-  `gsi.engines.worker.TemperatureExtension`, set once at start by gsi.serve through the dev-mode
+  `gsi.engines.worker.TemperatureExtension`, set once at start by gsi.cluster.serve through the dev-mode
   `/collective_rpc`); the probe reads every worker's logits scale and requires base/T for this run's T. A server
   without the extension, without dev mode, or at another temperature is refused (its log-probs would be
   untempered or at the wrong T). Several runs may share a server only at the same temperature.
@@ -114,7 +114,7 @@ def _check_scale(client: _Client, temperature: float | None) -> None:
     if r.status_code != 200:
         raise RemoteRoleError(
             f"the {client.role} server at {client.url} cannot report its temperature (/collective_rpc answered "
-            f"{r.status_code}): start it with `python -m gsi.serve role={client.role} ...` (worker extension "
+            f"{r.status_code}): start it with `python -m gsi.cluster.serve role={client.role} ...` (worker extension "
             "gsi.engines.worker.TemperatureExtension, VLLM_SERVER_DEV_MODE=1). Without it its log-probs are "
             "untempered (vllm-facts §1-2) and GSI's importance weights would be wrong")
     if temperature is None:
@@ -125,7 +125,7 @@ def _check_scale(client: _Client, temperature: float | None) -> None:
         served = ", ".join(sorted({f"{1.0 / s:g}" for s in scales if s})) or "unknown"
         raise RemoteRoleError(f"the {client.role} server at {client.url} samples at T={served} (logits scales "
                               f"{scales}), but generation.temperature={temperature}: start a server at this "
-                              f"temperature (python -m gsi.serve role={client.role} generation.temperature="
+                              f"temperature (python -m gsi.cluster.serve role={client.role} generation.temperature="
                               f"{temperature})")
 
 
@@ -159,7 +159,7 @@ class RemoteGenerator(Generator):
         if probe.status_code != 200:
             raise RemoteRoleError(
                 f"the {self.role} server at {self.client.url} has no tokens-in/tokens-out endpoint {GENERATE} "
-                f"({probe.status_code}): start it with --enable-scale-out (python -m gsi.serve does). The OpenAI "
+                f"({probe.status_code}): start it with --enable-scale-out (python -m gsi.cluster.serve does). The OpenAI "
                 "completions API cannot read the prefix cache when teacher forcing")
         usage = probe.json().get("usage") or {}
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") is not None

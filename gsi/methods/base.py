@@ -12,10 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from gsi import seeding
+from gsi.runtime import seeding
 from gsi.engines.base import Engines, GenerateRequest, Generator, RewardRequest, Step
 from gsi.engines.rewards import split_steps
-from gsi.state import ProblemState, StepRecord, stop_reason_after
+from gsi.runtime.state import ProblemState, StepRecord, stop_reason_after
 
 
 def is_empty(step: Step, delimiter: str) -> bool:
@@ -88,11 +88,11 @@ class Method(ABC):
     def concurrently(*calls):
         """Run independent batched engine calls (thunks, to different roles) at the same time; their results in
         order. E.g. `r, lb = self.concurrently(lambda: self.rewards(...), lambda: self.score(big, ...))`."""
-        from gsi.concurrency import run_concurrently
+        from gsi.runtime.concurrency import run_concurrently
 
         return run_concurrently(calls, name="gsi-call")
 
-        # Batched engine calls shared by the methods, with per-problem token accounting (gsi.state).
+        # Batched engine calls shared by the methods, with per-problem token accounting (gsi.runtime.state).
 
     def sample(self, generator: Generator, states: Sequence[ProblemState], n: int, *,
                greedy: bool = False) -> list[list[Step]]:

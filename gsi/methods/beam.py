@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from gsi import seeding
+from gsi.runtime import seeding
 from gsi.methods import register
 from gsi.methods.base import Method
 from gsi.methods.search import (AGGREGATES, SELECTIONS, absorb, aggregate, answer_keys, check_choice, finish_with,
                                 select_response, share_prompt, track_view)
-from gsi.state import STOP_CONTEXT, ProblemState, StepRecord, stop_reason_after
+from gsi.runtime.state import STOP_CONTEXT, ProblemState, StepRecord, stop_reason_after
 
 
 @register("beam")

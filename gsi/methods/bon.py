@@ -12,7 +12,7 @@ from gsi.methods import register
 from gsi.methods.base import Method, candidate_trace, hard_choice, soft_choice
 from gsi.methods.search import (SELECTIONS, absorb, aggregate, answer_keys, finish_with, select_response,
                                 share_prompt, track_view)
-from gsi.state import ProblemState, StepRecord, stop_reason_after
+from gsi.runtime.state import ProblemState, StepRecord, stop_reason_after
 
 
 @register("bon")

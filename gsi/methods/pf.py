@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from gsi import seeding
+from gsi.runtime import seeding
 from gsi.methods import register
 from gsi.methods.base import Method, softmax
 from gsi.methods.search import (AGGREGATES, SELECTIONS, absorb, aggregate, answer_keys, check_choice, finish_with,
                                 select_response, share_prompt, track_view)
-from gsi.state import STOP_CONTEXT, ProblemState, StepRecord, stop_reason_after
+from gsi.runtime.state import STOP_CONTEXT, ProblemState, StepRecord, stop_reason_after
 
 WEIGHTINGS = ("logit", "reward")
 _EPS = 1e-6  # PRM probabilities of exactly 0 or 1 would give infinite logits

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from gsi.methods import register
 from gsi.methods.base import Method, candidate_trace, soft_choice
-from gsi.state import STOP_PATIENCE
+from gsi.runtime.state import STOP_PATIENCE
 
 
 @register("rsd")

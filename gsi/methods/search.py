@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from gsi.methods.base import hard_choice, soft_choice
-from gsi.state import ProblemState
+from gsi.runtime.state import ProblemState
 
 AGGREGATES = ("last", "min", "prod")
 SELECTIONS = ("soft", "hard", "majority", "weighted_majority")
@@ -81,7 +81,7 @@ def track_view(s: ProblemState, track: str, steps=None, context=None, parent: Pr
     (its id names the track, so its samples get their own seeds: (seed, problem, track, step, role)) and count
     its tokens, which `absorb` then moves to the problem.
 
-    Token accounting (gsi.state): a view that continues `parent` (another view) starts where the roles' prefix
+    Token accounting (gsi.runtime.state): a view that continues `parent` (another view) starts where the roles' prefix
     caches are, i.e. past what each role read for the parent, and past the tokens it adds to the parent's context
     when a role read them as the parent's candidate; a fresh view starts at 0 (`share_prompt` charges the prompt
     once per problem)."""

@@ -1,6 +1,6 @@
 """The toy world's three trained models (`model=toy`): small Qwen2 models with real, separated skill on
-`dataset=arith` (gsi/arith.py, 2-6 operations), built in code from fixed seeds on first use and cached like the
-tiny models. Measured numbers: the README's toy section (`python -m gsi.engines.toy --eval 200 --json`).
+`dataset=arith` (gsi/data/arith.py, 2-6 operations), built in code from fixed seeds on first use and cached like the
+tiny models. Measured numbers: the README's toy section (`python -m gsi.models.toy --eval 200 --json`).
 
 - small (pi_S): 1 head, 2 layers, hidden 64 (205k parameters), trained 600 steps: it carries and borrows but
   slips often, and more often the longer the problem.
@@ -14,10 +14,10 @@ tiny models. Measured numbers: the README's toy section (`python -m gsi.engines.
   whether the step so far is a prefix of the correct step. It does NOT yet check the arithmetic: measured on
   held-out twins its AUC stays near 0.5 (see the README's toy section for the recipes tried and their figures).
 
-Every model is trained on exactly what it sees at inference: the chat-rendered problem (gsi.prompts.render_prompt
+Every model is trained on exactly what it sees at inference: the chat-rendered problem (gsi.data.prompts.render_prompt
 with SYSTEM_PROMPT, the same string as conf/model/toy.yaml's system_prompt: empty, so no system turn) followed by
 the solution steps, each tokenised on its own and followed by the delimiter's tokens (how vLLM's generated steps
-and the PRM adapter's input are laid out), the last step followed by EOS. Training problems come from gsi.arith's
+and the PRM adapter's input are laid out), the last step followed by EOS. Training problems come from gsi.data.arith's
 training side, which never overlaps the held-out problems of `dataset=arith`. The tokenizer is the tiny models'
 BPE, trained the same way with the toy world's text added, so that a prompt is 19 tokens, not 42.
 
@@ -33,8 +33,8 @@ batches and sampling; `fingerprint()` hashes every weight and tokenizer file and
 build.json, with the build time). Two builds on this machine give the same fingerprint; another CPU (another
 vector ISA) may round differently, so the tests check the models' skill, not a fingerprint.
 
-    python -m gsi.engines.toy                    # build (if needed), print paths, fingerprint and build time
-    python -m gsi.engines.toy --eval 200 --json  # one JSON object: greedy_small, greedy_big (and by number of
+    python -m gsi.models.toy                    # build (if needed), print paths, fingerprint and build time
+    python -m gsi.models.toy --eval 200 --json  # one JSON object: greedy_small, greedy_big (and by number of
                                                  # operations), prm_auc_paired, prm_auc_samples,
                                                  # prm_step_index_corr, build_s, fingerprint, ...
 """
@@ -52,8 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gsi import arith
-from gsi.engines.tiny import DELIMITER, build_tokenizer, cache_root
+from gsi.data import arith
+from gsi.models.tiny import DELIMITER, build_tokenizer, cache_root
 
 ROLES = ("small", "big", "reward")
 TOY_VERSION = "v3"  # bump when anything below changes what is built
@@ -120,7 +120,7 @@ class Encoder:
         self.delim = tok.encode(DELIMITER, add_special_tokens=False)
 
     def prompt(self, problem: str) -> list[int]:
-        from gsi.prompts import render_prompt
+        from gsi.data.prompts import render_prompt
 
         return render_prompt(self.tok, SYSTEM_PROMPT, problem)
 

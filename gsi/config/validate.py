@@ -1,10 +1,10 @@
 """Every rule a composed run config must satisfy that its types cannot express, checked in one pass before
 anything is written or loaded.
 
-The schemas in gsi/config.py already refuse unknown keys, wrong types and values outside a fixed set (Enums);
+The schemas in gsi/config/schema.py already refuse unknown keys, wrong types and values outside a fixed set (Enums);
 this module adds the numeric and cross-field rules, so that a bad value fails in well under a second naming its
 key, instead of deep inside numpy or an engine after the models loaded (and after experiment.json was written).
-It imports only the standard library, OmegaConf, Hydra's callback base, gsi.data's registry and the PRM adapter
+It imports only the standard library, OmegaConf, Hydra's callback base, gsi.data.benchmarks's registry and the PRM adapter
 registry (all light: no torch, no vLLM, no datasets).
 
     validate(cfg)     # raises ConfigInvalid listing every broken rule, one line per key
@@ -22,8 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from grading.lifetime import check_timeout
-from gsi.data import REGISTRY as DATASETS
-from gsi.data import parse_shard, select
+from gsi.data.benchmarks import REGISTRY as DATASETS
+from gsi.data.benchmarks import parse_shard, select
 from gsi.engines.rewards import ADAPTERS
 
 # Bounds past which a value means nothing, whatever its type allows:
@@ -129,7 +129,7 @@ def _grader(grader: Any, errors: list[str]) -> None:
 def _selection(cfg: Any, errors: list[str]) -> None:
     """No problem selected is an error unless asked for (dataset.allow_empty=true): a run that grades nothing
     prints `accuracy: null` and exits 0, which reads as a finished experiment. Where the dataset's size is known
-    from the config (dataset=arith) it is checked here; a file's or the hub's size, once loaded (gsi.data)."""
+    from the config (dataset=arith) it is checked here; a file's or the hub's size, once loaded (gsi.data.benchmarks)."""
     d = _get(cfg, "dataset")
     if bool(_get(d, "allow_empty", False)):
         return
@@ -251,8 +251,8 @@ def _dataset(d: Any, errors: list[str]) -> None:
 
 
 def _arith(d: Any, errors: list[str]) -> None:
-    """dataset=arith's generator settings (gsi/arith.py): rules here, so that they hold whatever the generator."""
-    from gsi import arith
+    """dataset=arith's generator settings (gsi/data/arith.py): rules here, so that they hold whatever the generator."""
+    from gsi.data import arith
 
     lo, hi = _get(d, "min_ops"), _get(d, "max_ops")
     # every value of a chain stays in LOW..HIGH and each operation moves it by at least 2
@@ -277,8 +277,8 @@ def _arith(d: Any, errors: list[str]) -> None:
 
 def arith_capacity(min_ops: int, max_ops: int) -> int:
     """How many distinct held-out (split "test") arith problems have min_ops..max_ops operations: every chain
-    gsi.arith.random_problem can draw (start, operator, operand, length), counted (a few thousand; milliseconds)."""
-    from gsi import arith
+    gsi.data.arith.random_problem can draw (start, operator, operand, length), counted (a few thousand; milliseconds)."""
+    from gsi.data import arith
 
     count = 0
     for k in range(min_ops, max_ops + 1):
@@ -319,7 +319,7 @@ class ValidateOnRunStart(Callback):
         # Valid: lock the run folder now, before Hydra writes .hydra/ into it (a second run on a busy folder must
         # not overwrite the running one's config); gsi.run.run takes the same lock again (re-entrant) and the
         # process's exit drops it.
-        from gsi.lock import RunLock
+        from gsi.rundir.lock import RunLock
 
         folder = make_run_dir(str(config.hydra.run.dir), "hydra.run.dir")
         self._lock = RunLock(folder)

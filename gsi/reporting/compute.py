@@ -4,7 +4,7 @@ parameter count without the input embeddings, counted from the model's own confi
 P includes the output head (lm_head, or the PRM's score head), tied to the input embedding or not: it is a
 matmul every token pays. The input embedding is a table lookup and costs nothing.
 
-Applied to gsi.state's token counts this is the *ideal* count (summary.json `flops`, "ideal FLOPs" in tables and
+Applied to gsi.runtime.state's token counts this is the *ideal* count (summary.json `flops`, "ideal FLOPs" in tables and
 plots): token-granular, each problem's prefix computed once per role. Applied to the tokens the engines report
 prefilling and generating it is the *executed* count (`measured.flops_executed`): whole KV blocks, recomputed
 blocks and the shared system prompt included (docs/reports.md, "FLOPs: ideal and executed").

@@ -23,9 +23,9 @@ from collections import deque
 from contextlib import nullcontext
 from typing import Callable, Iterable
 
-from gsi.concurrency import run_concurrently
+from gsi.runtime.concurrency import run_concurrently
 from gsi.methods.base import Method, StepContext
-from gsi.state import STOP_CONTEXT, ProblemState
+from gsi.runtime.state import STOP_CONTEXT, ProblemState
 
 LOCKSTEP, OVERLAP = "lockstep", "overlap"
 

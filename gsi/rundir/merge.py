@@ -1,10 +1,10 @@
 """Merge the run dirs of a sharded experiment (`-m shard=0/4,1/4,2/4,3/4`) into one run dir.
 
-    python -m gsi.merge OUT_DIR SHARD_DIR [SHARD_DIR ...]
-    python -m gsi.merge OUT_DIR SWEEP_DIR           # every run dir below it (those with an experiment.json)
+    python -m gsi.rundir.merge OUT_DIR SHARD_DIR [SHARD_DIR ...]
+    python -m gsi.rundir.merge OUT_DIR SWEEP_DIR           # every run dir below it (those with an experiment.json)
 
 OUT_DIR then looks like the run dir of the unsharded experiment: results.jsonl (every problem once, in the dataset's
-order), summary.json (gsi.results.summarize over all problems, FLOPs from the shards' model sizes) and
+order), summary.json (gsi.rundir.results.summarize over all problems, FLOPs from the shards' model sizes) and
 experiment.json (shard: null). The shards are refused when they came from different experiments (experiment.json
 differs in anything but `shard`), when one of the k shards is missing or given twice, when two shards hold the same
 problem, or when a shard is unfinished (no summary.json, or fewer results than it says: rerun it with the same
@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gsi.results import parse_results, summarize, write_json
+from gsi.rundir.results import parse_results, summarize, write_json
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def find_run_dirs(paths) -> list[Path]:
 
 def read_results(path: Path) -> tuple[list[dict], int]:
     """Records of a results.jsonl, read-only (a running or killed job may be writing it): a torn last line or a
-    corrupt line is skipped and counted, a repeated id keeps its first record, as gsi.results.ResultsFile does."""
+    corrupt line is skipped and counted, a repeated id keeps its first record, as gsi.rundir.results.ResultsFile does."""
     if not path.exists():
         return [], 0
     records, bad, dup = parse_results(path.read_bytes())
@@ -112,7 +112,7 @@ def load_shard(run_dir: Path) -> Shard:
 
 
 def _without_shard(experiment: dict) -> dict:
-    # Provenance (gsi.provenance: versions, commit, each shard's own problem hash) is not the experiment's identity.
+    # Provenance (gsi.rundir.provenance: versions, commit, each shard's own problem hash) is not the experiment's identity.
     return {key: value for key, value in experiment.items() if key != "shard" and not key.startswith("provenance")}
 
 
@@ -184,7 +184,7 @@ def model_params(shards: list[Shard]) -> dict:
 
 def merged_order(shards: list[Shard]) -> list[dict]:
     """All records in the order of the unsharded run. Shard i of k holds problems i, i+k, i+2k, ... of the selected
-    problems (gsi.data's round-robin split), and a record's `index` is its position within its shard, so the
+    problems (gsi.data.benchmarks's round-robin split), and a record's `index` is its position within its shard, so the
     unsharded position is index * k + i; `index` is rewritten to it."""
     out = []
     for s in shards:
@@ -239,7 +239,7 @@ def merge(out_dir: Path | str, paths, *, allow_incomplete: bool = False, force: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gsi.merge", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m gsi.rundir.merge", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", help="where the merged results.jsonl, summary.json and experiment.json go")
     parser.add_argument("shards", nargs="+", help="the shards' run dirs, or a sweep dir holding them")
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = merge(args.out_dir, args.shards, allow_incomplete=args.allow_incomplete, force=args.force)
     except MergeError as e:
-        print(f"gsi.merge: {e}", file=sys.stderr)
+        print(f"gsi.rundir.merge: {e}", file=sys.stderr)
         return 1
     acc = summary["accuracy"]
     print(f"merged {len(summary['merged_from'])} shards, {summary['n_problems']} problems into {args.out_dir}"

@@ -14,7 +14,7 @@ and a tracker failure never fails the run.
   fails or is interrupted logs what it has, alias `partial`);
 - the run's state is honest: a crash or an interruption ends it with a non-zero exit code (W&B: failed), a
   SLURM preemption or requeue marks it preempting first (W&B: preempted; the requeued job resumes it);
-- config: the composed config plus `provenance` (gsi.provenance: versions, commit, models, data).
+- config: the composed config plus `provenance` (gsi.rundir.provenance: versions, commit, models, data).
 
 Everything wandb writes goes under `<run folder>/wandb/`: its run files, cache, config and data folders and its
 temporary files (staging, and its service's sockets when the folder's path is short enough for a Unix socket;
@@ -86,7 +86,7 @@ def preempted(exc: BaseException | None) -> bool:
     if exc is None:
         return False
     with contextlib.suppress(ImportError):
-        from gsi.slurm import in_slurm_job, terminating
+        from gsi.cluster.slurm import in_slurm_job, terminating
 
         if terminating():
             return True
@@ -233,9 +233,9 @@ def table_row(record: dict, params: dict) -> list:
 
 def claim_columns(summary: dict, method: dict, beta) -> dict:
     """What GSI's claim is judged on, flat (the report's columns): pi_B's generated tokens, the step loop's time
-    without engine start-up, the method's settings (n, beta, the threshold on its scale: gsi.thresholds), and the
+    without engine start-up, the method's settings (n, beta, the threshold on its scale: gsi.reporting.thresholds), and the
     ideal and executed FLOPs."""
-    from gsi.thresholds import threshold_of
+    from gsi.reporting.thresholds import threshold_of
 
     measured = summary.get("measured") or {}
     thr = threshold_of(method, beta)
@@ -250,7 +250,7 @@ def claim_columns(summary: dict, method: dict, beta) -> dict:
 
 class RunningTotals:
     """Running accuracy, acceptance, tokens and FLOPs over the finished problems (what W&B shows live). The same
-    arithmetic as gsi.results.summarize, so the last values equal the summary's."""
+    arithmetic as gsi.rundir.results.summarize, so the last values equal the summary's."""
 
     def __init__(self):
         self.problems = self.correct = self.steps = self.accepted = self.draft = self.draft_kept = 0
@@ -325,7 +325,7 @@ class WandbTracker:
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # plain strings for W&B
         self.method_cfg, self.beta = dict(config.get("method") or {}), config.get("beta")
         config["_run"] = {"output_dir": str(self.out.resolve()), **info}
-        with contextlib.suppress(OSError, ValueError):  # what produced the numbers (gsi.provenance)
+        with contextlib.suppress(OSError, ValueError):  # what produced the numbers (gsi.rundir.provenance)
             config["provenance"] = json.loads((self.out / "experiment.json").read_text())["provenance"]
         mode = str(cfg.logger.mode or "online")
         run_id_file = self.root / "run_id"

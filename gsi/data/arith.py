@@ -18,7 +18,7 @@ Difficulty is the number of operations. (Mixed operations were tried first: the 
 the k-th operation in the problem within a CPU-minutes training budget.)
 
 The problem space is split in two by a hash of the problem text: the held-out side (`split="test"`, the dataset)
-and the training side (`split="train"`, what gsi/engines/toy.py trains on), so no seed ever gives a test problem
+and the training side (`split="train"`, what gsi/models/toy.py trains on), so no seed ever gives a test problem
 that the toy models were trained on.
 """
 
@@ -203,9 +203,9 @@ def _cfg(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 def load_problems(cfg: Any) -> list:
-    """The held-out problems the dataset config asks for (n_problems, min_ops, max_ops, seed) as gsi.data
+    """The held-out problems the dataset config asks for (n_problems, min_ops, max_ops, seed) as gsi.data.benchmarks
     Problems, with reference answer and worked solution."""
-    from gsi.data import Problem
+    from gsi.data.benchmarks import Problem
 
     seed = int(_cfg(cfg, "seed", 0))
     problems = generate(int(_cfg(cfg, "n_problems", 500)), seed=seed, min_ops=int(_cfg(cfg, "min_ops", 2)),

@@ -99,7 +99,7 @@ def summarize(records: list[dict], *, flops_per_token: dict[str, float], has_acc
     """Everything here is a function of the per-problem records, so a resumed run reproduces it exactly.
 
     `tokens`/`flops`: the work of engines with a prefix cache (each role reads a problem's context once, plus
-    every candidate's own tokens; gsi.state). `tokens_nocache`/`flops_nocache`: every request re-reads its whole
+    every candidate's own tokens; gsi.runtime.state). `tokens_nocache`/`flops_nocache`: every request re-reads its whole
     context. acceptance_rate_tokens = accepted draft tokens / tokens of the drafts put to the accept test (one
     per step, the chosen one of n: the RSD paper's "draft tokens" at n = 1)."""
     n = len(records)

@@ -5,7 +5,7 @@ the same weights and the same tokenizer. The weights are scaled so that next-tok
 from uniform (tests must be able to tell a right probability from a wrong one), and a bias on the step
 delimiter and EOS makes steps end after ~10 tokens and responses after a handful of steps.
 
-    python -m gsi.engines.tiny            # build (if needed) and print the paths
+    python -m gsi.models.tiny            # build (if needed) and print the paths
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ class Placement(Choice):
     gpu3 = "gpu3"  # one GPU per role (big may span tensor_parallel_big GPUs)
     gpu1 = "gpu1"  # all three roles on one GPU, memory split by gpu_memory_utilization
     cpu = "cpu"  # vLLM's CPU build
-    remote = "remote"  # every role on a vLLM server (hardware.remote: a URL per role; python -m gsi.serve)
+    remote = "remote"  # every role on a vLLM server (hardware.remote: a URL per role; python -m gsi.cluster.serve)
 
 
 @dataclass
@@ -143,7 +143,7 @@ class HardwareConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING  # key in gsi.data's registry
+    name: str = MISSING  # key in gsi.data.benchmarks's registry
     hub_path: str = MISSING
     hub_config: Optional[str] = None
     split: str = "test"
@@ -162,7 +162,7 @@ class DatasetConfig:
 
 @dataclass
 class ArithDatasetConfig(DatasetConfig):
-    """dataset=arith (gsi/arith.py): held-out problems generated from `seed`, never among the toy models'
+    """dataset=arith (gsi/data/arith.py): held-out problems generated from `seed`, never among the toy models'
     training problems."""
 
     hub_path: str = ""
@@ -284,7 +284,7 @@ class LoggerConfig:
 
 
 class SchedulerMode(str, Enum):
-    overlap = "overlap"  # cohorts in threads: roles work on different cohorts at once (gsi/scheduler.py)
+    overlap = "overlap"  # cohorts in threads: roles work on different cohorts at once (gsi/runtime/scheduler.py)
     lockstep = "lockstep"  # one batch, one role at a time
 
 
@@ -330,7 +330,7 @@ def compose_config(*overrides: str):
     register_configs()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 

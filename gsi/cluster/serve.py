@@ -1,7 +1,7 @@
 """Serve one role on vLLM's OpenAI-compatible server, with the flags our engines rely on, and print its URL.
 
-    python -m gsi.serve role=big model=qwen25_math hardware=gpu1 [port=8002] [host=0.0.0.0] [url_file=PATH]
-    python -m gsi.serve role=small model=tiny hardware=cpu hardware.cpu_kvcache_gb=0.25 port=8001 --dry-run
+    python -m gsi.cluster.serve role=big model=qwen25_math hardware=gpu1 [port=8002] [host=0.0.0.0] [url_file=PATH]
+    python -m gsi.cluster.serve role=small model=tiny hardware=cpu hardware.cpu_kvcache_gb=0.25 port=8001 --dry-run
 
 Everything after the `role`, `port`, `host`, `url_file` keys is a run-config override (composed like run.py), so
 a server gets exactly the engine arguments an in-process engine of the same config gets (gsi.engines.registry.
@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OWN_KEYS = ("role", "port", "host", "url_file")
 DEFAULT_PORTS = {"small": 8001, "big": 8002, "reward": 8003}
 START_TIMEOUT_S = float(os.environ.get("GSI_SERVE_START_TIMEOUT", "900"))
@@ -48,7 +48,7 @@ def parse(argv: list[str]) -> tuple[dict, list[str], bool]:
         else:
             overrides.append(arg)
     if own.get("role") not in DEFAULT_PORTS:
-        raise SystemExit(f"gsi.serve: give role=small|big|reward (got {own.get('role')!r})")
+        raise SystemExit(f"gsi.cluster.serve: give role=small|big|reward (got {own.get('role')!r})")
     return own, overrides, dry
 
 
@@ -62,7 +62,7 @@ def server_command(cfg, role: str, host: str, port: int) -> tuple[list[str], dic
 
     hw = cfg.hardware
     if str(getattr(hw.placement, "value", hw.placement)) == "remote":
-        raise SystemExit("gsi.serve: hardware=remote describes clients; serve with the hardware the server runs on "
+        raise SystemExit("gsi.cluster.serve: hardware=remote describes clients; serve with the hardware the server runs on "
                          "(hardware=gpu1, cpu, ...)")
     plan = validate(cfg, check_devices=False)
     spec = engine_specs(cfg, plan, roles=[role])[0]
@@ -102,14 +102,14 @@ def wait_until_up(proc: subprocess.Popen, url: str, timeout: float = START_TIMEO
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"gsi.serve: the server exited with status {proc.returncode} before answering")
+            raise SystemExit(f"gsi.cluster.serve: the server exited with status {proc.returncode} before answering")
         try:
             if _get(url + "/health").status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(1.0)
-    raise SystemExit(f"gsi.serve: no answer from {url}/health after {timeout:.0f} s")
+    raise SystemExit(f"gsi.cluster.serve: no answer from {url}/health after {timeout:.0f} s")
 
 
 def set_temperature(url: str, temperature: float) -> list:
@@ -122,7 +122,7 @@ def set_temperature(url: str, temperature: float) -> list:
     scales = requests.post(url + "/collective_rpc", json={"method": "gsi_get_scale"}, timeout=120).json()["results"]
     flat = [s for w in scales for s in (w or [])]
     if not flat or any(abs(s - 1.0 / temperature) > 1e-6 for s in flat):
-        raise SystemExit(f"gsi.serve: setting T={temperature} left logits scales {scales}")
+        raise SystemExit(f"gsi.cluster.serve: setting T={temperature} left logits scales {scales}")
     return scales
 
 
@@ -131,7 +131,7 @@ def public_host(host: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gsi.config import compose_config
+    from gsi.config.schema import compose_config
 
     own, overrides, dry = parse(list(sys.argv[1:] if argv is None else argv))
     role = own["role"]

@@ -240,7 +240,7 @@ register(DatasetSpec(
 register(DatasetSpec(
     name="arith", hub_path="", hub_config=None, split="test", local_file="",
     reference=lambda row: None, reference_fields=(),
-    description="generated multi-step arithmetic (gsi/arith.py): no files, load_problems dispatches there",
+    description="generated multi-step arithmetic (gsi/data/arith.py): no files, load_problems dispatches there",
 ))
 register(DatasetSpec(
     name="gsm8k", hub_path="openai/gsm8k", hub_config="main", split="test",
@@ -498,10 +498,10 @@ def _load_all(cfg: Any) -> tuple[list[Problem], str]:
     back to the registry's defaults."""
     name = _cfg(cfg, "name")
     spec = get_spec(name)
-    if spec.name == "arith":  # generated from a seed (gsi/arith.py), no files
-        from gsi import arith
+    if spec.name == "arith":  # generated from a seed (gsi/data/arith.py), no files
+        from gsi.data import arith
 
-        return arith.load_problems(cfg), f"gsi.arith, dataset.seed={_cfg(cfg, 'seed', 0)}"
+        return arith.load_problems(cfg), f"gsi.data.arith, dataset.seed={_cfg(cfg, 'seed', 0)}"
     data_dir = _cfg(cfg, "data_dir")
     if data_dir:
         if not Path(str(data_dir)).is_dir():

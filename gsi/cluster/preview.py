@@ -1,10 +1,10 @@
 """What a sweep would run, resolved, before anything is submitted; and the check that keeps a sweep preset from
 silently running one job.
 
-    python -m gsi.preview +experiment=paper_gsi hydra/launcher=submitit_slurm   # the 36 jobs and their SLURM request
-    python -m gsi.preview +experiment=paper_gsi dataset=math500 beta=10,20      # command-line values win, as with -m
-    python -m gsi.preview +experiment=tiny_sweep --job 3                        # job 3's whole config, resolved
-    python -m gsi.preview +experiment=paper_rsd --json                          # machine-readable
+    python -m gsi.cluster.preview +experiment=paper_gsi hydra/launcher=submitit_slurm   # the 36 jobs and their SLURM request
+    python -m gsi.cluster.preview +experiment=paper_gsi dataset=math500 beta=10,20      # command-line values win, as with -m
+    python -m gsi.cluster.preview +experiment=tiny_sweep --job 3                        # job 3's whole config, resolved
+    python -m gsi.cluster.preview +experiment=paper_rsd --json                          # machine-readable
 
 The jobs are expanded exactly as Hydra's basic sweeper does under `-m` (the preset's `hydra.sweeper.params`, then
 the command line's overrides, a later value for a key replacing an earlier one, the cartesian product in that
@@ -46,12 +46,12 @@ def _compose_with_hydra(overrides):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from gsi.config import register_configs
+    from gsi.config.schema import register_configs
 
     register_configs()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 
@@ -91,7 +91,7 @@ def job_config(overrides, *, full: bool = False) -> dict:
     run = {k: v for k, v in cfg.items() if k != "hydra"}
     run = OmegaConf.to_container(OmegaConf.create(run), resolve=True)
     if not full:
-        from gsi.thresholds import threshold_of
+        from gsi.reporting.thresholds import threshold_of
 
         m = run["method"]
         thr = threshold_of(m, run["beta"])  # a score threshold s shown as u = s/β: one scale for GSI's u
@@ -113,7 +113,7 @@ def preview(overrides, *, full: bool = False) -> dict:
 def print_preview(p: dict, file=None) -> None:
     from rich.table import Table
 
-    from gsi.report import console
+    from gsi.reporting.report import console
 
     out = console(file)
     jobs = p["jobs"]
@@ -168,11 +168,11 @@ def check_multirun(cfg=None) -> None:
     sizes = " x ".join(f"{len(str(params[k]).split(','))} {k}" for k in params)
     raise SystemExit(
         f"+experiment={preset} is a sweep ({sizes}): run it with -m (`python run.py -m {args}`), preview its jobs "
-        f"with `python -m gsi.preview {args}`, or give {', '.join(f'{k}=...' for k in missing)} to run one job.")
+        f"with `python -m gsi.cluster.preview {args}`, or give {', '.join(f'{k}=...' for k in missing)} to run one job.")
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m gsi.preview", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m gsi.cluster.preview", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="run.py's overrides (sweeps as a,b,c; +experiment=...)")
     ap.add_argument("--job", type=int, help="print this job's whole config and launcher, resolved, as YAML")

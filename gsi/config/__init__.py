@@ -1,0 +1,1 @@
+"""Typed run configuration and the rules it must satisfy, checked before anything is written."""

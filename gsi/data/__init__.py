@@ -1,0 +1,1 @@
+"""Problems: the benchmark registry and loaders, the generated arith world, the prompt."""

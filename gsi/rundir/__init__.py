@@ -1,0 +1,1 @@
+"""The run folder: results, lock, provenance, sessions, merging of shards."""

@@ -1,0 +1,1 @@
+"""The step loop: problem state, the scheduler, seeding, concurrency."""
