@@ -9,9 +9,11 @@ long C call holding the GIL (a big-integer power), where no Python code runs:
   how loaded the machine is (a busy node must not grade a slow-to-verify correct answer wrong where an idle one
   grades it right). A CPU-time timer (setitimer ITIMER_PROF, user + system time of the process, sub-second
   resolution; SIGPROF left at its default action, which terminates the process in the kernel) ends the task at
-  its limit, RLIMIT_CPU (SIGXCPU, whole seconds) a second later as a backstop. Wall-clock time (ITIMER_REAL,
-  SIGALRM) is only a far outer guard (`wall_guard`: many times the limit), against a task that waits without
-  computing. Core dumps are off (RLIMIT_CORE 0) so such an end leaves no file behind.
+  its limit, RLIMIT_CPU (SIGXCPU, whole seconds) a second later as a backstop. Wall-clock time never ends a
+  task that is computing: the caller keeps a guard (`wall_guard`: many times the limit) that ends a worker only
+  when its CPU time did not grow over a whole guard window (a task that waits without computing); under any
+  load a computing worker reaches its CPU limit first (`cpu_seconds`). Core dumps are off (RLIMIT_CORE 0) so
+  such an end leaves no file behind.
 * Parent death (`watch_parent`): on Linux, prctl(PR_SET_PDEATHSIG, SIGKILL): the kernel kills the worker when
   the process that forked it dies. With the 'forkserver' start method that parent is the fork server, which
   exits when the run's end of its "alive" pipe closes; CPython hands every forkserver child a copy of that pipe
@@ -33,15 +35,17 @@ import sys
 import threading
 
 __all__ = ["watch_parent", "task_limits", "LimitedTask", "KILLED_BY_LIMIT", "limit_for", "wall_guard",
-           "check_timeout", "MAX_TIMEOUT"]
+           "check_timeout", "MAX_TIMEOUT", "cpu_seconds"]
 
 _LIMIT_SIGNALS = ("SIGPROF", "SIGXCPU", "SIGALRM")
 # exit codes (negative signal numbers, as multiprocessing reports them) of a worker ended by its own task limit
 KILLED_BY_LIMIT = tuple(-getattr(signal, n) for n in _LIMIT_SIGNALS if hasattr(signal, n))
 
 LIMIT_GRACE = 1.0  # seconds; the caller's wall-clock guard counts from its send, the worker's from the receipt
-# The wall-clock guard: WALL_FACTOR x the CPU limit + WALL_SLACK seconds. Far enough that a loaded machine (a
-# worker getting a tenth of a core) still reaches the CPU limit first, so wall-clock time never decides a verdict.
+# The wall-clock guard window: WALL_FACTOR x the CPU limit + WALL_SLACK seconds. The caller ends a worker only
+# when its CPU time did not grow over a whole window, so on a loaded node (load 30 on 2 cores: a worker gets a
+# fifteenth of a core) a slow but computing answer still reaches its CPU limit, and wall-clock time never decides a
+# verdict (a fixed 10x guard did, at load 33: tests/test_grading_load.py).
 WALL_FACTOR, WALL_SLACK = 10.0, 10.0
 # The largest per-answer limit accepted: an answer no grader settles in 10 CPU minutes is not worth the wait, and
 # the wall-clock guard (10x) must stay a number of seconds a run can afford.
@@ -64,8 +68,19 @@ def check_timeout(timeout) -> float | None:
 
 
 def wall_guard(limit: float | None) -> float | None:
-    """The wall-clock guard of a task with a CPU-time `limit`: many times the limit (see WALL_FACTOR)."""
+    """The wall-clock guard window of a task with a CPU-time `limit`: many times the limit (see WALL_FACTOR)."""
     return None if limit is None else WALL_FACTOR * limit + WALL_SLACK
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user + system) process `pid` has used, or None where it cannot be read (gone, no psutil)."""
+    try:
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+        return float(t.user + t.system)
+    except Exception:  # noqa: BLE001 - gone, permission, no psutil: the caller then treats the window as idle
+        return None
 _PR_SET_PDEATHSIG = 1
 _POLL_SECONDS = 0.5
 
@@ -161,8 +176,8 @@ def _resource():
 
 
 class LimitedTask:
-    """Context manager: the current task ends the process once it has used `limit` seconds of CPU time, or after
-    `wall_guard(limit)` seconds of wall-clock time (see the module doc)."""
+    """Context manager: the current task ends the process once it has used `limit` seconds of CPU time (the
+    caller's guard ends a worker that stops computing; see the module doc)."""
 
     def __init__(self, limit: float | None):
         self.limit = limit
@@ -173,7 +188,6 @@ class LimitedTask:
             return self
         if hasattr(signal, "setitimer"):
             signal.setitimer(signal.ITIMER_PROF, max(self.limit, 0.001))
-            signal.setitimer(signal.ITIMER_REAL, wall_guard(self.limit))
         res = _resource()
         if res is not None:
             try:
@@ -193,7 +207,6 @@ class LimitedTask:
             return False
         if hasattr(signal, "setitimer"):
             signal.setitimer(signal.ITIMER_PROF, 0)
-            signal.setitimer(signal.ITIMER_REAL, 0)
         res = _resource()
         if res is not None and self._cpu_soft is not None:
             try:

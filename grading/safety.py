@@ -306,12 +306,19 @@ class WorkerPool:
                 w.conn.send((text, ref, lifetime.limit_for(timeout)) if grader is None
                             else (text, ref, lifetime.limit_for(timeout), grader))
                 # Normally the worker ends the task at its CPU limit (its pipe then reads EOF, below); this wall-
-                # clock deadline only guards against a worker that hangs without computing.
+                # clock deadline only guards against a worker that hangs without computing: at the deadline a
+                # worker whose CPU time grew since the last look gets another window (under load it computes
+                # slowly but its own CPU limit will end it), one that did not is ended.
                 guard = lifetime.wall_guard(timeout)
                 deadline = None if guard is None else time.monotonic() + guard + lifetime.LIMIT_GRACE
+                cpu_seen = lifetime.cpu_seconds(w.proc.pid)
                 while True:
                     remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                     if not w.conn.poll(remaining):
+                        cpu_now = lifetime.cpu_seconds(w.proc.pid)
+                        if cpu_now is not None and cpu_seen is not None and cpu_now > cpu_seen:
+                            cpu_seen, deadline = cpu_now, time.monotonic() + guard
+                            continue
                         self._discard(w)
                         w = None
                         return Verdict(False, "timeout", extracted, norm_ref)

