@@ -35,182 +35,22 @@ When nothing says yes the verdict is ``(False, "mismatch")``.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from fractions import Fraction
 
-from grading.normalize import assignment, canonical_number, clean, has_percent, normalize, strip_math_delimiters
+from grading.mathverify import math_verify_equal
+from grading.normalize import assignment, clean, has_percent, normalize
+from grading.numbers import MIXED_NUMBER, REL_TOL, numeric_equal, parse_number
 from grading.safe_sympy import ParseError, parse_latex_safe
 
 __all__ = ["decide", "math_verify_equal", "second_opinion", "REL_TOL"]
 
-REL_TOL = 1e-4
 EXACT_TOL = 1e-9
 MAX_ITEMS = 50
 MAX_STRUCT_DEPTH = 6
 MAX_PARSE_DEPTH = 25
 
-logging.getLogger("math_verify").setLevel(logging.ERROR)
-logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
-
-
-# ---------------------------------------------------------------------------------------------- math-verify
-_MV = None
-
-
-def _mv():
-    global _MV
-    if _MV is None:
-        import math_verify
-        from latex2sympy2_extended.latex2sympy2 import latex2sympy
-        from math_verify import LatexExtractionConfig
-
-        # LaTeX extraction only: math-verify's ExprExtractionConfig runs sympy.parse_expr (Python eval) on plain
-        # text; the LaTeX path builds sympy objects from an ANTLR parse tree and never evaluates strings.
-        # No un-anchored extraction: it would pick any LaTeX fragment (a \frac{1}{4}) out of an answer whose
-        # whole does not parse.
-        try:
-            from math_verify.grader import should_treat_as_complex
-        except ImportError:  # a math-verify without it: the parse is the same, only symbols' assumptions differ
-            def should_treat_as_complex(latex: str) -> bool:
-                return False
-        _MV = (math_verify, [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)],
-               latex2sympy, should_treat_as_complex)
-    return _MV
-
-
-def _whole_parse(mv, cfg, answer: str):
-    """math-verify's parse of the whole answer, or None when only part of it parses.
-
-    math-verify, asked for `\\boxed{answer}`, tries its regex matches one after another until one parses: when
-    the whole box fails it settles for a fragment (`\\frac{1}{4} \\cdot 9 + (` parses as its `\\frac{1}{4}`),
-    and a chain `a = b = c` whose whole fails falls back to its last part. Here only the first match counts
-    (extraction_mode="first_match": for a lone `\\boxed{...}` that is the whole box), and the normalised string
-    it matched must parse as a whole with latex2sympy's grammar, which ends in EOF (no last-part fallback)."""
-    boxed = "\\boxed{" + strip_math_delimiters(answer) + "}"
-    got = mv.parse(boxed, extraction_config=cfg, parsing_timeout=None, extraction_mode="first_match",
-                   fallback_mode="first_match")
-    exprs = [g for g in got if not isinstance(g, str)]
-    strings = [g for g in got if isinstance(g, str)]
-    if len(exprs) != 1 or len(strings) != 1:
-        return None
-    if "=" not in strings[0]:
-        return got  # parse_latex_cached's only fallback (the last part of an equation chain) needs an "="
-    latex2sympy, treat_as_complex = _MV[2], _MV[3]
-    try:  # the same call as math_verify.parser.parse_latex_cached's first try, which is strict
-        latex2sympy(strings[0], is_real=not treat_as_complex(strings[0]), convert_degrees=False,
-                    normalization_config=None)
-    except Exception:  # noqa: BLE001 - not parseable as a whole: math-verify used a part of it
-        return None
-    return got
-
-
-def math_verify_equal(pred: str, ref: str) -> bool:
-    """math-verify's opinion, with its SIGALRM timeouts disabled (the caller's worker process enforces time).
-
-    Says yes only when both answers parsed as a whole (`_whole_parse`): otherwise the second opinion decides."""
-    mv, cfg = _mv()[:2]
-    try:
-        gold = _whole_parse(mv, cfg, ref)
-        if not gold:
-            return False
-        target = _whole_parse(mv, cfg, pred)
-        if not target:
-            return False
-        return bool(mv.verify(gold, target, timeout_seconds=None))
-    except Exception:  # noqa: BLE001 - any failure inside math-verify is "no opinion"
-        return False
-
-
-# ---------------------------------------------------------------------------------------------- numbers
-_SCI = [
-    re.compile(r"^(-?\d+(?:\.\d+)?)[eE]([-+]?\d{1,4})$"),
-    re.compile(r"^(-?\d+(?:\.\d+)?)(?:\\times|\\cdot|\*|x)10\^\{?([-+]?\d{1,4})\}?$"),
-]
-_POW10 = re.compile(r"^(-?)10\^\{?([-+]?\d{1,4})\}?$")
-_FRAC = re.compile(r"^(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}$")
-_MIXED = re.compile(r"^(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}$")
-_MAX_POW10 = 1000
-
-
-class _Num:
-    __slots__ = ("value", "is_int_literal", "inexact")
-
-    def __init__(self, value: Fraction, is_int_literal: bool, inexact: bool):
-        self.value = value
-        self.is_int_literal = is_int_literal
-        self.inexact = inexact
-
-
-def parse_number(norm: str) -> _Num | None:
-    """A plain number in normalised form (see normalize.normalize), or None."""
-    if not norm or len(norm) > 500:
-        return None
-    c = canonical_number(norm)
-    if c is not None:
-        return _Num(Fraction(c), "." not in c, "." in c)
-    if norm == "\\frac{1}{2}":
-        return _Num(Fraction(1, 2), False, False)
-    m = _MIXED.match(norm)
-    if m:  # a mixed number: 3\frac{1}{2} = 7/2 (the MATH convention)
-        den = int(m.group(4))
-        if den == 0:
-            return None
-        v = int(m.group(2)) + Fraction(int(m.group(3)), den)
-        return _Num(-v if m.group(1) else v, False, False)
-    m = _FRAC.match(norm)
-    if m:
-        a, b = Fraction(m.group(2)), Fraction(m.group(3))
-        if b == 0:
-            return None
-        v = a / b * (-1 if m.group(1) else 1)
-        return _Num(v, False, "." in m.group(2) + m.group(3))
-    for rx in _SCI:
-        m = rx.match(norm)
-        if m:
-            e = int(m.group(2))
-            if abs(e) > _MAX_POW10:
-                return None
-            return _Num(Fraction(m.group(1)) * Fraction(10) ** e, False, True)
-    m = _POW10.match(norm)
-    if m:
-        e = int(m.group(2))
-        if abs(e) > _MAX_POW10:
-            return None
-        return _Num(Fraction(10) ** e * (-1 if m.group(1) else 1), False, False)
-    return None
-
-
-def _close(a: Fraction, b: Fraction, rel: float) -> bool:
-    if a == b:
-        return True
-    if rel <= 0:
-        return False
-    scale = max(abs(a), abs(b))
-    return abs(a - b) <= Fraction(rel) * scale
-
-
-def _numbers_equal(p: _Num, r: _Num, p_scale: Fraction = Fraction(1), r_scale: Fraction = Fraction(1)) -> bool:
-    pv, rv = p.value * p_scale, r.value * r_scale
-    if r.is_int_literal and r_scale == 1:
-        return pv == rv
-    rel = REL_TOL if (p.inexact or r.inexact) else 0.0
-    return _close(pv, rv, rel)
-
-
-def numeric_equal(pred_norm: str, ref_norm: str, pred_pct: bool, ref_pct: bool) -> bool:
-    p, r = parse_number(pred_norm), parse_number(ref_norm)
-    if p is None or r is None:
-        return False
-    if _numbers_equal(p, r):
-        return True
-    hundredth = Fraction(1, 100)
-    if pred_pct and not ref_pct:
-        return _numbers_equal(p, r, p_scale=hundredth)
-    if ref_pct and not pred_pct:
-        return _numbers_equal(p, r, r_scale=hundredth)
-    return False
 
 
 # ---------------------------------------------------------------------------------------------- structure
@@ -504,7 +344,7 @@ def _scalar_equal(pred_raw: str, ref_raw: str) -> tuple[bool, str]:
     if "=" in pc and "=" in rc and equation_equal(pc, rc):
         return True, "equation"
     r_num = parse_number(ru)
-    if _MIXED.match(pu) or _MIXED.match(ru):
+    if MIXED_NUMBER.match(pu) or MIXED_NUMBER.match(ru):
         return False, "mismatch"  # a mixed number is a number, not 3 * 1/2 (the numeric rule decided)
     if "=" not in pc and "=" not in rc and sympy_equal(_unwrap_parens(pc), _unwrap_parens(rc),
                                                        ref_is_int=bool(r_num and r_num.is_int_literal)):

@@ -75,11 +75,11 @@ def _worker_main(conn, memory_limit: int | None, run_pid: int | None = None,
             resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
         except (ImportError, ValueError, OSError):
             pass
-    from grading import equivalence
+    from grading import mathverify
     from grading.graders import local_grader
     from grading.verdict import grade_local
 
-    equivalence._mv()  # import math-verify now, not during the first timed call
+    mathverify.load()  # import math-verify now, not during the first timed call
     conn.send(("ready",))
     while True:
         try:
