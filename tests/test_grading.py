@@ -13,7 +13,8 @@ import pytest
 
 import grading
 from grading import Verdict, grade, grade_many, lifetime
-from grading.extract import answer_is_fallback, extract_answer, last_boxed
+from grading.boxed import last_boxed
+from grading.extract import answer_is_fallback, extract_answer
 from grading.normalize import canonical_number, has_percent, normalize
 
 REPO = Path(__file__).resolve().parents[1]

@@ -70,6 +70,11 @@ class Aggregate(Choice):  # a whole response's PRM score from its steps' rewards
     prod = "prod"
 
 
+class Weighting(Choice):  # particle filtering's log-weight of a particle from its aggregated reward r
+    logit = "logit"  # logit(r) / temperature (the paper)
+    reward = "reward"  # r / temperature
+
+
 class LoggerName(Choice):
     none = "none"
     wandb = "wandb"
@@ -141,7 +146,7 @@ class HardwareConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING  # key in gsi.data.benchmarks's registry
+    name: str = MISSING  # key in gsi.data's registry (gsi/data/registry.py)
     hub_path: str = MISSING
     hub_config: Optional[str] = None
     split: str = "test"
@@ -232,7 +237,7 @@ class BaselineConfig(MethodConfig):
     greedy: bool = False
 
 
-class GraderName(str, Enum):
+class GraderName(Choice):
     ours = "ours"  # math-verify + our rules (grading/)
     prm800k = "prm800k"  # the PRM800K grader's rules (the GSI reference code's)
     qwen = "qwen"  # the Qwen2.5-Math evaluation's math_equal (the RSD code's)
@@ -250,9 +255,9 @@ class BeamConfig(MethodConfig):
     name: str = "beam"
     n: int = 16  # N: candidates per round; N / width beams are kept
     width: int = 4  # M: next steps each kept beam proposes (N must be a multiple)
-    policy: str = "small"  # small | big
-    aggregate: str = "last"  # a beam's score from its step rewards: last | min | prod
-    selection: str = "hard"  # the answer from the finished beams: hard | soft | majority | weighted_majority
+    policy: Policy = Policy.small
+    aggregate: Aggregate = Aggregate.last  # a beam's score from its step rewards
+    selection: Selection = Selection.hard  # the answer from the finished beams
     lookahead: int = 0  # greedy steps rolled out before the PRM scores a candidate
 
 
@@ -265,11 +270,11 @@ class DVTSConfig(BeamConfig):
 class PFConfig(MethodConfig):
     name: str = "pf"
     n: int = 16  # particles
-    policy: str = "small"  # small | big
-    weighting: str = "logit"  # log-weight = logit(r) / temperature (the paper) | r / temperature
+    policy: Policy = Policy.small
+    weighting: Weighting = Weighting.logit
     temperature: float = 1.0
-    aggregate: str = "last"  # r from a particle's step rewards: last (the paper) | min | prod
-    selection: str = "hard"  # hard (largest weight) | soft (drawn by weight) | majority | weighted_majority
+    aggregate: Aggregate = Aggregate.last  # r from a particle's step rewards (the paper: last)
+    selection: Selection = Selection.hard  # hard: largest weight; soft: drawn by weight; or a vote
 
 
 @dataclass
@@ -281,7 +286,7 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
 
-class SchedulerMode(str, Enum):
+class SchedulerMode(Choice):
     overlap = "overlap"  # cohorts in threads: roles work on different cohorts at once (gsi/runtime/scheduler.py)
     lockstep = "lockstep"  # one batch, one role at a time
 

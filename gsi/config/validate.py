@@ -4,8 +4,8 @@ anything is written or loaded.
 The schemas in gsi/config/schema.py already refuse unknown keys, wrong types and values outside a fixed set (Enums);
 this module adds the numeric and cross-field rules, so that a bad value fails in well under a second naming its
 key, instead of deep inside numpy or an engine after the models loaded (and after experiment.json was written).
-It imports only the standard library, OmegaConf, Hydra's callback base, gsi.data.benchmarks's registry and the PRM adapter
-registry (all light: no torch, no vLLM, no datasets).
+It imports only the standard library, OmegaConf, Hydra's callback base, gsi.data's registry, the PRM adapter
+registry and the run-folder lock (all light: no torch, no vLLM, no datasets).
 
     validate(cfg)     # raises ConfigInvalid listing every broken rule, one line per key
     problems(cfg)     # the same list, without raising
@@ -16,17 +16,24 @@ run.py calls it from a Hydra callback when the run starts (before Hydra creates 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from grading.lifetime import check_timeout
+from gsi.config import schema as schema_module
 from gsi.config.access import get
-from gsi.data.benchmarks import REGISTRY as DATASETS
-from gsi.data.benchmarks import parse_shard, select
+from gsi.config.schema import METHOD_SCHEMAS, Choice
+from gsi.data import REGISTRY as DATASETS
+from gsi.data import arith, parse_shard, select
 from gsi.engines.rewards import ADAPTERS
 from gsi.roles import ROLES
+from gsi.rundir.lock import RunLock
 
 # Bounds past which a value means nothing, whatever its type allows:
 # - seeds reach numpy, vLLM, W&B and JSON readers: they must fit a signed 64-bit integer;
@@ -122,7 +129,7 @@ def _grader(grader: Any, errors: list[str]) -> None:
 def _selection(cfg: Any, errors: list[str]) -> None:
     """No problem selected is an error unless asked for (dataset.allow_empty=true): a run that grades nothing
     prints `accuracy: null` and exits 0, which reads as a finished experiment. Where the dataset's size is known
-    from the config (dataset=arith) it is checked here; a file's or the hub's size, once loaded (gsi.data.benchmarks)."""
+    from the config (dataset=arith) it is checked here; a file's or the hub's size, once loaded (gsi.data.selection)."""
     d = get(cfg, "dataset")
     if bool(get(d, "allow_empty", False)):
         return
@@ -198,8 +205,22 @@ def _beta_key(m: Any) -> str:
     return "method.beta"
 
 
+def _choices(m: Any, name: str, errors: list[str]) -> None:
+    """Each fixed-value option of the method's schema holds one of its values. Composition already refuses others
+    (the schema's Enums); this catches configs built without the schema (plain dicts, OmegaConf.create)."""
+    schema = METHOD_SCHEMAS.get(name)
+    for f in dataclasses.fields(schema) if schema is not None else ():
+        kind = f.type if isinstance(f.type, type) else getattr(schema_module, str(f.type), None)
+        if isinstance(kind, type) and issubclass(kind, Choice):
+            value = get(m, f.name)
+            allowed = [c.value for c in kind]
+            if value is not None and str(value) not in allowed:
+                errors.append(f"method.{f.name}={value!r}: must be one of {', '.join(allowed)}")
+
+
 def _method(m: Any, errors: list[str]) -> None:
     name = str(get(m, "name"))
+    _choices(m, name, errors)
     _int_at_least(errors, "method.n", get(m, "n"), 1)
     beta, beta_key = get(m, "beta"), _beta_key(m)
     if beta_key == "method.beta":  # else the top-level check covers it
@@ -218,6 +239,21 @@ def _method(m: Any, errors: list[str]) -> None:
         _int_at_least(errors, "method.patience", get(m, "patience"), 0, " (0 turns it off)")
         if (_is_int(n) and n > 1) or (_is_int(n_big) and n_big > 1):
             needs_beta = " for rsd with n > 1 or n_big > 1 (soft best-of-n draws by softmax(beta r))"
+            if bool(get(m, "greedy", False)):
+                errors.append(f"method.greedy=true decodes one deterministic step: method.n={n} and "
+                              f"method.n_big={n_big} would be copies of it; set both to 1")
+    elif name in ("beam", "dvts"):
+        width, lookahead = get(m, "width"), get(m, "lookahead")
+        _int_at_least(errors, "method.width", width, 1)
+        if _is_int(width) and width >= 1 and _is_int(n) and n >= 1 and (n < width or n % width):
+            errors.append(f"method.n={n}: must be a positive multiple of method.width={width} (n / width beams "
+                          "are kept)")
+        _int_at_least(errors, "method.lookahead", lookahead, 0, " (greedy steps rolled out before scoring)")
+        if str(get(m, "selection")) == "soft":
+            needs_beta = " for soft selection (softmax(beta r): beta < 0 would prefer the lowest reward)"
+    elif name == "pf":
+        _finite(errors, "method.temperature", get(m, "temperature"), positive=True,
+                why=" (a particle's log-weight is divided by it)")
     elif name == "bon":
         level, selection = str(get(m, "level")), str(get(m, "selection"))
         if level == "step" and selection not in ("soft", "hard"):
@@ -245,8 +281,6 @@ def _dataset(d: Any, errors: list[str]) -> None:
 
 def _arith(d: Any, errors: list[str]) -> None:
     """dataset=arith's generator settings (gsi/data/arith.py): rules here, so that they hold whatever the generator."""
-    from gsi.data import arith
-
     lo, hi = get(d, "min_ops"), get(d, "max_ops")
     # every value of a chain stays in LOW..HIGH and each operation moves it by at least 2
     most = (arith.HIGH - arith.LOW) // 2
@@ -262,27 +296,10 @@ def _arith(d: Any, errors: list[str]) -> None:
     if not _is_int(n) or n < 1:
         errors.append(f"dataset.n_problems={n!r}: must be an integer >= 1")
     elif _is_int(lo) and _is_int(hi) and 1 <= lo <= hi <= most:
-        exist = arith_capacity(lo, hi)
+        exist = arith.capacity(lo, hi)
         if n > exist:
             errors.append(f"dataset.n_problems={n}: only {exist} distinct held-out problems have {lo}..{hi} "
                           f"operations; ask for at most {exist} (or widen dataset.min_ops/max_ops)")
-
-
-def arith_capacity(min_ops: int, max_ops: int) -> int:
-    """How many distinct held-out (split "test") arith problems have min_ops..max_ops operations: every chain
-    gsi.data.arith.random_problem can draw (start, operator, operand, length), counted (a few thousand; milliseconds)."""
-    from gsi.data import arith
-
-    count = 0
-    for k in range(min_ops, max_ops + 1):
-        for start in range(arith.LOW, arith.HIGH + 1):
-            for v in range(2, arith.MAX_OPERAND + 1):
-                for o in "+-":
-                    end = start + k * v if o == "+" else start - k * v
-                    if arith.LOW <= end <= arith.HIGH and \
-                            arith.split_of(arith.ArithProblem(start, ((o, v),) * k).text) == "test":
-                        count += 1
-    return count
 
 
 def _model(model: Any, errors: list[str]) -> None:
@@ -296,12 +313,6 @@ def _model(model: Any, errors: list[str]) -> None:
                           " or null (the model's own window): it must hold the prompt and a step")
 
 
-try:  # the run-mode hook: validate before Hydra creates the run folder
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - Hydra always has it (>= 1.1)
-    Callback = object  # type: ignore[misc,assignment]
-
-
 class ValidateOnRunStart(Callback):
     """Hydra callback (conf/config.yaml `hydra.callbacks`): in run mode Hydra calls on_run_start before it makes
     the run folder and writes .hydra/ into it, so a bad config leaves no folder behind. Sweeps: every job of the
@@ -312,8 +323,6 @@ class ValidateOnRunStart(Callback):
         # Valid: lock the run folder now, before Hydra writes .hydra/ into it (a second run on a busy folder must
         # not overwrite the running one's config); gsi.run.run takes the same lock again (re-entrant) and the
         # process's exit drops it.
-        from gsi.rundir.lock import RunLock
-
         folder = make_run_dir(str(config.hydra.run.dir), "hydra.run.dir")
         self._lock = RunLock(folder)
         self._lock.acquire()
@@ -326,8 +335,6 @@ class ValidateOnRunStart(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A sweep with the basic sweeper: compose every job's config and check it before any job starts (or is
         submitted to SLURM). Other sweepers choose values as they go: their jobs check themselves in run.py."""
-        import sys
-
         jobs = _basic_sweep_jobs(config)
         bad = []
         for overrides, cfg in jobs or ():
@@ -362,9 +369,6 @@ def _basic_sweep_jobs(config: DictConfig) -> list | None:
 def make_run_dir(path: str, key: str):
     """mkdir -p `path`, or exit 2 naming `key` and what is in the way (a regular file where a folder must be, no
     permission) instead of a traceback."""
-    import sys
-    from pathlib import Path
-
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -380,8 +384,6 @@ def make_run_dir(path: str, key: str):
 
 def exit_if_invalid(cfg: Any) -> None:
     """validate(cfg), or print the error and exit 2 (no traceback: the message is the whole story)."""
-    import sys
-
     try:
         validate(cfg)
     except ConfigInvalid as exc:

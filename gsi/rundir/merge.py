@@ -183,7 +183,7 @@ def model_params(shards: list[Shard]) -> dict:
 
 def merged_order(shards: list[Shard]) -> list[dict]:
     """All records in the order of the unsharded run. Shard i of k holds problems i, i+k, i+2k, ... of the selected
-    problems (gsi.data.benchmarks's round-robin split), and a record's `index` is its position within its shard, so the
+    problems (gsi.data.selection's round-robin split), and a record's `index` is its position within its shard, so the
     unsharded position is index * k + i; `index` is rewritten to it."""
     out = []
     for s in shards:

@@ -152,7 +152,7 @@ def dataset_revision(dataset_cfg, problems=None) -> dict:
     if data_dir:
         local_file = get("local_file")
         if not local_file:
-            from gsi.data.benchmarks import get_spec
+            from gsi.data import get_spec
 
             local_file = get_spec(get("name")).local_file
         path = Path(str(data_dir)) / str(local_file)
