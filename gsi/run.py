@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 
 
 def output_dir() -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         return Path(HydraConfig.get().runtime.output_dir)
     except ValueError:  # not under @hydra.main

@@ -7,13 +7,15 @@ imported. This module imports nothing but the standard library, OmegaConf and Hy
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import warnings
-
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING
 
 # Our conf/hydra/launcher/submitit_slurm.yaml extends the plugin's preset of the same name on purpose.
@@ -325,11 +327,6 @@ METHOD_SCHEMAS = {"gsi": GSIConfig, "rsd": RSDConfig, "bon": BoNConfig, "baselin
 def compose_config(*overrides: str):
     """The run config as `python run.py <overrides>` composes it (Hydra's compose API, no Hydra runtime: nothing
     under `hydra.` is resolved). For tests, benchmarks and scripts that drive gsi.run without the CLI."""
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     register_configs()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()

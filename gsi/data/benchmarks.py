@@ -1,4 +1,4 @@
-"""Benchmark registry and loading: dataset name -> `DatasetSpec`, rows -> `Problem`.
+"""The benchmarks read from files: each one's `DatasetSpec` (where it lives, how a row becomes a `Problem`), registered.
 
 Adding a benchmark is one `register(DatasetSpec(...))` entry below (lm-evaluation-harness style): where the
 data lives (a local JSONL file under the data directory, and a dataset-hub path/config/split) and how a row maps
@@ -31,6 +31,7 @@ import re
 from grading.boxed import last_boxed
 from gsi.data.loaders import clean_number, first, text_of
 from gsi.data.registry import DatasetSpec, register
+
 
 # ---------------------------------------------------------------------------------------------- references
 def _ref_math500(row: dict) -> str | None:

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gsi.data import parse_shard
 from gsi.rundir.results import parse_results, summarize, write_json
 from gsi.roles import ROLES
 
@@ -43,17 +44,6 @@ class Shard:
     @property
     def label(self) -> str:
         return f"{self.i}/{self.k}"
-
-
-def parse_shard(spec) -> tuple[int, int]:
-    """ "i/k" -> (i, k), with 0 <= i < k."""
-    try:
-        i, k = (int(x) for x in str(spec).split("/"))
-    except ValueError:
-        raise MergeError(f"shard {spec!r} is not of the form i/k") from None
-    if not 0 <= i < k:
-        raise MergeError(f"shard {spec!r}: need 0 <= i < k")
-    return i, k
 
 
 def find_run_dirs(paths) -> list[Path]:
@@ -97,7 +87,10 @@ def load_shard(run_dir: Path) -> Shard:
         raise MergeError(f"{exp_path} is unreadable (not a JSON object): rerun that shard's command to rewrite it")
     if experiment.get("shard") in (None, ""):
         raise MergeError(f"{run_dir} is not a shard (its experiment.json has shard: null)")
-    i, k = parse_shard(experiment["shard"])
+    try:
+        i, k = parse_shard(experiment["shard"])
+    except ValueError as exc:
+        raise MergeError(f"{exp_path}: {exc}") from None
     records, dropped = read_results(run_dir / "results.jsonl")
     summary_path = run_dir / "summary.json"
     summary = None
