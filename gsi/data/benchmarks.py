@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 
 from grading.boxed import last_boxed
-from gsi.data.loaders import clean_number, first, text_of
+from gsi.data.loaders import clean_number, first
 from gsi.data.registry import DatasetSpec, register
 
 
