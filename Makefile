@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 # Benchmarks: the local JSONL copy in ../shared/data when there is one (offline machines), else the dataset hub
 # (GSI_DATA_DIR unset). A GSI_DATA_DIR set in the environment wins; one that does not exist fails with a message
-# naming it and the fix (gsi/data/benchmarks.py).
+# naming it and the fix (gsi/data/loaders.py).
 SHARED_DATA := $(abspath ../shared/data)
 ifneq ($(wildcard $(SHARED_DATA)/.),)
 export GSI_DATA_DIR ?= $(SHARED_DATA)

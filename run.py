@@ -3,6 +3,10 @@
 Hydra composes the config against its typed schemas (unknown keys, wrong types, values outside a fixed set fail
 there), then gsi.config.validate checks every numeric and cross-field rule (a Hydra callback, before the run folder is
 made); the heavy imports (vLLM, torch) happen only after that.
+
+The run's modules are imported inside main(), not at the top: the grading workers' forkserver re-imports this
+script (multiprocessing preloads __main__), and they must not carry the run's modules (numpy, the engines) under
+their memory cap.
 """
 
 import hydra
@@ -23,7 +27,7 @@ def main(cfg: DictConfig):
         from gsi.config.validate import exit_if_invalid
 
         exit_if_invalid(cfg)  # again here: a sweep's jobs get their values only now
-        from gsi.run import run  # heavy: imported only once the config is known to be valid
+        from gsi.run import run
 
         return run(cfg)
 

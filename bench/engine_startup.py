@@ -22,8 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from gsi.roles import ROLES
+
 ROOT = Path(__file__).resolve().parents[1]
-ROLES = ("small", "big", "reward")
 
 
 def compose(overrides):

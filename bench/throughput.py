@@ -139,7 +139,7 @@ def main():
     import os
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    from gsi.data.benchmarks import load_problems
+    from gsi.data import load_problems
     from gsi.engines.registry import build_engines
 
     base = ["model=tiny", "hardware=cpu", "dataset=math500", f"generation.max_step_tokens={args.max_step_tokens}", "method=gsi",

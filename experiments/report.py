@@ -44,10 +44,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from experiments.pool_curves import plot_pool_curves
+from gsi.roles import ROLES
 
 log = logging.getLogger(__name__)
 
-ROLES = ("small", "big", "reward")
 # Keys of experiment.json that do not make another configuration: replicates and shards of one are pooled.
 REPLICATE_KEYS = ("seed", "shard")
 

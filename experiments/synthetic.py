@@ -21,19 +21,25 @@ experiment.json, .hydra/, the tracker hook) is what a real run writes.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
+
+import hydra
+from omegaconf import OmegaConf
+
+from gsi.cluster.preview import check_multirun
+from gsi.cluster.sweepjob import sweep_job
+from gsi.config.schema import compose_config, register_configs
+from gsi.data import Problem
+from gsi.engines.table import table_engines
+from gsi.run import run
 
 PI_S = (0.4, 0.3, 0.2, 0.1)
 PI_B = (0.1, 0.2, 0.3, 0.4)
 REWARDS = (0.2, 0.9, 0.5, 0.7)
 GOOD_STEPS = {1, 3}
 PARAMS = {"small": 1_500_000_000, "big": 7_000_000_000, "reward": 7_000_000_000}
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 # The sweep synthetic_sweep makes by default: (method overrides) x n x beta.
 SWEEP = {
@@ -45,75 +51,42 @@ SWEEP = {
 
 
 @dataclass
-class _Problem:
-    id: str
-    problem: str
-    reference: str
-
-
-@dataclass
 class _Verdict:
     extracted: str | None
     correct: bool
     rule: str
 
 
-def synthetic_grade(text: str, reference: str, **_how) -> _Verdict:  # the run passes its grader and timeout
+def synthetic_grade(text: str, reference: str) -> _Verdict:
     steps = [s.strip() for s in text.split("\n\n") if s.strip()]
     kinds = [int(s[1:]) for s in steps if s[:1] == "s" and s[1:].isdigit()]
     ok = bool(kinds) and all(k in GOOD_STEPS for k in kinds[-3:])
     return _Verdict(extracted=steps[-1] if steps else None, correct=ok, rule="synthetic")
 
 
-@contextlib.contextmanager
-def synthetic_modules(n_problems: int):
-    """Stand in for the dataset registry and the grader while gsi.run.run runs (restored afterwards)."""
-    data = types.ModuleType("gsi.data.benchmarks")
+class SyntheticGrader:
+    """What gsi.run.run grades with here (its `grader`): synthetic_grade, in this process."""
 
-    def load_problems(dataset_cfg, shard=None):
-        limit = dataset_cfg.get("limit") or n_problems
-        problems = [_Problem(id=f"syn-{i}", problem=f"problem {i}", reference="all good") for i in range(limit)]
-        if shard:  # gsi.data.benchmarks's strided split
-            i, k = (int(x) for x in str(shard).split("/"))
-            problems = problems[i::k]
-        return problems
+    def grade(self, text: str, reference: str) -> _Verdict:
+        return synthetic_grade(text, reference)
 
-    data.load_problems = load_problems
-    data.load_selection = lambda dataset_cfg, shard=None: (load_problems(dataset_cfg, shard), f"synthetic-{n_problems}")
-    import grading.extract  # noqa: F401 - answer extraction for votes stays the real one (imported before the swap)
-    import grading.normalize  # noqa: F401
-    grading = types.ModuleType("grading")
-    grading.grade = synthetic_grade
-    saved = {name: sys.modules.get(name) for name in ("gsi.data.benchmarks", "grading")}
-    sys.modules.update({"gsi.data.benchmarks": data, "grading": grading})
-    try:
-        yield
-    finally:
-        for name, mod in saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
+    def grade_many(self, pairs) -> list[_Verdict]:
+        return [synthetic_grade(text, reference) for text, reference in pairs]
+
+
+def synthetic_problems(cfg, n_problems: int = 40) -> list[Problem]:
+    """The synthetic dataset for `cfg` (gsi.run.run's `problems`): dataset.limit problems (n_problems when the
+    config sets no limit); the run selects offset/limit/shard from them as from any dataset."""
+    limit = cfg.dataset.get("limit") or n_problems
+    return [Problem(id=f"syn-{i}", problem=f"problem {i}", reference="all good") for i in range(limit)]
 
 
 def compose(overrides: list[str]):
     """The composed config, as `run.py` would build it (with the hydra node resolved away)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from gsi.config.schema import register_configs
-
-    register_configs()
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=["model=tiny", "hardware=cpu", *overrides])
+    return compose_config("model=tiny", "hardware=cpu", *overrides)
 
 
 def table_engines_with_params():
-    from gsi.engines.table import table_engines
-
     engines = table_engines(PI_S, PI_B, REWARDS)
     engines.params = dict(PARAMS)
     return engines
@@ -121,8 +94,6 @@ def table_engines_with_params():
 
 def synthetic_run(overrides: list[str], out: Path, *, n_problems: int = 40) -> dict:
     """One run into `out` (summary returned). Overrides as on the command line, e.g. ['method=rsd', 'beta=2']."""
-    from gsi.run import run
-
     defaults = [f"dataset.limit={n_problems}", "generation.max_steps=3"]
     if not any(o.startswith("logger=") for o in overrides):
         defaults.append("logger=none")
@@ -132,12 +103,10 @@ def synthetic_run(overrides: list[str], out: Path, *, n_problems: int = 40) -> d
     # What Hydra writes beside a job: the report reads the config and the overrides from there.
     hydra_dir = out / ".hydra"
     hydra_dir.mkdir(exist_ok=True)
-    from omegaconf import OmegaConf
-
     OmegaConf.save(cfg, hydra_dir / "config.yaml")
     OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
-    with synthetic_modules(n_problems):
-        return run(cfg, out=out, engines=table_engines_with_params())
+    return run(cfg, out=out, engines=table_engines_with_params(), problems=synthetic_problems(cfg, n_problems),
+               grader=SyntheticGrader())
 
 
 def synthetic_sweep(root: Path, *, n_problems: int = 40, sweep: dict = SWEEP) -> list[Path]:
@@ -155,22 +124,14 @@ def synthetic_sweep(root: Path, *, n_problems: int = 40, sweep: dict = SWEEP) ->
 def _hydra_entry() -> None:
     """`python -m experiments.synthetic [overrides]`: run.py with the table engines (all of Hydra: -m, sweeps,
     +experiment presets, .hydra/ folders, logger=wandb)."""
-    import hydra
-
-    from gsi.config.schema import register_configs
-
     register_configs()
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
     def main(cfg) -> dict:
-        from gsi.cluster.preview import check_multirun
-        from gsi.run import run
-        from gsi.cluster.sweepjob import sweep_job
-
         check_multirun()
-
-        with sweep_job(), synthetic_modules(40):
-            return run(cfg, engines=table_engines_with_params())
+        with sweep_job():
+            return run(cfg, engines=table_engines_with_params(), problems=synthetic_problems(cfg),
+                       grader=SyntheticGrader())
 
     main()
 

@@ -114,7 +114,8 @@ def grade_local(generated_text: str, reference_answer, on_extracted=None) -> Ver
     `on_extracted(extracted, normalised_reference)`, when given, is called once both are known and before the
     (possibly slow) equivalence check; the worker pool uses it to report them even if the check times out."""
     from grading.equivalence import decide
-    from grading.extract import extract_answer, strip_boxed
+    from grading.boxed import strip_boxed
+    from grading.extract import extract_answer
     from grading.normalize import strip_math_delimiters
 
     text, why = input_text(generated_text, MAX_TEXT_CHARS)

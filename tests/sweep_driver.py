@@ -53,12 +53,12 @@ def main():
 
     @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
     def job(cfg):
-        from experiments.synthetic import synthetic_modules
+        from experiments.synthetic import SyntheticGrader, synthetic_problems
         from gsi.run import run
         from gsi.cluster.sweepjob import sweep_job
 
-        with sweep_job(), synthetic_modules(40):
-            return run(cfg, engines=engines_for(cfg.seed))
+        with sweep_job():
+            return run(cfg, engines=engines_for(cfg.seed), problems=synthetic_problems(cfg), grader=SyntheticGrader())
 
     job()
 

@@ -14,7 +14,7 @@ from gsi.engines.table import table_engines
 from gsi.methods import build_method
 from gsi.methods.base import StepContext
 from gsi.rundir.results import summarize
-from gsi.run import make_record
+from gsi.rundir.records import make_record
 from gsi.runtime.scheduler import run_steps
 from gsi.runtime.state import ProblemState
 

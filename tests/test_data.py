@@ -1,4 +1,4 @@
-"""The dataset registry (gsi/data/benchmarks.py): local loading, references, errors, offset/limit/shard selection."""
+"""The dataset registry (gsi/data/: registry, benchmarks, loaders, selection): local loading, references, errors, offset/limit/shard selection."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from gsi.data import benchmarks as data
-from gsi.data.benchmarks import DatasetError, Problem, load_problems, parse_shard, select
+import gsi.data as data
+from grading.boxed import last_boxed
+from gsi.data import DatasetError, Problem, load_problems, parse_shard, select
+from gsi.data.loaders import rows_to_problems
 
 DATA = Path(os.environ.get("GSI_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data not found at {DATA} (set GSI_DATA_DIR)")
@@ -67,7 +69,7 @@ def test_reference_conventions():
     aime = load_problems(cfg("aime24"))
     assert [p.reference for p in aime].count("025") == 1  # kept as written; the grader equates 025 and 25
     minerva = load_problems(cfg("minerva"))
-    assert all(p.reference == data.last_boxed(p.solution) for p in minerva)
+    assert all(p.reference == last_boxed(p.solution) for p in minerva)
     olympiad = load_problems(cfg("olympiad"))
     assert all("$" not in p.reference for p in olympiad)
 
@@ -286,7 +288,7 @@ def test_reference_that_is_not_a_string_or_number_is_refused(tmp_path, answer):
 def test_hub_rows_with_a_dict_reference_are_refused():
     rows = [{"problem": "p", "answer": "5", "unique_id": "a"}, {"problem": "q", "answer": {"value": "5"}, "unique_id": "b"}]
     with pytest.raises(DatasetError, match=r"id=b \(row 1\): field 'answer' is"):
-        data.rows_to_problems(data.REGISTRY["math500"], rows, "hub")
+        rows_to_problems(data.REGISTRY["math500"], rows, "hub")
 
 
 def test_number_and_list_references_still_load(tmp_path):

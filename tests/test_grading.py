@@ -13,7 +13,8 @@ import pytest
 
 import grading
 from grading import Verdict, grade, grade_many, lifetime
-from grading.extract import answer_is_fallback, extract_answer, last_boxed
+from grading.boxed import last_boxed
+from grading.extract import answer_is_fallback, extract_answer
 from grading.normalize import canonical_number, has_percent, normalize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -396,6 +397,19 @@ def test_box_variants():
 def test_unterminated_last_box_falls_back_to_previous_complete_one():
     assert last_boxed("\\boxed{5} and later \\boxed{6") == "5"
     assert last_boxed("\\boxed{") is None
+
+
+def test_the_stop_rule_and_the_references_read_boxes_as_the_grader_does():
+    """One reader (grading/boxed.py): a response stops on a box exactly when the grader finds one in it, and a
+    reference taken from a worked solution is the box the grader would read there."""
+    from gsi.data.benchmarks import _ref_minerva
+    from gsi.runtime.state import has_complete_boxed
+
+    texts = ["\\boxed{5}", "x \\boxed{5} and later \\boxed{6", "\\boxed{", "\\boxed{\\{}", "\\fbox{7}", "\\boxed 5$",
+             "a \\boxed{\\frac{1}{2}} b", "\\boxed{\\boxed{9}}", "no box", "\\boxedx{8}"]
+    for text in texts:
+        assert has_complete_boxed(text) == (last_boxed(text) is not None), text
+        assert _ref_minerva({"solution": text}) == (last_boxed(text) or None), text
 
 
 def test_answer_is_fallback():

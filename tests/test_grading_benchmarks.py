@@ -29,7 +29,7 @@ import pytest
 
 from grading import grade_many
 from grading.normalize import normalize
-from gsi.data.benchmarks import REGISTRY, load_problems
+from gsi.data import REGISTRY, load_problems
 
 DATA = Path(os.environ.get("GSI_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 MIN_AGREEMENT = 0.995

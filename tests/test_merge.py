@@ -169,11 +169,11 @@ def test_params_from_any_shard_and_must_agree(tmp_path):
         M.merge(tmp_path / "out", dirs, force=True)
 
 
-def test_parse_shard():
-    assert M.parse_shard("1/4") == (1, 4)
+def test_a_bad_shard_is_a_merge_error(tmp_path):
     for bad in ("4/4", "-1/2", "1", "a/b"):
-        with pytest.raises(M.MergeError):
-            M.parse_shard(bad)
+        (tmp_path / "experiment.json").write_text(json.dumps({"shard": bad}))
+        with pytest.raises(M.MergeError, match="experiment.json: shard must"):
+            M.load_shard(tmp_path)
 
 
 def test_truncated_summary_or_experiment_is_a_clear_error(tmp_path):

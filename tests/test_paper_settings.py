@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from gsi.data import benchmarks as data
+import gsi.data as data
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GSI_DATA_DIR") or ROOT.parents[0] / "shared" / "data")

@@ -27,7 +27,7 @@ def test_collect_names_versions_commit_grader_models_and_data(tmp_path, monkeypa
     data.mkdir(parents=True)
     (data / "test.jsonl").write_text('{"problem": "1+1", "answer": "2", "unique_id": "a"}\n')
     cfg = compose_config("model=tiny", "hardware=cpu", f"model.big.path={model}", f"dataset.data_dir={tmp_path / 'data'}")
-    from gsi.data.benchmarks import load_problems
+    from gsi.data import load_problems
 
     prov = provenance.collect(cfg, load_problems(cfg.dataset))
     assert prov["packages"]["transformers"] and prov["packages"]["math-verify"] and "vllm" in prov["packages"]
@@ -96,7 +96,7 @@ def test_run_records_provenance_and_resumes_with_another_commit(tmp_path, monkey
 def test_dataset_revision_pins_the_hub_download(monkeypatch):
     import datasets
 
-    from gsi.data.benchmarks import load_problems
+    from gsi.data import load_problems
 
     seen = {}
 
@@ -123,7 +123,7 @@ def test_model_revision_reaches_vllm(monkeypatch):
 
 
 def test_missing_data_folder_names_itself_and_the_fix(tmp_path):
-    from gsi.data.benchmarks import DatasetError, load_problems
+    from gsi.data import DatasetError, load_problems
 
     cfg = compose_config("dataset=math500", f"dataset.data_dir={tmp_path / 'nope'}")
     with pytest.raises(DatasetError, match=r"nope.*not a folder.*unset GSI_DATA_DIR"):

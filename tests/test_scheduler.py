@@ -128,7 +128,7 @@ def test_rsd_batch_global_patience_is_refused_when_overlapped():
 def test_a_failing_cohort_stops_the_others_and_its_error_names_the_role():
     from gsi.engines.base import Engines
     from gsi.engines.table import TableGenerator, TableReward
-    from gsi.run import failed_role
+    from gsi.runtime.stopping import failed_role
 
     class Dying(TableGenerator):
         def generate(self, requests, **kw):

@@ -69,7 +69,7 @@ def test_twins_are_wrong_at_every_step_index_about_half_the_time():
 
 
 def test_dataset_registry_and_config(make_cfg):
-    from gsi.data.benchmarks import load_problems
+    from gsi.data import load_problems
 
     cfg = make_cfg("dataset=arith", "dataset.n_problems=50", "dataset.min_ops=3", "dataset.max_ops=3",
                    "dataset.limit=20", "dataset.offset=5")

@@ -557,7 +557,7 @@ def test_failed_jobs_end_their_own_runs_and_the_next_job_runs(failing_sweep):
 def test_runs_sharing_engines_report_only_their_own_calls(tmp_path, monkeypatch):
     """Engines shared by several runs (the toy demo's six): each run's measured.engine and its live engine/* metrics
     count its own calls only; the step loop's time is apart from the whole run's."""
-    from experiments.synthetic import compose, synthetic_modules, table_engines_with_params
+    from experiments.synthetic import SyntheticGrader, compose, synthetic_problems, table_engines_with_params
     from gsi.run import run
 
     monkeypatch.setitem(sys.modules, "wandb", fake_wandb())
@@ -566,8 +566,8 @@ def test_runs_sharing_engines_report_only_their_own_calls(tmp_path, monkeypatch)
     def one(name, *overrides, engines):
         cfg = compose(["dataset.limit=5", "generation.max_steps=3", "logger=wandb", "logger.mode=offline",
                        *overrides])
-        with synthetic_modules(5):
-            return run(cfg, out=tmp_path / name, engines=engines)
+        return run(cfg, out=tmp_path / name, engines=engines, problems=synthetic_problems(cfg, 5),
+                   grader=SyntheticGrader())
 
     big_only = one("a", "method=bon", "method.policy=big", "method.n=2", engines=shared)
     small_only = one("b", "method=bon", "method.policy=small", "method.n=2", engines=shared)

@@ -58,6 +58,26 @@ MORE_BAD = [
     (["model=tiny", "model.small.dtype=bfloat61"], "model.small.dtype"),
     (["model=tiny", "model.reward.adapter=qwen_prn"], "model.reward.adapter"),
 ]
+# The rules the method constructors checked when the engines were already up (gsi.py, rsd.py, beam.py, pf.py),
+# and the search methods' options that were plain strings: refused before anything starts now.
+METHOD_RULES = [
+    (["method=gsi", "beta=0"], "beta"),
+    (["method=rsd", "method.greedy=true", "method.n=2"], "method.greedy"),
+    (["method=rsd", "method.greedy=true", "method.n_big=3"], "method.greedy"),
+    (["method=beam", "method.n=6", "method.width=4"], "method.n"),
+    (["method=beam", "method.n=2", "method.width=4"], "method.n"),
+    (["method=dvts", "method.width=0"], "method.width"),
+    (["method=beam", "method.lookahead=-1"], "method.lookahead"),
+    (["method=beam", "method.selection=soft", "beta=-1"], "beta"),
+    (["method=beam", "method.policy=medium"], "method.policy"),
+    (["method=beam", "method.aggregate=mean"], "method.aggregate"),
+    (["method=dvts", "method.selection=best"], "method.selection"),
+    (["method=pf", "method.temperature=0"], "method.temperature"),
+    (["method=pf", "method.temperature=nan"], "method.temperature"),
+    (["method=pf", "method.weighting=softmax"], "method.weighting"),
+    (["method=pf", "method.policy=huge"], "method.policy"),
+    (["method=pf", "method.selection=first"], "method.selection"),
+]
 # Values that passed and reached the engines (or a traceback) before, each a meaningless number.
 MEANINGLESS = [
     (["grader.timeout=inf"], "grader.timeout"),
@@ -101,7 +121,7 @@ def named(text: str, key: str) -> bool:
     return any(line == f"full_key: {key}" or line.startswith(f"{key}=") for line in lines)
 
 
-@pytest.mark.parametrize("overrides,key", BAD + MORE_BAD + MEANINGLESS,
+@pytest.mark.parametrize("overrides,key", BAD + MORE_BAD + MEANINGLESS + METHOD_RULES,
                          ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_bad_config_is_refused_naming_its_key(overrides, key):
     start = time.process_time()  # CPU seconds: wall time depends on the machine's load
@@ -145,9 +165,25 @@ def test_good_configs_pass():
     assert problems(compose_config("method=gsi", "method.fallback=false", "method.n_big=0")) == []
     assert problems(compose_config("shard=3/4", "dataset.limit=0", "dataset.allow_empty=true", "seed=0",
                                    "method.threshold_on=score")) == []  # an empty selection, asked for
+    assert problems(compose_config("method=beam", "method.n=8", "method.width=4", "method.lookahead=2",
+                                   "method.selection=weighted_majority", "method.aggregate=prod")) == []
+    assert problems(compose_config("method=pf", "method.weighting=reward", "method.temperature=0.5")) == []
+    assert problems(compose_config("method=rsd", "method.greedy=true")) == []  # n = n_big = 1
     assert problems(compose_config("dataset=arith", "dataset.n_problems=622", "dataset.min_ops=2",
                                    "dataset.max_ops=2", "seed=9223372036854775807", "beta=1e6",
                                    "generation.temperature=0.01", "grader.timeout=600")) == []  # edges accepted
+
+
+def test_fixed_values_are_checked_without_the_schema_too():
+    """A config built without the schema (a plain dict: tests, scripts) gets the Enums' rule from validate."""
+    base = {"name": "beam", "n": 4, "width": 2, "lookahead": 0, "policy": "small", "aggregate": "last",
+            "selection": "hard", "beta": 1.0}
+    assert not [e for e in problems({"method": base}) if e.startswith("method.")]
+    for key, bad in (("policy", "medium"), ("aggregate", "mean"), ("selection", "best")):
+        text = "\n".join(problems({"method": {**base, key: bad}}))
+        assert named(text, f"method.{key}") and "must be one of" in text, text
+    gsi = {"name": "gsi", "n": 2, "n_big": 2, "beta": 1.0, "threshold": 0.5, "threshold_on": "sideways"}
+    assert named("\n".join(problems({"method": gsi})), "method.threshold_on")
 
 
 def test_every_problem_is_listed_at_once():
@@ -169,7 +205,7 @@ def test_enum_values_behave_as_strings():
 
 
 def test_experiment_json_holds_plain_values(tmp_path):
-    from gsi.run import check_same_experiment
+    from gsi.rundir.identity import check_same_experiment
 
     cfg = compose_config("method=bon", "method.selection=hard")
     check_same_experiment(tmp_path, cfg)

@@ -20,6 +20,8 @@ import argparse
 import json
 import sys
 
+from gsi.config.access import get as _get
+
 # Launcher keys shown per job (the rest are printed once with --job).
 LAUNCHER_KEYS = ("partition", "account", "qos", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min",
                  "array_parallelism", "max_num_timeout", "submitit_folder")
@@ -63,12 +65,6 @@ def expand(overrides) -> list[list[str]]:
     params = [f"{k}={v}" for k, v in sweep_params(overrides).items()]
     (jobs,) = BasicSweeper.split_arguments(_parse(params + list(overrides)), None)
     return jobs
-
-
-def _get(cfg, dotted: str):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.select(cfg, dotted, default=None, throw_on_resolution_failure=False)
 
 
 def job_config(overrides, *, full: bool = False) -> dict:

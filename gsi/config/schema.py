@@ -7,16 +7,16 @@ imported. This module imports nothing but the standard library, OmegaConf and Hy
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import warnings
-
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING
-
-ROLES = ("small", "big", "reward")
 
 # Our conf/hydra/launcher/submitit_slurm.yaml extends the plugin's preset of the same name on purpose.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema")
@@ -70,6 +70,11 @@ class Aggregate(Choice):  # a whole response's PRM score from its steps' rewards
     last = "last"
     min = "min"
     prod = "prod"
+
+
+class Weighting(Choice):  # particle filtering's log-weight of a particle from its aggregated reward r
+    logit = "logit"  # logit(r) / temperature (the paper)
+    reward = "reward"  # r / temperature
 
 
 class LoggerName(Choice):
@@ -143,7 +148,7 @@ class HardwareConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING  # key in gsi.data.benchmarks's registry
+    name: str = MISSING  # key in gsi.data's registry (gsi/data/registry.py)
     hub_path: str = MISSING
     hub_config: Optional[str] = None
     split: str = "test"
@@ -234,7 +239,7 @@ class BaselineConfig(MethodConfig):
     greedy: bool = False
 
 
-class GraderName(str, Enum):
+class GraderName(Choice):
     ours = "ours"  # math-verify + our rules (grading/)
     prm800k = "prm800k"  # the PRM800K grader's rules (the GSI reference code's)
     qwen = "qwen"  # the Qwen2.5-Math evaluation's math_equal (the RSD code's)
@@ -252,9 +257,9 @@ class BeamConfig(MethodConfig):
     name: str = "beam"
     n: int = 16  # N: candidates per round; N / width beams are kept
     width: int = 4  # M: next steps each kept beam proposes (N must be a multiple)
-    policy: str = "small"  # small | big
-    aggregate: str = "last"  # a beam's score from its step rewards: last | min | prod
-    selection: str = "hard"  # the answer from the finished beams: hard | soft | majority | weighted_majority
+    policy: Policy = Policy.small
+    aggregate: Aggregate = Aggregate.last  # a beam's score from its step rewards
+    selection: Selection = Selection.hard  # the answer from the finished beams
     lookahead: int = 0  # greedy steps rolled out before the PRM scores a candidate
 
 
@@ -267,11 +272,11 @@ class DVTSConfig(BeamConfig):
 class PFConfig(MethodConfig):
     name: str = "pf"
     n: int = 16  # particles
-    policy: str = "small"  # small | big
-    weighting: str = "logit"  # log-weight = logit(r) / temperature (the paper) | r / temperature
+    policy: Policy = Policy.small
+    weighting: Weighting = Weighting.logit
     temperature: float = 1.0
-    aggregate: str = "last"  # r from a particle's step rewards: last (the paper) | min | prod
-    selection: str = "hard"  # hard (largest weight) | soft (drawn by weight) | majority | weighted_majority
+    aggregate: Aggregate = Aggregate.last  # r from a particle's step rewards (the paper: last)
+    selection: Selection = Selection.hard  # hard: largest weight; soft: drawn by weight; or a vote
 
 
 @dataclass
@@ -283,7 +288,7 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
 
-class SchedulerMode(str, Enum):
+class SchedulerMode(Choice):
     overlap = "overlap"  # cohorts in threads: roles work on different cohorts at once (gsi/runtime/scheduler.py)
     lockstep = "lockstep"  # one batch, one role at a time
 
@@ -322,11 +327,6 @@ METHOD_SCHEMAS = {"gsi": GSIConfig, "rsd": RSDConfig, "bon": BoNConfig, "baselin
 def compose_config(*overrides: str):
     """The run config as `python run.py <overrides>` composes it (Hydra's compose API, no Hydra runtime: nothing
     under `hydra.` is resolved). For tests, benchmarks and scripts that drive gsi.run without the CLI."""
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     register_configs()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()

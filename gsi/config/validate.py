@@ -4,8 +4,8 @@ anything is written or loaded.
 The schemas in gsi/config/schema.py already refuse unknown keys, wrong types and values outside a fixed set (Enums);
 this module adds the numeric and cross-field rules, so that a bad value fails in well under a second naming its
 key, instead of deep inside numpy or an engine after the models loaded (and after experiment.json was written).
-It imports only the standard library, OmegaConf, Hydra's callback base, gsi.data.benchmarks's registry and the PRM adapter
-registry (all light: no torch, no vLLM, no datasets).
+It imports only the standard library, OmegaConf, Hydra's callback base, gsi.data's registry, the PRM adapter
+registry and the run-folder lock (all light: no torch, no vLLM, no datasets).
 
     validate(cfg)     # raises ConfigInvalid listing every broken rule, one line per key
     problems(cfg)     # the same list, without raising
@@ -16,15 +16,24 @@ run.py calls it from a Hydra callback when the run starts (before Hydra creates 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from grading.lifetime import check_timeout
-from gsi.data.benchmarks import REGISTRY as DATASETS
-from gsi.data.benchmarks import parse_shard, select
+from gsi.config import schema as schema_module
+from gsi.config.access import get
+from gsi.config.schema import METHOD_SCHEMAS, Choice
+from gsi.data import REGISTRY as DATASETS
+from gsi.data import arith, parse_shard, select
 from gsi.engines.rewards import ADAPTERS
+from gsi.roles import ROLES
+from gsi.rundir.lock import RunLock
 
 # Bounds past which a value means nothing, whatever its type allows:
 # - seeds reach numpy, vLLM, W&B and JSON readers: they must fit a signed 64-bit integer;
@@ -52,15 +61,6 @@ class ConfigInvalid(ValueError):
     def __init__(self, errors: list[str]):
         self.errors = list(errors)
         super().__init__("invalid run config:\n  - " + "\n  - ".join(self.errors))
-
-
-def _get(node: Any, key: str, default: Any = None) -> Any:
-    """cfg[key] for a DictConfig or a dict; `default` when absent (an interpolation that cannot resolve raises)."""
-    if node is None:
-        return default
-    if isinstance(node, DictConfig):
-        return OmegaConf.select(node, key, default=default, throw_on_missing=False)
-    return node.get(key, default) if isinstance(node, dict) else getattr(node, key, default)
 
 
 def _is_int(v: Any) -> bool:
@@ -104,12 +104,12 @@ def problems(cfg: Any) -> list[str]:
     """Every rule `cfg` breaks, as 'key=value: what is wrong' lines (empty when the config is good)."""
     errors: list[str] = []
     _top(cfg, errors)
-    _generation(_get(cfg, "generation"), errors)
-    _method(_get(cfg, "method"), errors)
-    _dataset(_get(cfg, "dataset"), errors)
-    _model(_get(cfg, "model"), errors)
+    _generation(get(cfg, "generation"), errors)
+    _method(get(cfg, "method"), errors)
+    _dataset(get(cfg, "dataset"), errors)
+    _model(get(cfg, "model"), errors)
     _scheduler(cfg, errors)
-    _grader(_get(cfg, "grader"), errors)
+    _grader(get(cfg, "grader"), errors)
     _selection(cfg, errors)
     return errors
 
@@ -117,7 +117,7 @@ def problems(cfg: Any) -> list[str]:
 def _grader(grader: Any, errors: list[str]) -> None:
     if grader is None:
         return
-    t = _get(grader, "timeout")
+    t = get(grader, "timeout")
     try:
         if t is None:
             raise ValueError("must be a finite number of seconds (null would grade without any limit)")
@@ -129,18 +129,18 @@ def _grader(grader: Any, errors: list[str]) -> None:
 def _selection(cfg: Any, errors: list[str]) -> None:
     """No problem selected is an error unless asked for (dataset.allow_empty=true): a run that grades nothing
     prints `accuracy: null` and exits 0, which reads as a finished experiment. Where the dataset's size is known
-    from the config (dataset=arith) it is checked here; a file's or the hub's size, once loaded (gsi.data.benchmarks)."""
-    d = _get(cfg, "dataset")
-    if bool(_get(d, "allow_empty", False)):
+    from the config (dataset=arith) it is checked here; a file's or the hub's size, once loaded (gsi.data.selection)."""
+    d = get(cfg, "dataset")
+    if bool(get(d, "allow_empty", False)):
         return
-    limit = _get(d, "limit")
+    limit = get(d, "limit")
     if _is_int(limit) and limit == 0:
         errors.append("dataset.limit=0: selects no problem; give a limit >= 1, null for all problems, or "
                       "dataset.allow_empty=true if an empty run is meant")
         return
-    if str(_get(d, "name")) != "arith":
+    if str(get(d, "name")) != "arith":
         return
-    n, offset, shard = _get(d, "n_problems"), _get(d, "offset", 0), _get(cfg, "shard")
+    n, offset, shard = get(d, "n_problems"), get(d, "offset", 0), get(cfg, "shard")
     if not (_is_int(n) and n >= 1 and _is_int(offset) and offset >= 0 and (limit is None or _is_int(limit))):
         return  # their own errors say why
     try:
@@ -155,14 +155,14 @@ def _selection(cfg: Any, errors: list[str]) -> None:
 
 
 def _scheduler(cfg: Any, errors: list[str]) -> None:
-    sched = _get(cfg, "scheduler")
+    sched = get(cfg, "scheduler")
     if sched is None:
         return
-    _int_at_least(errors, "scheduler.cohorts", _get(sched, "cohorts"), 1)
-    mode = str(_get(sched, "mode", "lockstep"))
-    m = _get(cfg, "method")
-    if mode == "overlap" and (_number(_get(sched, "cohorts")) or 1) > 1 and str(_get(m, "name")) == "rsd" \
-            and (_number(_get(m, "patience")) or 0) > 0:
+    _int_at_least(errors, "scheduler.cohorts", get(sched, "cohorts"), 1)
+    mode = str(get(sched, "mode", "lockstep"))
+    m = get(cfg, "method")
+    if mode == "overlap" and (_number(get(sched, "cohorts")) or 1) > 1 and str(get(m, "name")) == "rsd" \
+            and (_number(get(m, "patience")) or 0) > 0:
         errors.append("scheduler.mode=overlap: method.patience counts rounds over the whole run, which cohorts "
                       "stepped in threads do not share; use scheduler.mode=lockstep (or method.patience=0)")
 
@@ -174,10 +174,10 @@ def validate(cfg: Any) -> None:
 
 
 def _top(cfg: Any, errors: list[str]) -> None:
-    _int_at_least(errors, "batch_size", _get(cfg, "batch_size"), 1, " (problems advanced together per round)")
-    _seed(errors, "seed", _get(cfg, "seed"))
-    _beta(errors, "beta", _get(cfg, "beta"))
-    shard = _get(cfg, "shard")
+    _int_at_least(errors, "batch_size", get(cfg, "batch_size"), 1, " (problems advanced together per round)")
+    _seed(errors, "seed", get(cfg, "seed"))
+    _beta(errors, "beta", get(cfg, "beta"))
+    shard = get(cfg, "shard")
     if shard is not None:
         try:
             parse_shard(shard)
@@ -186,15 +186,15 @@ def _top(cfg: Any, errors: list[str]) -> None:
 
 
 def _generation(gen: Any, errors: list[str]) -> None:
-    t = _get(gen, "temperature")
+    t = get(gen, "temperature")
     x = _number(t)
     if x is None or not math.isfinite(x) or not x >= MIN_TEMPERATURE:
         # Both policies sample and are scored at this temperature; greedy decoding is a method's choice.
         errors.append(f"generation.temperature={t!r}: must be a finite number >= {MIN_TEMPERATURE} (the logits are "
                       "divided by it; greedy decoding is method=baseline method.greedy=true)")
-    _int_at_least(errors, "generation.max_steps", _get(gen, "max_steps"), 1)
-    _int_at_least(errors, "generation.max_step_tokens", _get(gen, "max_step_tokens"), 1)
-    if not _get(gen, "step_delimiter"):
+    _int_at_least(errors, "generation.max_steps", get(gen, "max_steps"), 1)
+    _int_at_least(errors, "generation.max_step_tokens", get(gen, "max_step_tokens"), 1)
+    if not get(gen, "step_delimiter"):
         errors.append("generation.step_delimiter: must not be empty (steps are split on it)")
 
 
@@ -205,28 +205,57 @@ def _beta_key(m: Any) -> str:
     return "method.beta"
 
 
+def _choices(m: Any, name: str, errors: list[str]) -> None:
+    """Each fixed-value option of the method's schema holds one of its values. Composition already refuses others
+    (the schema's Enums); this catches configs built without the schema (plain dicts, OmegaConf.create)."""
+    schema = METHOD_SCHEMAS.get(name)
+    for f in dataclasses.fields(schema) if schema is not None else ():
+        kind = f.type if isinstance(f.type, type) else getattr(schema_module, str(f.type), None)
+        if isinstance(kind, type) and issubclass(kind, Choice):
+            value = get(m, f.name)
+            allowed = [c.value for c in kind]
+            if value is not None and str(value) not in allowed:
+                errors.append(f"method.{f.name}={value!r}: must be one of {', '.join(allowed)}")
+
+
 def _method(m: Any, errors: list[str]) -> None:
-    name = str(_get(m, "name"))
-    _int_at_least(errors, "method.n", _get(m, "n"), 1)
-    beta, beta_key = _get(m, "beta"), _beta_key(m)
+    name = str(get(m, "name"))
+    _choices(m, name, errors)
+    _int_at_least(errors, "method.n", get(m, "n"), 1)
+    beta, beta_key = get(m, "beta"), _beta_key(m)
     if beta_key == "method.beta":  # else the top-level check covers it
         _beta(errors, beta_key, beta)
-    n, n_big = _get(m, "n"), _get(m, "n_big")
+    n, n_big = get(m, "n"), get(m, "n_big")
     # (gsi's n_big defaults to ${.n}: then method.n's error says it all; gsi without fallback never samples pi_B)
     n_big_own = not (isinstance(m, DictConfig) and "n_big" in m and OmegaConf.is_interpolation(m, "n_big"))
-    if name in ("gsi", "rsd") and n_big_own and (name == "rsd" or bool(_get(m, "fallback", True))):
+    if name in ("gsi", "rsd") and n_big_own and (name == "rsd" or bool(get(m, "fallback", True))):
         _int_at_least(errors, "method.n_big", n_big, 1, " (pi_B samples on rejection)")
     needs_beta = None
     if name == "gsi":
         needs_beta = " for gsi (the tilted reward r + log(pi_B/pi_S)/beta divides by it)"
-        _finite(errors, "method.threshold", _get(m, "threshold"))
+        _finite(errors, "method.threshold", get(m, "threshold"))
     elif name == "rsd":
-        _finite(errors, "method.delta", _get(m, "delta"))
-        _int_at_least(errors, "method.patience", _get(m, "patience"), 0, " (0 turns it off)")
+        _finite(errors, "method.delta", get(m, "delta"))
+        _int_at_least(errors, "method.patience", get(m, "patience"), 0, " (0 turns it off)")
         if (_is_int(n) and n > 1) or (_is_int(n_big) and n_big > 1):
             needs_beta = " for rsd with n > 1 or n_big > 1 (soft best-of-n draws by softmax(beta r))"
+            if bool(get(m, "greedy", False)):
+                errors.append(f"method.greedy=true decodes one deterministic step: method.n={n} and "
+                              f"method.n_big={n_big} would be copies of it; set both to 1")
+    elif name in ("beam", "dvts"):
+        width, lookahead = get(m, "width"), get(m, "lookahead")
+        _int_at_least(errors, "method.width", width, 1)
+        if _is_int(width) and width >= 1 and _is_int(n) and n >= 1 and (n < width or n % width):
+            errors.append(f"method.n={n}: must be a positive multiple of method.width={width} (n / width beams "
+                          "are kept)")
+        _int_at_least(errors, "method.lookahead", lookahead, 0, " (greedy steps rolled out before scoring)")
+        if str(get(m, "selection")) == "soft":
+            needs_beta = " for soft selection (softmax(beta r): beta < 0 would prefer the lowest reward)"
+    elif name == "pf":
+        _finite(errors, "method.temperature", get(m, "temperature"), positive=True,
+                why=" (a particle's log-weight is divided by it)")
     elif name == "bon":
-        level, selection = str(_get(m, "level")), str(_get(m, "selection"))
+        level, selection = str(get(m, "level")), str(get(m, "selection"))
         if level == "step" and selection not in ("soft", "hard"):
             errors.append(f"method.selection={selection}: voting needs whole responses (method.level=response)")
         if selection == "soft":
@@ -239,22 +268,20 @@ def _method(m: Any, errors: list[str]) -> None:
 
 
 def _dataset(d: Any, errors: list[str]) -> None:
-    name = _get(d, "name")
+    name = get(d, "name")
     if name not in DATASETS:
         errors.append(f"dataset.name={name!r}: not a registered dataset ({', '.join(sorted(DATASETS))})")
-    limit = _get(d, "limit")
+    limit = get(d, "limit")
     if limit is not None:
         _int_at_least(errors, "dataset.limit", limit, 0, " or null (all problems)")
-    _int_at_least(errors, "dataset.offset", _get(d, "offset", 0), 0)
+    _int_at_least(errors, "dataset.offset", get(d, "offset", 0), 0)
     if str(name) == "arith":
         _arith(d, errors)
 
 
 def _arith(d: Any, errors: list[str]) -> None:
     """dataset=arith's generator settings (gsi/data/arith.py): rules here, so that they hold whatever the generator."""
-    from gsi.data import arith
-
-    lo, hi = _get(d, "min_ops"), _get(d, "max_ops")
+    lo, hi = get(d, "min_ops"), get(d, "max_ops")
     # every value of a chain stays in LOW..HIGH and each operation moves it by at least 2
     most = (arith.HIGH - arith.LOW) // 2
     _int_at_least(errors, "dataset.min_ops", lo, 1)
@@ -264,49 +291,26 @@ def _arith(d: Any, errors: list[str]) -> None:
     elif _is_int(lo) and lo > hi:
         errors.append(f"dataset.min_ops={lo}: must be <= dataset.max_ops={hi} (operations per problem are drawn "
                       "from [min_ops, max_ops])")
-    _seed(errors, "dataset.seed", _get(d, "seed"))
-    n = _get(d, "n_problems")
+    _seed(errors, "dataset.seed", get(d, "seed"))
+    n = get(d, "n_problems")
     if not _is_int(n) or n < 1:
         errors.append(f"dataset.n_problems={n!r}: must be an integer >= 1")
     elif _is_int(lo) and _is_int(hi) and 1 <= lo <= hi <= most:
-        exist = arith_capacity(lo, hi)
+        exist = arith.capacity(lo, hi)
         if n > exist:
             errors.append(f"dataset.n_problems={n}: only {exist} distinct held-out problems have {lo}..{hi} "
                           f"operations; ask for at most {exist} (or widen dataset.min_ops/max_ops)")
 
 
-def arith_capacity(min_ops: int, max_ops: int) -> int:
-    """How many distinct held-out (split "test") arith problems have min_ops..max_ops operations: every chain
-    gsi.data.arith.random_problem can draw (start, operator, operand, length), counted (a few thousand; milliseconds)."""
-    from gsi.data import arith
-
-    count = 0
-    for k in range(min_ops, max_ops + 1):
-        for start in range(arith.LOW, arith.HIGH + 1):
-            for v in range(2, arith.MAX_OPERAND + 1):
-                for o in "+-":
-                    end = start + k * v if o == "+" else start - k * v
-                    if arith.LOW <= end <= arith.HIGH and \
-                            arith.split_of(arith.ArithProblem(start, ((o, v),) * k).text) == "test":
-                        count += 1
-    return count
-
-
 def _model(model: Any, errors: list[str]) -> None:
-    adapter = str(_get(model, "reward.adapter", "auto"))
+    adapter = str(get(model, "reward.adapter", "auto"))
     if adapter != "auto" and adapter not in ADAPTERS:
         errors.append(f"model.reward.adapter={adapter!r}: not a PRM adapter (auto, {', '.join(sorted(ADAPTERS))})")
-    for role in ("small", "big", "reward"):
-        mml = _get(model, f"{role}.max_model_len")
+    for role in ROLES:
+        mml = get(model, f"{role}.max_model_len")
         if mml is not None:
             _int_at_least(errors, f"model.{role}.max_model_len", mml, MIN_MODEL_LEN,
                           " or null (the model's own window): it must hold the prompt and a step")
-
-
-try:  # the run-mode hook: validate before Hydra creates the run folder
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - Hydra always has it (>= 1.1)
-    Callback = object  # type: ignore[misc,assignment]
 
 
 class ValidateOnRunStart(Callback):
@@ -319,8 +323,6 @@ class ValidateOnRunStart(Callback):
         # Valid: lock the run folder now, before Hydra writes .hydra/ into it (a second run on a busy folder must
         # not overwrite the running one's config); gsi.run.run takes the same lock again (re-entrant) and the
         # process's exit drops it.
-        from gsi.rundir.lock import RunLock
-
         folder = make_run_dir(str(config.hydra.run.dir), "hydra.run.dir")
         self._lock = RunLock(folder)
         self._lock.acquire()
@@ -333,8 +335,6 @@ class ValidateOnRunStart(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A sweep with the basic sweeper: compose every job's config and check it before any job starts (or is
         submitted to SLURM). Other sweepers choose values as they go: their jobs check themselves in run.py."""
-        import sys
-
         jobs = _basic_sweep_jobs(config)
         bad = []
         for overrides, cfg in jobs or ():
@@ -369,9 +369,6 @@ def _basic_sweep_jobs(config: DictConfig) -> list | None:
 def make_run_dir(path: str, key: str):
     """mkdir -p `path`, or exit 2 naming `key` and what is in the way (a regular file where a folder must be, no
     permission) instead of a traceback."""
-    import sys
-    from pathlib import Path
-
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -387,8 +384,6 @@ def make_run_dir(path: str, key: str):
 
 def exit_if_invalid(cfg: Any) -> None:
     """validate(cfg), or print the error and exit 2 (no traceback: the message is the whole story)."""
-    import sys
-
     try:
         validate(cfg)
     except ConfigInvalid as exc:

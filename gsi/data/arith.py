@@ -30,6 +30,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from gsi.config.access import get
+from gsi.data.registry import DatasetSpec, Problem, register
+
 DELIMITER = "\n\n"
 LOW, HIGH = 10, 99  # every value of the chain
 MAX_OPERAND = 9
@@ -194,27 +197,38 @@ def _written(p: ArithProblem, rng: random.Random, wrong) -> tuple[list[str], lis
     return steps, check_steps(p, steps)
 
 
-def _cfg(cfg: Any, key: str, default: Any = None) -> Any:
-    try:
-        v = cfg[key] if isinstance(cfg, dict) else getattr(cfg, key)
-    except Exception:  # noqa: BLE001 - missing key
-        return default
-    return default if v is None else v
+def capacity(min_ops: int, max_ops: int) -> int:
+    """How many distinct held-out (split "test") problems have min_ops..max_ops operations: every chain
+    random_problem can draw (start, operator, operand, length), counted (a few thousand; milliseconds)."""
+    count = 0
+    for k in range(min_ops, max_ops + 1):
+        for start in range(LOW, HIGH + 1):
+            for v in range(2, MAX_OPERAND + 1):
+                for o in "+-":
+                    end = start + k * v if o == "+" else start - k * v
+                    if LOW <= end <= HIGH and split_of(ArithProblem(start, ((o, v),) * k).text) == "test":
+                        count += 1
+    return count
 
 
-def load_problems(cfg: Any) -> list:
-    """The held-out problems the dataset config asks for (n_problems, min_ops, max_ops, seed) as gsi.data.benchmarks
-    Problems, with reference answer and worked solution."""
-    from gsi.data.benchmarks import Problem
-
-    seed = int(_cfg(cfg, "seed", 0))
-    problems = generate(int(_cfg(cfg, "n_problems", 500)), seed=seed, min_ops=int(_cfg(cfg, "min_ops", 2)),
-                        max_ops=int(_cfg(cfg, "max_ops", 6)), split="test")
-    return [Problem(id=f"arith-{seed}-{i}", problem=p.text, reference=str(p.answer), solution=p.solution)
-            for i, p in enumerate(problems)]
+def load_problems(cfg: Any) -> tuple[list[Problem], str]:
+    """The held-out problems the dataset config asks for (n_problems, min_ops, max_ops, seed), with reference
+    answer and worked solution, and where they came from (for messages)."""
+    seed = int(get(cfg, "seed", 0))
+    problems = generate(int(get(cfg, "n_problems", 500)), seed=seed, min_ops=int(get(cfg, "min_ops", 2)),
+                        max_ops=int(get(cfg, "max_ops", 6)), split="test")
+    return ([Problem(id=f"arith-{seed}-{i}", problem=p.text, reference=str(p.answer), solution=p.solution)
+             for i, p in enumerate(problems)], f"gsi.data.arith, dataset.seed={seed}")
 
 
 def last_answer(steps: Sequence[str]) -> int | None:
     """The boxed integer of the last step, if it is one."""
     m = _BOXED.match(steps[-1]) if steps else None
     return int(m.group(1)) if m else None
+
+
+register(DatasetSpec(
+    name="arith", hub_path="", hub_config=None, split="test", local_file="",
+    reference=lambda row: None, reference_fields=(), generate=load_problems,
+    description="generated multi-step arithmetic (gsi/data/arith.py): no files",
+))

@@ -15,8 +15,9 @@ whose message names every offending config key:
 - `hardware.gpus` / `hardware.tensor_parallel_big` / `hardware.gpu_memory_utilization`: the placement does not
   fit (gpu3 needs 2 + tensor_parallel_big GPUs, gpu1 needs 1 and fractions summing below 1, cpu needs 0); for the
   GPU placements also against the devices really visible;
-- `hardware.max_num_batched_tokens`: on the CPU it must hold a whole prompt (chunked prefill is off there);
-- `generation.temperature`, `generation.step_delimiter`.
+- `hardware.max_num_batched_tokens`: on the CPU it must hold a whole prompt (chunked prefill is off there).
+The run config's own rules (generation.temperature, the step delimiter, ...) are gsi.config.validate's, checked
+before this.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gsi.config.access import get as _get
 from gsi.engines.base import Engines
 from gsi.engines.rewards import ADAPTERS, make_adapter, resolve_adapter_name
+from gsi.roles import POLICIES, ROLES
 
 log = logging.getLogger(__name__)
 
-ROLES = ("small", "big", "reward")
 TINY_SCHEME = "tiny://"
 TOY_SCHEME = "toy://"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -68,19 +70,6 @@ class Plan:
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers over a DictConfig or a dataclass
 # ---------------------------------------------------------------------------------------------------------------
-def _get(node, key: str, default=None):
-    if node is None:
-        return default
-    if isinstance(node, dict):
-        return node.get(key, default)
-    try:
-        return getattr(node, key)
-    except (AttributeError, KeyError):
-        return default
-    except Exception:  # omegaconf MissingMandatoryValue and friends
-        return default
-
-
 def _placement(hw) -> str:
     p = _get(hw, "placement")
     return str(getattr(p, "value", p))
@@ -304,11 +293,6 @@ def validate(cfg, *, check_devices: bool = True, tokenizers: dict | None = None)
     errors: list[str] = []
     # 1. hardware and generation: cheap, no files
     _check_hardware(hw, errors, check_devices=check_devices)
-    temperature = _get(gen, "temperature", 0.7)
-    if temperature is None or not float(temperature) > 0:
-        errors.append(f"generation.temperature={temperature} must be > 0 (greedy is a per-call option)")
-    if not _get(gen, "step_delimiter", "\n\n"):
-        errors.append("generation.step_delimiter must not be empty")
     # 2. model paths
     resolved: dict[str, ResolvedModel] = {}
     for role in ROLES:
@@ -570,7 +554,7 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
         # in-process engines share vLLM's global state: one call at a time across all three
         lock = threading.Lock() if plan.placement == "cpu" and cpu_inprocess() else None
         generators = {}
-        for role in ("small", "big"):
+        for role in POLICIES:
             eos = _eos_ids(plan.models[role], tokenizers[role])
             if role in remote:
                 from gsi.engines.remote import RemoteGenerator

@@ -19,7 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-ROLES = ("small", "big", "reward")
+from gsi.roles import ROLES
+
 TINY_VERSION = "v1"  # bump when anything below changes what is built
 SEED = 1234
 VOCAB_SIZE = 1024

@@ -54,8 +54,7 @@ from pathlib import Path
 
 from gsi.data import arith
 from gsi.models.tiny import DELIMITER, build_tokenizer, cache_root
-
-ROLES = ("small", "big", "reward")
+from gsi.roles import ROLES
 TOY_VERSION = "v3"  # bump when anything below changes what is built
 SEED = 4321
 SYSTEM_PROMPT = ""  # no system turn: a shorter context, so attention finds the digits sooner

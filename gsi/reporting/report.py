@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from gsi.roles import ROLES
+
 
 def _fmt_flops(x: float) -> str:
     for unit, scale in (("PF", 1e15), ("TF", 1e12), ("GF", 1e9), ("MF", 1e6)):
@@ -48,7 +50,7 @@ def print_summary(summary: dict, out: Path | None = None, file=None) -> None:
     for col in ("role", "tokens generated", "context tokens", "ideal FLOPs", "executed FLOPs", "FLOPs no cache",
                 "prefilled (after cache)", "engine busy"):
         roles.add_column(col, justify="right")
-    for role in ("small", "big", "reward"):
+    for role in ROLES:
         tok = summary["tokens"][role]
         e = engine.get(role, {})
         roles.add_row(role, f"{tok['generated']:,}", f"{tok['context']:,}", _fmt_flops(summary["flops"][role]),

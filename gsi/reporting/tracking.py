@@ -38,9 +38,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from gsi.roles import ROLES
+
 log = logging.getLogger(__name__)
 
-ROLES = ("small", "big", "reward")
 # Columns of the per-problem table, from a results.jsonl record (see gsi.run.make_record).
 TABLE_COLUMNS = (
     ["index", "id", "correct", "extracted", "reference", "steps", "accepted_steps", "steps_small", "steps_big",

