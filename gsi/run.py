@@ -17,7 +17,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gsi.rundir.lock import RunLock
-from gsi.rundir.results import ResultsFile, parse_results, summarize, write_json
+from gsi.rundir.results import ResultsFile, parse_results, write_json
+from gsi.rundir.summary import run_summary
 from gsi.reporting.utilisation import engine_delta
 from gsi.config.validate import validate
 
@@ -236,10 +237,8 @@ def _run(cfg: DictConfig, out: Path, engines) -> dict:
         retry_timeouts(grading, results, done, grader=grader, timeout=grade_timeout)
         records = sorted(done.values(), key=lambda r: r["index"])
         params = engines.params if engines is not None else known_params(out, cfg)
-        summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ("small", "big", "reward")},
-                            has_acceptance=records[0]["acceptance"] if records else False)
-        summary.update(method=cfg.method.name, dataset=cfg.dataset.name, model=cfg.model.name, seed=cfg.seed,
-                       beta=cfg.beta, params=params, grader=grader)
+        summary = run_summary(records, params, method=cfg.method.name, dataset=cfg.dataset.name, model=cfg.model.name,
+                              seed=cfg.seed, beta=cfg.beta, grader=grader)
         summary["wall_time_s"] = time.perf_counter() - start
         summary["measured"] = measured(engines, params, stats_before) if engines is not None else {}
         # The step loop apart from engine start-up (this session's; None: nothing was left to run).
