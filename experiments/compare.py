@@ -6,22 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiments.runs import Run, find_runs, fmt_num, load_runs
+from experiments.runs import Run, correct_by_problem, find_runs, fmt_num, load_runs
 from experiments.selection import apply_filters
-from gsi.rundir.results import parse_results
 
 
 def load_correct(run: Run) -> dict[tuple, bool]:
     """(seed, problem id) -> correct, from the run's results.jsonl (every shard's, for a merged run)."""
     out = {}
     for p in run.paths or [run.path]:
-        records, _, _ = parse_results((Path(p) / "results.jsonl").read_bytes())
         seed = None
         exp = Path(p) / "experiment.json"
         if exp.exists():
             seed = json.loads(exp.read_text()).get("seed")
-        for pid, rec in records.items():
-            out[(seed, str(pid))] = bool(rec["correct"])
+        out.update({(seed, pid): ok for pid, ok in correct_by_problem(p).items()})
     return out
 
 

@@ -20,7 +20,7 @@ from gsi.reporting.thresholds import threshold_of
 from gsi.roles import ROLES
 from gsi.rundir.discover import find_run_dirs
 from gsi.rundir.merge import MergeError, check_shards, load_shard, merged_summary
-from gsi.rundir.results import proportion_ci
+from gsi.rundir.results import parse_results, proportion_ci
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,12 @@ def load_runs(dirs: list[Path]) -> tuple[list[Run], list[tuple[Path, str]]]:
             broken += [(d, f"{type(e).__name__}: {e}") for d in group]
             log.warning("cannot merge the shards %s (%s: %s)", [str(d) for d in group], type(e).__name__, e)
     return runs, broken
+
+
+def correct_by_problem(folder) -> dict[str, bool]:
+    """problem id -> correct, from a run folder's results.jsonl (for the intervals over problems and --compare)."""
+    records, _, _ = parse_results((Path(folder) / "results.jsonl").read_bytes())
+    return {str(pid): bool(rec["correct"]) for pid, rec in records.items()}
 
 
 def load_wandb_runs(project: str, filters: dict | None = None) -> list[Run]:

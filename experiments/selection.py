@@ -9,9 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from experiments.intervals import pooled_interval
-from experiments.runs import Run, fmt_num
+from experiments.runs import Run, correct_by_problem, fmt_num
 from gsi.roles import ROLES
-from gsi.rundir.results import parse_results
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +75,9 @@ def per_problem_correct(run: Run) -> dict[str, bool] | None:
     """problem id -> correct, from the run's results.jsonl (every shard's); None where there is none (W&B)."""
     out: dict[str, bool] = {}
     for p in run.paths or [run.path]:
-        path = Path(p) / "results.jsonl"
-        if p.startswith("wandb:") or not path.is_file():
+        if p.startswith("wandb:") or not (Path(p) / "results.jsonl").is_file():
             return None
-        records, _, _ = parse_results(path.read_bytes())
-        out.update({str(pid): bool(rec["correct"]) for pid, rec in records.items()})
+        out.update(correct_by_problem(p))
     return out
 
 

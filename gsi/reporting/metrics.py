@@ -16,6 +16,7 @@ TABLE_COLUMNS = (
     + ["time_s", "stop_reason", "grade_rule", "final_text"]
 )
 
+
 def record_flops(record: dict, params: dict) -> dict[str, float]:
     return {role: 2.0 * params.get(role, 0) * (record["tokens"][role]["generated"] + record["tokens"][role]["context"])
             for role in ROLES}
