@@ -4,6 +4,7 @@ summary's) and the claim's columns."""
 
 from __future__ import annotations
 
+from gsi.reporting.compute import flops_per_token
 from gsi.reporting.thresholds import threshold_of
 from gsi.roles import ROLES
 
@@ -17,13 +18,14 @@ TABLE_COLUMNS = (
 )
 
 
-def record_flops(record: dict, params: dict) -> dict[str, float]:
-    return {role: 2.0 * params.get(role, 0) * (record["tokens"][role]["generated"] + record["tokens"][role]["context"])
+def role_flops(tokens: dict, params: dict) -> dict[str, float]:
+    """Ideal FLOPs per role of token counts {role: {"generated": ..., "context": ...}}."""
+    return {role: flops_per_token(params.get(role, 0)) * (tokens[role]["generated"] + tokens[role]["context"])
             for role in ROLES}
 
 
 def table_row(record: dict, params: dict) -> list:
-    flops = record_flops(record, params)
+    flops = role_flops(record["tokens"], params)
     steps_by = record.get("steps_by", {})
     return ([record.get("index"), str(record["id"]), bool(record["correct"]), record.get("extracted"),
              record.get("reference"), record["steps"], record["accepted_steps"], steps_by.get("small", 0),
@@ -85,8 +87,7 @@ class RunningTotals:
             m[f"running/tokens/{role}/generated"] = self.tokens[role]["generated"]
             m[f"running/tokens/{role}/context"] = self.tokens[role]["context"]
         if params:
-            flops = {role: 2.0 * params.get(role, 0) * (self.tokens[role]["generated"] + self.tokens[role]["context"])
-                     for role in ROLES}
+            flops = role_flops(self.tokens, params)
             m.update({f"running/flops/{role}": f for role, f in flops.items()})
             m["running/flops/total"] = sum(flops.values())
         for role, st in (engine_stats or {}).items():
