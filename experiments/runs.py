@@ -134,7 +134,7 @@ def variant_name(method: dict) -> str:
                         else "")
     if name == "baseline":
         return f"{policy} {'greedy' if method.get('greedy') else 'sample'}"
-    if name in ("beam", "dvts", "pf"):  # the search baselines (experiments/pool_curves.py: their labels)
+    if name in ("beam", "dvts", "pf"):  # the search baselines
         return search_variant(method, policy)
     return name
 
