@@ -22,30 +22,24 @@ import sys
 import time
 from pathlib import Path
 
-from gsi.roles import ROLES
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/engine_startup.py` from anywhere: gsi from this checkout
 
-
-def compose(overrides):
-    from gsi.config.schema import compose_config
-
-    return compose_config(*overrides)
+from gsi.config.schema import compose_config  # noqa: E402
+from gsi.engines.registry import engine_specs, prepare_process_env, validate  # noqa: E402
+from gsi.engines.vllm import shutdown_llms, start_llms  # noqa: E402
+from gsi.roles import ROLES  # noqa: E402
 
 
 def child(mode: str, roles: list[str], overrides: list[str]) -> dict:
     """Runs inside a fresh process: start the engines, shut them down, return timings."""
-    from gsi.engines.registry import engine_specs, prepare_process_env, validate
-
-    cfg = compose(overrides)
+    cfg = compose_config(*overrides)
     t0 = time.perf_counter()
     plan = validate(cfg)
     t1 = time.perf_counter()
     import vllm  # noqa: F401
 
     t2 = time.perf_counter()
-    from gsi.engines.vllm import shutdown_llms, start_llms
-
     prepare_process_env(plan.placement)
     specs = engine_specs(cfg, plan, roles=roles)
     out = {"validate_s": t1 - t0, "import_vllm_s": t2 - t1, "roles": {}, "cpu_s": {}}
@@ -56,21 +50,13 @@ def child(mode: str, roles: list[str], overrides: list[str]) -> dict:
             out["roles"][spec.role] = seconds[spec.role]
             shutdown_llms(list(llms.values()))
             out["cpu_s"][spec.role] = _cpu_seconds() - c0
-    elif mode == "inprocess":
-        # For reference only (build_engines does not do this): VLLM_ENABLE_V1_MULTIPROCESSING=0 runs each engine
-        # core and worker inside this process, so no engine pays for spawned processes' imports, but the three
-        # share one interpreter's global vLLM state and cannot run calls concurrently.
-        c0 = _cpu_seconds()
-        t = time.perf_counter()
-        llms, seconds = start_llms(specs, parallel=False)
-        out["parallel_s"] = time.perf_counter() - t
-        out["roles"] = seconds
-        shutdown_llms(list(llms.values()))
-        out["cpu_s"]["all"] = _cpu_seconds() - c0
     else:
+        # "inprocess", for reference only (build_engines does not do this): VLLM_ENABLE_V1_MULTIPROCESSING=0 runs
+        # each engine core and worker inside this process, so no engine pays for spawned processes' imports, but
+        # the three share one interpreter's global vLLM state and cannot run calls concurrently: one at a time.
         c0 = _cpu_seconds()
         t = time.perf_counter()
-        llms, seconds = start_llms(specs, parallel=True)
+        llms, seconds = start_llms(specs, parallel=mode == "parallel")
         out["parallel_s"] = time.perf_counter() - t
         out["roles"] = seconds
         shutdown_llms(list(llms.values()))

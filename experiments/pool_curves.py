@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from experiments.intervals import wilson
-from gsi.runtime import seeding
+from experiments.plotting import log_flops_axis
 from gsi.methods.search import aggregate, select_response
+from gsi.rundir.discover import find_run_dirs
+from gsi.runtime import seeding
 
 RULES = {
     "bon-last": ("hard", "last"), "bon-min": ("hard", "min"), "bon-prod": ("hard", "prod"),
@@ -128,24 +130,10 @@ def run_points(run_dir: Path, *, draws: int = 8) -> list[dict]:
     return rows
 
 
-def search_variant(method: dict, policy: str) -> str:
-    """The report's label of a search baseline run (beam, dvts, pf)."""
-    name = method.get("name")
-    if name == "pf":
-        rule = "logit" if method.get("weighting", "logit") == "logit" else f"r/T={method.get('temperature', 1.0)}"
-        return f"PF {policy} ({rule}, {method.get('selection', 'hard')})"
-    label = {"beam": "beam search", "dvts": "DVTS"}[name]
-    extra = f", lookahead {method['lookahead']}" if method.get("lookahead") else ""
-    return f"{label} {policy} (M={method.get('width', 4)}, {method.get('aggregate', 'last')}{extra})"
-
-
 def find_pool_runs(paths) -> list[Path]:
-    found = []
-    for root in paths:
-        for res in sorted(Path(root).rglob("results.jsonl")):
-            if (res.parent / "summary.json").exists() and load(res.parent) is not None:
-                found.append(res.parent)
-    return found
+    """The finished run folders in and below `paths` (gsi.rundir.discover) whose results hold pools."""
+    return [d for d, files in find_run_dirs(paths).items()
+            if {"results.jsonl", "summary.json"} <= files and load(d) is not None]
 
 
 def plot_pool_curves(paths, path: Path | None = None, *, draws: int = 8):
@@ -164,8 +152,6 @@ def plot_pool_curves(paths, path: Path | None = None, *, draws: int = 8):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from experiments.report import _log_flops_axis
 
     # One row of panels per (dataset, pool): at most the 7 rules in a panel, each its own colour (two pools in one
     # panel gave 14 series with reused colours).
@@ -192,7 +178,7 @@ def plot_pool_curves(paths, path: Path | None = None, *, draws: int = 8):
         ax_n.minorticks_off()
         ax_n.set_xlabel("n (responses per problem)")
         if all(r["flops"] > 0 for r in mine):
-            _log_flops_axis(ax_f)  # G/T tick labels, as the report's other figures
+            log_flops_axis(ax_f)  # G/T tick labels, as the report's other figures
         ax_f.set_xlabel("ideal FLOPs of a run at n (log scale)")
         for ax, what in ((ax_n, "n"), (ax_f, "FLOPs")):
             ax.set_ylabel("accuracy (%)")

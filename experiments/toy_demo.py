@@ -11,8 +11,18 @@ are started once and shared, since the model, hardware and generation settings a
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from gsi.config.schema import compose_config
+from gsi.config.validate import validate
+from gsi.engines.registry import build_engines
+from gsi.reporting.report import _fmt_flops
+from gsi.run import run
 
 CONFIGS = {
     "greedy π_S": ["method=baseline", "method.policy=small", "method.greedy=true", "method.n=1"],
@@ -29,11 +39,6 @@ def slug(name: str) -> str:
 
 
 def table(rows: list[tuple[str, dict]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from gsi.reporting.report import _fmt_flops
-
     first = rows[0][1]
     t = Table(title=f"toy world: {first['dataset']}, {first['n_problems']} held-out problems, model={first['model']}")
     for col in ("method", "accuracy", "95% CI", "acceptance", "π_B tokens", "FLOPs", "wall time"):
@@ -54,14 +59,7 @@ def main(argv=None) -> list[tuple[str, dict]]:
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every configuration")
     args = ap.parse_args(argv)
 
-    import os
-
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    from gsi.config.schema import compose_config
-    from gsi.engines.registry import build_engines
-    from gsi.run import run
-    from gsi.config.validate import validate
-
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # before build_engines imports vLLM
     out = Path(args.out or f"outputs/toy_demo/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     names = args.only or list(CONFIGS)
     cfgs = {n: compose_config("+experiment=toy_demo", *CONFIGS[n], *args.overrides) for n in names}

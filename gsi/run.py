@@ -32,7 +32,8 @@ from gsi.rundir import provenance, sessions
 from gsi.rundir.identity import check_same_experiment
 from gsi.rundir.lock import RunLock
 from gsi.rundir.records import AnswerGrader, Grader, grade_pool, make_record, retry_timeouts
-from gsi.rundir.results import ResultsFile, summarize, write_json
+from gsi.rundir.summary import run_summary
+from gsi.rundir.results import ResultsFile, write_json
 from gsi.runtime.scheduler import step_all
 from gsi.runtime.state import ProblemState
 from gsi.runtime.stopping import StopOnSignal, disk_full_message, stopped, to_log_files
@@ -156,10 +157,8 @@ def _run(cfg: DictConfig, out: Path, engines, dataset: Sequence[Problem] | None,
         retry_timeouts(grader, results, done)
         records = sorted(done.values(), key=lambda r: r["index"])
         params = engines.params if engines is not None else known_params(out, cfg)
-        summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ROLES},
-                            has_acceptance=records[0]["acceptance"] if records else False)
-        summary.update(method=cfg.method.name, dataset=cfg.dataset.name, model=cfg.model.name, seed=cfg.seed,
-                       beta=cfg.beta, params=params, grader=configured.name)
+        summary = run_summary(records, params, method=cfg.method.name, dataset=cfg.dataset.name, model=cfg.model.name,
+                              seed=cfg.seed, beta=cfg.beta, grader=configured.name)
         summary["wall_time_s"] = time.perf_counter() - start
         summary["measured"] = measured(engines, params, stats_before) if engines is not None else {}
         # The step loop apart from engine start-up (this session's; None: nothing was left to run).

@@ -94,7 +94,8 @@ def test_every_command_of_the_recipe_composes():
             assert sweep_dir and first["sweep_dir"] == sweep_dir[0]
             submitted.setdefault(sweep_dir[0], []).append(n)
         elif argv[:3] == ["python", "-m", "experiments.report"]:
-            from experiments.report import build_parser, parse_filters
+            from experiments.report import build_parser
+            from experiments.selection import parse_filters
 
             args = build_parser().parse_args(argv[3:])
             parse_filters(args.filter + args.filter_a + args.filter_b)

@@ -15,8 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402
 import pytest  # noqa: E402
 
-from experiments.report import (fmt_flops, fmt_pct, make_report, markdown_table, pareto_front,  # noqa: E402
-                                variant_name)
+from experiments.plotting import pareto_front  # noqa: E402
+from experiments.report import make_report  # noqa: E402
+from experiments.runs import variant_name  # noqa: E402
+from experiments.tables import fmt_flops, fmt_pct, markdown_table  # noqa: E402
 from experiments.synthetic import synthetic_run, synthetic_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -333,7 +335,8 @@ def test_latex_table_and_the_big_tokens_figure(sweep, tmp_path):
 
 def test_equal_accuracies_get_a_readable_axis(tmp_path):
     """All-zero accuracies (and no interval): the y axis spans at least 10 points, not ±0.04 %."""
-    from experiments.report import Run, plot_accuracy_vs_flops, plot_accuracy_vs_n
+    from experiments.figures import plot_accuracy_vs_flops, plot_accuracy_vs_n
+    from experiments.runs import Run
 
     runs = [Run(path=f"r{n}", method="bon", variant="soft BoN π_S", dataset="d", model="m", n=n, beta=1.0,
                 threshold=None, n_problems=10, accuracy=0.0, ci_low=None, ci_high=None, acceptance_rate=None,
@@ -347,7 +350,8 @@ def test_equal_accuracies_get_a_readable_axis(tmp_path):
 
 def test_identical_configurations_do_not_hide_each_other():
     """Beam search and DVTS at n = width give the same numbers: both markers stay visible, set apart."""
-    from experiments.report import Run, plot_accuracy_vs_flops
+    from experiments.figures import plot_accuracy_vs_flops
+    from experiments.runs import Run
 
     def run(variant, acc=0.5):
         return Run(path=variant, method="beam", variant=variant, dataset="d", model="m", n=4, beta=1.0,
@@ -366,7 +370,8 @@ def test_identical_configurations_do_not_hide_each_other():
 def test_accuracy_vs_n_keeps_many_series_close_to_their_n():
     """Fourteen series at n = 4 and 16: set apart so that their bars do not overlap, but all within ±2.5% of n
     (they were spread so far that they read as other n)."""
-    from experiments.report import Run, plot_accuracy_vs_n
+    from experiments.figures import plot_accuracy_vs_n
+    from experiments.runs import Run
 
     runs = [Run(path=f"{i}-{n}", method="bon", variant=f"variant {i}", dataset="d", model="m", n=n, beta=1.0,
                 threshold=None, n_problems=10, accuracy=0.05 * i, ci_low=0.0, ci_high=0.9, acceptance_rate=None,
@@ -384,7 +389,7 @@ def test_a_resumed_run_reports_the_sum_of_its_sessions(tmp_path, monkeypatch):
     """A run stopped after 4 problems and resumed: summary.json's measured is the last session's (6 problems);
     gsi.rundir.sessions keeps both, and the report's step loop and executed FLOPs are their sums."""
     import experiments.synthetic as syn
-    from experiments.report import load_run
+    from experiments.runs import load_run
 
     real = syn.synthetic_grade
     calls = []

@@ -19,8 +19,11 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from experiments.report import (compare, flops_ticks, make_report, mcnemar_exact, parse_filters,  # noqa: E402
-                                print_table)
+from experiments.compare import compare, mcnemar_exact  # noqa: E402
+from experiments.plotting import flops_ticks  # noqa: E402
+from experiments.report import make_report  # noqa: E402
+from experiments.selection import parse_filters  # noqa: E402
+from experiments.tables import print_table  # noqa: E402
 from experiments.intervals import pooled_interval, problem_bootstrap, wilson  # noqa: E402
 from experiments.synthetic import synthetic_run, synthetic_sweep  # noqa: E402
 
@@ -237,7 +240,7 @@ def test_a_duplicated_seed_is_pooled_once_and_named(seeds, tmp_path, caplog):
     root = tmp_path / "dup"
     shutil.copytree(src, root / "a")
     shutil.copytree(src, root / "copy")  # the same seed again: a copied folder
-    caplog.set_level("WARNING", logger="experiments.report")
+    caplog.set_level("WARNING", logger="experiments.selection")
     rep = make_report([root], tmp_path / "r")
     (config,) = rep["configs"]
     assert config.seeds == [0] and config.n_seeds == 1

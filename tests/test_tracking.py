@@ -18,8 +18,9 @@ from omegaconf import OmegaConf
 
 from experiments.synthetic import PARAMS, synthetic_run
 from gsi.rundir.results import summarize
-from gsi.reporting.tracking import (TABLE_COLUMNS, NullTracker, RunningTotals, build_tracker, read_offline_run, run_name,
-                          run_tags, sweep_group)
+from gsi.reporting.metrics import TABLE_COLUMNS, RunningTotals
+from gsi.reporting.tracking import NullTracker, build_tracker, run_name, run_tags, sweep_group
+from gsi.reporting.wandb_file import read_offline_run
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -19,6 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from rich.table import Table
+
+from gsi.config.schema import register_configs
+from gsi.reporting.report import console
+from gsi.reporting.thresholds import threshold_of
 
 from gsi.config.access import get as _get
 
@@ -43,12 +50,8 @@ def sweep_params(overrides) -> dict:
 
 def _compose_with_hydra(overrides):
     """compose_config with the `hydra` node kept (the sweeper's params, the launcher)."""
-    from pathlib import Path
-
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
-    from gsi.config.schema import register_configs
 
     register_configs()
     if GlobalHydra.instance().is_initialized():
@@ -87,8 +90,6 @@ def job_config(overrides, *, full: bool = False) -> dict:
     run = {k: v for k, v in cfg.items() if k != "hydra"}
     run = OmegaConf.to_container(OmegaConf.create(run), resolve=True)
     if not full:
-        from gsi.reporting.thresholds import threshold_of
-
         m = run["method"]
         thr = threshold_of(m, run["beta"])  # a score threshold s shown as u = s/β: one scale for GSI's u
         run = {"method": m["name"], "n": m.get("n"), "beta": run["beta"], "threshold": thr.text if thr else "-",
@@ -107,10 +108,6 @@ def preview(overrides, *, full: bool = False) -> dict:
 
 
 def print_preview(p: dict, file=None) -> None:
-    from rich.table import Table
-
-    from gsi.reporting.report import console
-
     out = console(file)
     jobs = p["jobs"]
     swept = [k for k, v in p["sweeper_params"].items()] + [o.split("=", 1)[0] for o in p["overrides"]

@@ -30,6 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+from gsi.config.schema import compose_config
+from gsi.engines.registry import ADAPTERS, engine_specs, validate
+
 ROOT = Path(__file__).resolve().parents[2]
 OWN_KEYS = ("role", "port", "host", "url_file")
 DEFAULT_PORTS = {"small": 8001, "big": 8002, "reward": 8003}
@@ -58,8 +61,6 @@ def _flag(key: str) -> str:
 
 def server_command(cfg, role: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
     """The api_server command line and environment for `role` under `cfg`."""
-    from gsi.engines.registry import ADAPTERS, engine_specs, validate
-
     hw = cfg.hardware
     if str(getattr(hw.placement, "value", hw.placement)) == "remote":
         raise SystemExit("gsi.cluster.serve: hardware=remote describes clients; serve with the hardware the server runs on "
@@ -131,8 +132,6 @@ def public_host(host: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gsi.config.schema import compose_config
-
     own, overrides, dry = parse(list(sys.argv[1:] if argv is None else argv))
     role = own["role"]
     host = own.get("host", "127.0.0.1")

@@ -33,23 +33,14 @@ import logging
 import os
 import re
 import shutil
-import struct
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
-from gsi.roles import ROLES
+from gsi.cluster.slurm import in_slurm_job, terminating
+from gsi.reporting.metrics import TABLE_COLUMNS, RunningTotals, claim_columns, table_row
 
 log = logging.getLogger(__name__)
 
-# Columns of the per-problem table, from a results.jsonl record (see gsi.run.make_record).
-TABLE_COLUMNS = (
-    ["index", "id", "correct", "extracted", "reference", "steps", "accepted_steps", "steps_small", "steps_big",
-     "chosen_draft_tokens", "accepted_draft_tokens"]
-    + [f"tokens_{role}_{kind}" for role in ROLES for kind in ("generated", "context")]
-    + [f"flops_{role}" for role in ROLES]
-    + ["time_s", "stop_reason", "grade_rule", "final_text"]
-)
 # Where wandb would otherwise write (defaults under ~ and the working folder): all inside <out>/wandb.
 _WANDB_DIRS = {"WANDB_DIR": "", "WANDB_CACHE_DIR": "cache", "WANDB_CONFIG_DIR": "config",
                "WANDB_DATA_DIR": "data", "WANDB_ARTIFACT_DIR": "artifacts"}
@@ -86,13 +77,10 @@ def preempted(exc: BaseException | None) -> bool:
     W&B run is marked preempting, so that it shows as preempted (and a requeued job resumes it), not crashed."""
     if exc is None:
         return False
-    with contextlib.suppress(ImportError):
-        from gsi.cluster.slurm import in_slurm_job, terminating
-
-        if terminating():
-            return True
-        if in_slurm_job() and exit_code_of(exc) == 143:  # SIGTERM inside a SLURM job
-            return True
+    if terminating():
+        return True
+    if in_slurm_job() and exit_code_of(exc) == 143:  # SIGTERM inside a SLURM job
+        return True
     return bool(os.environ.get("SLURM_JOB_ID")) and exit_code_of(exc) == 143
 
 
@@ -213,87 +201,6 @@ def _repo_root() -> str | None:
         if (parent / ".git").exists():
             return str(parent)
     return None
-
-
-def record_flops(record: dict, params: dict) -> dict[str, float]:
-    return {role: 2.0 * params.get(role, 0) * (record["tokens"][role]["generated"] + record["tokens"][role]["context"])
-            for role in ROLES}
-
-
-def table_row(record: dict, params: dict) -> list:
-    flops = record_flops(record, params)
-    steps_by = record.get("steps_by", {})
-    return ([record.get("index"), str(record["id"]), bool(record["correct"]), record.get("extracted"),
-             record.get("reference"), record["steps"], record["accepted_steps"], steps_by.get("small", 0),
-             steps_by.get("big", 0), record.get("chosen_draft_tokens", record.get("draft_tokens", 0)),
-             record.get("accepted_draft_tokens", 0)]
-            + [record["tokens"][role][kind] for role in ROLES for kind in ("generated", "context")]
-            + [flops[role] for role in ROLES]
-            + [record.get("time_s"), record.get("stop_reason"), record.get("grade_rule"), record.get("final_text")])
-
-
-def claim_columns(summary: dict, method: dict, beta) -> dict:
-    """What GSI's claim is judged on, flat (the report's columns): pi_B's generated tokens, the step loop's time
-    without engine start-up, the method's settings (n, beta, the threshold on its scale: gsi.reporting.thresholds), and the
-    ideal and executed FLOPs."""
-    from gsi.reporting.thresholds import threshold_of
-
-    measured = summary.get("measured") or {}
-    thr = threshold_of(method, beta)
-    executed = measured.get("flops_executed")
-    return {"big_generated_tokens": ((summary.get("tokens") or {}).get("big") or {}).get("generated"),
-            "step_loop_s": measured.get("step_loop_s"), "engine_start_s": measured.get("engine_start_s"),
-            "n": method.get("n"), "beta": beta, "threshold": thr.text if thr else None,
-            "threshold_value": thr.value if thr else None, "threshold_axis": thr.axis if thr else None,
-            "flops_ideal": (summary.get("flops") or {}).get("total"),
-            "flops_executed": sum(executed.values()) if executed else None}
-
-
-class RunningTotals:
-    """Running accuracy, acceptance, tokens and FLOPs over the finished problems (what W&B shows live). The same
-    arithmetic as gsi.rundir.results.summarize, so the last values equal the summary's."""
-
-    def __init__(self):
-        self.problems = self.correct = self.steps = self.accepted = self.draft = self.draft_kept = 0
-        self.has_acceptance = False
-        self.tokens = {role: {"generated": 0, "context": 0} for role in ROLES}
-
-    def add(self, rec: dict) -> None:
-        self.problems += 1
-        self.correct += bool(rec["correct"])
-        self.steps += rec["steps"]
-        self.accepted += rec["accepted_steps"]
-        self.draft += rec.get("chosen_draft_tokens", rec.get("draft_tokens", 0))
-        self.draft_kept += rec.get("accepted_draft_tokens", 0)
-        self.has_acceptance = self.has_acceptance or bool(rec.get("acceptance"))
-        for role in ROLES:
-            for kind in ("generated", "context"):
-                self.tokens[role][kind] += rec["tokens"][role][kind]
-
-    def metrics(self, params: dict | None = None, *, done_count: int | None = None, total: int | None = None,
-                engine_stats: dict | None = None) -> dict:
-        done = done_count if done_count is not None else self.problems
-        m = {"progress/problems_done": done, "running/accuracy": self.correct / max(self.problems, 1),
-             "running/steps_per_problem": self.steps / max(self.problems, 1)}
-        if total:
-            m["progress/total"] = total
-            m["progress/fraction"] = done / total
-        if self.has_acceptance:
-            m["running/acceptance_rate"] = self.accepted / max(self.steps, 1)
-            m["running/acceptance_rate_tokens"] = self.draft_kept / max(self.draft, 1)
-        for role in ROLES:
-            m[f"running/tokens/{role}/generated"] = self.tokens[role]["generated"]
-            m[f"running/tokens/{role}/context"] = self.tokens[role]["context"]
-        if params:
-            flops = {role: 2.0 * params.get(role, 0) * (self.tokens[role]["generated"] + self.tokens[role]["context"])
-                     for role in ROLES}
-            m.update({f"running/flops/{role}": f for role, f in flops.items()})
-            m["running/flops/total"] = sum(flops.values())
-        for role, st in (engine_stats or {}).items():
-            for key in ("busy_s", "busy_fraction", "generated_tokens", "prefilled_tokens", "cached_tokens"):
-                if key in st:
-                    m[f"engine/{role}/{key}"] = st[key]
-        return m
 
 
 class WandbTracker:
@@ -465,87 +372,3 @@ class WandbTracker:
         if self._private_tmp is not None:
             shutil.rmtree(self._private_tmp, ignore_errors=True)
             self._private_tmp = None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading an offline run back (tests, debugging): the .wandb file is a LevelDB-style log of protobuf Records.
-
-_BLOCK = 32768
-_HEADER = struct.Struct("<4sHB")  # ":W&B", magic 0xBEE1, version
-_RECORD = struct.Struct("<IHB")  # crc32, length, type (1 full, 2 first, 3 middle, 4 last)
-
-
-def iter_wandb_records(path) -> Iterator:
-    """Yield the wandb.proto Record messages of a `run-<id>.wandb` file, in order."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = Path(path).read_bytes()
-    ident, magic, _version = _HEADER.unpack_from(data, 0)
-    if ident != b":W&B" or magic != 0xBEE1:
-        raise ValueError(f"{path} is not a W&B run file")
-    pos, parts = _HEADER.size, []
-    while pos + _RECORD.size <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _RECORD.size:  # block trailer: zero padding
-            pos += left
-            continue
-        _crc, length, kind = _RECORD.unpack_from(data, pos)
-        pos += _RECORD.size
-        if kind == 0:  # preallocated, unwritten space
-            break
-        chunk, pos = data[pos:pos + length], pos + length
-        if kind in (1, 2):
-            parts = [chunk]
-        else:
-            parts.append(chunk)
-        if kind in (1, 4):
-            rec = pb.Record()
-            rec.ParseFromString(b"".join(parts))
-            yield rec
-            parts = []
-
-
-def read_offline_run(run_dir) -> dict:
-    """The essentials of an offline run folder (`.../wandb/offline-run-*`): run (name, group, tags, id), config,
-    summary (last value per key, nested keys joined with '/'), history rows, logged files, artifacts (name, type,
-    aliases, metadata, files: path -> staged copy), whether it was marked preempting, and its exit code (None:
-    the run file has no exit record, the process died)."""
-    run_dir = Path(run_dir)
-    files = list(run_dir.glob("run-*.wandb"))
-    if len(files) != 1:
-        raise FileNotFoundError(f"expected one run-*.wandb file in {run_dir}, found {len(files)}")
-    out = {"run": {}, "config": {}, "summary": {}, "history": [], "files": [], "artifacts": [],
-           "preempting": False, "exit_code": None}
-
-    def key_of(item):
-        return "/".join(item.nested_key) if item.nested_key else item.key
-
-    for rec in iter_wandb_records(files[0]):
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            r = rec.run
-            out["run"] = {"id": r.run_id, "name": r.display_name, "group": r.run_group, "project": r.project,
-                          "job_type": r.job_type, "tags": list(r.tags)}
-            for item in r.config.update:
-                out["config"][key_of(item)] = json.loads(item.value_json)
-        elif kind == "config":
-            for item in rec.config.update:
-                out["config"][key_of(item)] = json.loads(item.value_json)
-        elif kind == "summary":
-            for item in rec.summary.update:
-                out["summary"][key_of(item)] = json.loads(item.value_json)
-        elif kind == "history":
-            out["history"].append({key_of(item): json.loads(item.value_json) for item in rec.history.item})
-        elif kind == "files":
-            out["files"] += [f.path for f in rec.files.files]
-        elif kind == "artifact":
-            a = rec.artifact
-            out["artifacts"].append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
-                                     "metadata": json.loads(a.metadata or "{}"),
-                                     # path in the artifact -> the staged copy of its content
-                                     "files": {c.path: c.local_path for c in a.manifest.contents}})
-        elif kind == "preempting":
-            out["preempting"] = True
-        elif kind == "exit":
-            out["exit_code"] = rec.exit.exit_code
-    return out

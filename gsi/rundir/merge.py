@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gsi.data import parse_shard
-from gsi.rundir.results import parse_results, summarize, write_json
-from gsi.roles import ROLES
+from gsi.rundir.discover import find_run_dirs
+from gsi.rundir.results import parse_results, write_json
+from gsi.rundir.summary import run_summary
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,17 @@ class Shard:
         return f"{self.i}/{self.k}"
 
 
-def find_run_dirs(paths) -> list[Path]:
+def shard_dirs(paths) -> list[Path]:
     """The run dirs named, or found below the dirs named (a sweep dir): those holding an experiment.json."""
     found: list[Path] = []
     for p in map(Path, paths):
-        if (p / "experiment.json").is_file():
-            found.append(p)
-        elif p.is_dir():
-            below = sorted(q.parent for q in p.rglob("experiment.json") if ".submitit" not in q.parts)
-            if not below:
-                raise MergeError(f"{p}: no run dir (experiment.json) in it")
-            found.extend(below)
-        else:
+        if not p.is_dir():
             raise MergeError(f"{p}: not a run dir or a folder of run dirs")
-    unique = list(dict.fromkeys(d.resolve() for d in found))
-    return unique
+        below = [d for d, files in find_run_dirs([p]).items() if "experiment.json" in files]
+        if not below:
+            raise MergeError(f"{p}: no run dir (experiment.json) in it")
+        found.extend(below)
+    return list(dict.fromkeys(d.resolve() for d in found))
 
 
 def read_results(path: Path) -> tuple[list[dict], int]:
@@ -176,7 +173,7 @@ def model_params(shards: list[Shard]) -> dict:
 
 def merged_order(shards: list[Shard]) -> list[dict]:
     """All records in the order of the unsharded run. Shard i of k holds problems i, i+k, i+2k, ... of the selected
-    problems (gsi.data.selection's round-robin split), and a record's `index` is its position within its shard, so the
+    problems (gsi.data.benchmarks's round-robin split), and a record's `index` is its position within its shard, so the
     unsharded position is index * k + i; `index` is rewritten to it."""
     out = []
     for s in shards:
@@ -186,10 +183,25 @@ def merged_order(shards: list[Shard]) -> list[dict]:
     return out
 
 
+def merged_summary(shards: list[Shard]) -> tuple[list[dict], dict]:
+    """(every record in the unsharded run's order, their summary): the identity from the first shard's summary
+    (its experiment.json where it has none), FLOPs from the shards' model sizes, the shards' wall time summed."""
+    records = merged_order(shards)
+    params = model_params(shards)
+    exp = shards[0].experiment
+    meta = shards[0].summary or {}
+    summary = run_summary(records, params, method=meta.get("method", exp["method"]["name"]),
+                          dataset=meta.get("dataset", exp["dataset"]["name"]),
+                          model=meta.get("model", exp["model"]["name"]), seed=exp.get("seed"), beta=exp.get("beta"),
+                          grader=meta.get("grader", (exp.get("grader") or {}).get("name", "ours")))
+    summary["wall_time_s"] = sum((s.summary or {}).get("wall_time_s", 0.0) for s in shards)
+    return records, summary
+
+
 def merge(out_dir: Path | str, paths, *, allow_incomplete: bool = False, force: bool = False) -> dict:
     """Check the shards, write OUT_DIR/{results.jsonl, summary.json, experiment.json}; return the summary."""
     out_dir = Path(out_dir)
-    dirs = find_run_dirs(paths)
+    dirs = shard_dirs(paths)
     if any(d == out_dir.resolve() for d in dirs):
         raise MergeError(f"{out_dir} is one of the shards")
     shards = sorted((load_shard(d) for d in dirs), key=lambda s: s.i)
@@ -200,18 +212,8 @@ def merge(out_dir: Path | str, paths, *, allow_incomplete: bool = False, force: 
     if (out_dir / "results.jsonl").exists() and not force:
         raise MergeError(f"{out_dir}/results.jsonl exists; pass --force to overwrite it")
 
-    records = merged_order(shards)
-    params = model_params(shards)
-    first = shards[0]
-    exp = first.experiment
-    summary = summarize(records, flops_per_token={r: 2.0 * params.get(r, 0) for r in ROLES},
-                        has_acceptance=records[0]["acceptance"] if records else False)
-    meta = first.summary or {}
-    summary.update(method=meta.get("method", exp["method"]["name"]), dataset=meta.get("dataset", exp["dataset"]["name"]),
-                   model=meta.get("model", exp["model"]["name"]), seed=exp["seed"], beta=exp["beta"], params=params,
-                   grader=meta.get("grader", (exp.get("grader") or {}).get("name", "ours")))
-    # What the shards measured (per process, so not a function of the results): summed time, each shard's own.
-    summary["wall_time_s"] = sum((s.summary or {}).get("wall_time_s", 0.0) for s in shards)
+    records, summary = merged_summary(shards)
+    # What each shard measured (per process, so not a function of the results).
     summary["measured"] = {"shards": {s.label: {"dir": str(s.dir), "wall_time_s": (s.summary or {}).get("wall_time_s"),
                                                 "measured": (s.summary or {}).get("measured")} for s in shards}}
     summary["merged_from"] = [str(s.dir) for s in shards]
@@ -225,7 +227,7 @@ def merge(out_dir: Path | str, paths, *, allow_incomplete: bool = False, force: 
         for rec in records:
             f.write(json.dumps(rec) + "\n")
     tmp.replace(out_dir / "results.jsonl")
-    write_json(out_dir / "experiment.json", {**exp, "shard": None})
+    write_json(out_dir / "experiment.json", {**shards[0].experiment, "shard": None})
     write_json(out_dir / "summary.json", summary)
     return summary
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from gsi.config.access import get as config_get
 from gsi.data import get_spec
+from gsi.models import tiny
 from gsi.roles import ROLES
+from gsi.rundir.results import write_json
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +121,6 @@ def model_revision(path: str, revision: str | None = None) -> dict:
     out = {"path": str(path), "revision": revision}
     path = str(path)
     if path.startswith("tiny://"):
-        from gsi.models import tiny
-
         base = tiny.tiny_dir()  # never built here: a run on other engines (tests) need not have them
         folder = base / path[len("tiny://"):]
         if folder.is_dir():
@@ -235,8 +235,6 @@ def record(out: Path, prov: dict) -> None:
     """Store `prov` in `out`/experiment.json under `provenance` (first session), or, when a resumed session runs
     with different code, packages, models or data, warn and append it to `provenance_resumed` (never refuse: the
     identity check of gsi.run decides what is the same experiment)."""
-    from gsi.rundir.results import write_json
-
     path = Path(out) / "experiment.json"
     exp = json.loads(path.read_text()) if path.exists() else {}
     first = exp.get("provenance")
