@@ -34,7 +34,9 @@ def compose(overrides):
 
 def child(mode: str, roles: list[str], overrides: list[str]) -> dict:
     """Runs inside a fresh process: start the engines, shut them down, return timings."""
-    from gsi.engines.registry import engine_specs, prepare_process_env, validate
+    from gsi.engines.placement import prepare_process_env
+    from gsi.engines.plan import validate
+    from gsi.engines.specs import engine_specs
 
     cfg = compose(overrides)
     t0 = time.perf_counter()
@@ -43,7 +45,7 @@ def child(mode: str, roles: list[str], overrides: list[str]) -> dict:
     import vllm  # noqa: F401
 
     t2 = time.perf_counter()
-    from gsi.engines.vllm import shutdown_llms, start_llms
+    from gsi.engines.launch import shutdown_llms, start_llms
 
     prepare_process_env(plan.placement)
     specs = engine_specs(cfg, plan, roles=roles)

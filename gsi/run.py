@@ -502,7 +502,7 @@ def known_params(out: Path, cfg: DictConfig) -> dict:
             params = None
         if params:
             return params
-    from gsi.engines.registry import model_params, validate
+    from gsi.engines.plan import model_params, validate
 
     return model_params(cfg, validate(cfg, check_devices=False))
 

@@ -107,7 +107,8 @@ def test_serve_starts_vllm_with_the_flags_our_engines_rely_on(make_cfg):
 
 
 def test_remote_placement_needs_a_url_per_role(make_cfg):
-    from gsi.engines.registry import ConfigError, validate
+    from gsi.engines.plan import validate
+    from gsi.engines.resolve import ConfigError
 
     cfg = make_cfg("model=tiny", "hardware=remote", "hardware.remote.big=")
     with pytest.raises(ConfigError, match=r"hardware.remote lacks \['big'\]"):
