@@ -26,6 +26,9 @@ from gsi.models import tiny, toy, toy_recipe
 
 TINY_SCHEME = "tiny://"
 TOY_SCHEME = "toy://"
+# scheme -> (what the error calls it, its roles, the function that builds (once) and returns {role: folder})
+BUILT_MODELS = {TINY_SCHEME: ("tiny", tiny.ROLES, tiny.tiny_paths),
+                TOY_SCHEME: ("toy", toy_recipe.ROLES, toy.toy_paths)}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
@@ -52,20 +55,14 @@ def resolve_model_path(path: str, key: str) -> ResolvedModel:
     if path is None or str(path).strip() == "":
         raise ConfigError(f"{key} is empty: give a hub id, a local folder, or tiny://<role>")
     path = str(path)
-    if path.startswith(TINY_SCHEME):
-        name = path[len(TINY_SCHEME):]
-        if name not in tiny.ROLES:
-            raise ConfigError(f"{key}={path!r}: unknown tiny model {name!r}; known: "
-                              f"{[TINY_SCHEME + r for r in tiny.ROLES]}")
-        folder = tiny.tiny_paths()[name]
-        return ResolvedModel(role, str(folder), True, _read_config(folder, key))
-    if path.startswith(TOY_SCHEME):  # the trained toy models (gsi/models/toy.py), built on first use
-        name = path[len(TOY_SCHEME):]
-        if name not in toy_recipe.ROLES:
-            raise ConfigError(f"{key}={path!r}: unknown toy model {name!r}; known: "
-                              f"{[TOY_SCHEME + r for r in toy_recipe.ROLES]}")
-        folder = toy.toy_paths()[name]
-        return ResolvedModel(role, str(folder), True, _read_config(folder, key))
+    for scheme, (kind, roles, paths) in BUILT_MODELS.items():
+        if path.startswith(scheme):
+            name = path[len(scheme):]
+            if name not in roles:
+                raise ConfigError(f"{key}={path!r}: unknown {kind} model {name!r}; known: "
+                                  f"{[scheme + r for r in roles]}")
+            folder = paths()[name]  # built on first use
+            return ResolvedModel(role, str(folder), True, _read_config(folder, key))
     expanded = Path(os.path.expanduser(path))
     if expanded.is_dir():
         return ResolvedModel(role, str(expanded.resolve()), True, _read_config(expanded, key))

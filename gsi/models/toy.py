@@ -15,26 +15,21 @@ gsi/models/toy_train.py; measurements: gsi/models/toy_eval.py. Built once into G
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import random
 from pathlib import Path
 
 from gsi.data import arith
 from gsi.models.toy_eval import auc, prm_auc, prm_scores, sample
-from gsi.models.toy_recipe import MAX_OPS, MIN_OPS, ROLES, THREADS, TOY_VERSION, Encoder, toy_dir
+from gsi.models.tiny import build_once
+from gsi.models.toy_recipe import MAX_OPS, MIN_OPS, ROLES, THREADS, Encoder, toy_dir
 from gsi.models.toy_train import build
 
 
 def toy_paths(root: Path | None = None) -> dict[str, Path]:
     """Build the toy models unless they are already cached; return {role: path}."""
     base = toy_dir(root)
-    if not (base / "COMPLETE").exists():
-        base.parent.mkdir(parents=True, exist_ok=True)
-        with open(base.parent / f".toy-{TOY_VERSION}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one process builds, the others wait for it
-            if not (base / "COMPLETE").exists():
-                build(base)
+    build_once(base, build)
     return {role: base / role for role in ROLES}
 
 

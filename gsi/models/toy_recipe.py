@@ -1,6 +1,6 @@
 """What the toy world's models are (gsi.models.toy builds and measures them): sizes, seeds, training data
-and its layout, the PRM's labels, and the fingerprint of a build. Changing anything here, or in
-gsi/models/toy_train.py, changes what is built: bump TOY_VERSION.
+and its layout, the PRM's labels. Changing anything here, or in gsi/models/toy_train.py, changes what is built:
+bump TOY_VERSION.
 
 - small (pi_S): 1 head, 2 layers, hidden 64 (205k parameters), trained 600 steps: it carries and borrows but
   slips often, and more often the longer the problem.
@@ -29,14 +29,13 @@ depends on the seed. With a short context the 3-layer model got past it by step 
 rounding more than a converged model's would; the tests check the skill band, not a fingerprint.
 
 Determinism: THREADS torch threads, torch.use_deterministic_algorithms, fixed seeds for data, initialisation,
-batches and sampling; `fingerprint()` hashes every weight and tokenizer file and is written to COMPLETE (and
-build.json, with the build time). Two builds on this machine give the same fingerprint; another CPU (another
-vector ISA) may round differently, so the tests check the models' skill, not a fingerprint.
+batches and sampling; `gsi.models.tiny.fingerprint()` hashes every weight and tokenizer file and is written to
+COMPLETE (and build.json, with the build time). Two builds on this machine give the same fingerprint; another CPU
+(another vector ISA) may round differently, so the tests check the models' skill, not a fingerprint.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
@@ -77,14 +76,6 @@ TOKEN_LABEL_WEIGHT = 1.0  # weight of the per-token labels beside the one at eac
 
 def toy_dir(root: Path | None = None) -> Path:
     return (root or cache_root()) / f"toy-{TOY_VERSION}"
-
-
-def fingerprint(base: Path) -> str:
-    h = hashlib.sha256()
-    for role in ROLES:
-        for name in ("model.safetensors", "tokenizer.json"):
-            h.update((base / role / name).read_bytes())
-    return h.hexdigest()
 
 
 class Encoder:

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from gsi.data import arith
-from gsi.models.tiny import build_tokenizer
+from gsi.models.tiny import build_tokenizer, fingerprint
 from gsi.models.toy_eval import sample
 from gsi.models.toy_recipe import (BATCH, BIG_SNAPSHOT, MAX_OPS, MIN_OPS, N_TRAIN, PRM_PROBLEMS, PRM_SAMPLES, SEED,
-                                   SHAPES, THREADS, TRAIN, Encoder, fingerprint, model_config, step_labels,
+                                   SHAPES, THREADS, TRAIN, Encoder, model_config, step_labels,
                                    tokenizer_docs, twins)
 
 
