@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/engine_startup.py` from anywhere: gsi from this checkout
 
 from gsi.config.schema import compose_config  # noqa: E402
-from gsi.engines.registry import engine_specs, prepare_process_env, validate  # noqa: E402
-from gsi.engines.vllm import shutdown_llms, start_llms  # noqa: E402
+from gsi.engines.launch import shutdown_llms, start_llms  # noqa: E402
+from gsi.engines.placement import prepare_process_env  # noqa: E402
+from gsi.engines.plan import validate  # noqa: E402
+from gsi.engines.specs import engine_specs  # noqa: E402
 from gsi.roles import ROLES  # noqa: E402
 
 

@@ -81,7 +81,7 @@ def make_engines(delay: float = 0.0, fail_role: str | None = None, fail_after: i
 def engines_for(cfg, delay: float = 0.0):
     """make_engines(delay) with the parameter counts of cfg's models, as gsi.engines.registry.build_engines gives
     them (so a summary's FLOPs are those of a real run, and a resume that starts no engine agrees with them)."""
-    from gsi.engines.registry import model_params, validate
+    from gsi.engines.plan import model_params, validate
 
     engines = make_engines(delay)
     engines.params = model_params(cfg, validate(cfg, check_devices=False))

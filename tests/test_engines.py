@@ -17,7 +17,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from gsi.engines.base import FINISH_DELIMITER, FINISH_EOS, FINISH_LENGTH, GenerateRequest, RewardRequest
-from gsi.engines.registry import ConfigError, build_engines, looks_local, validate
+from gsi.engines.plan import validate
+from gsi.engines.registry import build_engines
+from gsi.engines.resolve import ConfigError, looks_local
 from gsi.engines.rewards import (
     QWEN_MATH_SYSTEM_PROMPT,
     QwenPRMAdapter,
@@ -43,13 +45,14 @@ def _edit(cfg, **dotted):
 @pytest.fixture
 def no_engine_start(monkeypatch):
     """Fail the test if anything tries to start a vLLM engine."""
-    import gsi.engines.vllm as engines_vllm
+    import gsi.engines.launch as launch
+    import gsi.engines.registry as registry
 
     def boom(*args, **kwargs):
         raise AssertionError("an engine was started although the config is invalid")
 
-    monkeypatch.setattr(engines_vllm, "start_llms", boom)
-    monkeypatch.setattr(engines_vllm, "start_llm", boom)
+    monkeypatch.setattr(registry, "start_llms", boom)
+    monkeypatch.setattr(launch, "start_llm", boom)
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +115,12 @@ def test_gpu_placements_name_hardware_keys(make_cfg, no_engine_start):
 
 
 def test_real_gpu_count_is_checked(make_cfg, no_engine_start, monkeypatch):
-    import gsi.engines.registry as registry
+    import gsi.engines.placement as placement
 
-    monkeypatch.setattr(registry, "visible_cuda_devices", lambda: 2)
+    monkeypatch.setattr(placement, "visible_cuda_devices", lambda: 2)
     with pytest.raises(ConfigError, match=r"hardware\.gpus=3: placement gpu3 needs 3 GPUs but this process sees 2"):
         validate(make_cfg("model=tiny", "hardware=gpu3"))
-    monkeypatch.setattr(registry, "visible_cuda_devices", lambda: 4)
+    monkeypatch.setattr(placement, "visible_cuda_devices", lambda: 4)
     validate(make_cfg("model=tiny", "hardware=gpu3"))  # fits
 
 
@@ -137,35 +140,36 @@ def test_small_and_big_must_share_a_tokenizer(tiny_cfg, no_engine_start, tmp_pat
 def test_placement_engine_arguments(make_cfg, monkeypatch):
     """What each placement asks vLLM for (no engine is started)."""
     pytest.importorskip("vllm", reason="vLLM is not importable")
-    import gsi.engines.registry as registry
+    import gsi.engines.placement as placement
+    from gsi.engines.specs import engine_specs
 
-    monkeypatch.setattr(registry, "visible_cuda_devices", lambda: 8)
+    monkeypatch.setattr(placement, "visible_cuda_devices", lambda: 8)
     cfg = make_cfg("model=tiny", "hardware=gpu3", "hardware.gpus=4", "hardware.tensor_parallel_big=2")
     plan = validate(cfg)
-    specs = {s.role: s for s in registry.engine_specs(cfg, plan)}
+    specs = {s.role: s for s in engine_specs(cfg, plan)}
     assert {r: s.kwargs["device_ids"] for r, s in specs.items()} == {"small": [0], "big": [1, 2], "reward": [3]}
     assert specs["big"].kwargs["tensor_parallel_size"] == 2
     assert {r: s.kwargs["gpu_memory_utilization"] for r, s in specs.items()} == dict(cfg.hardware.gpu_memory_utilization)
-    assert not any(s.env for s in specs.values()) and registry.start_parallel(plan, list(specs.values()))
+    assert not any(s.env for s in specs.values()) and placement.start_parallel(plan, list(specs.values()))
     assert "enable_chunked_prefill" not in specs["small"].kwargs  # seeds are safe with chunked prefill on GPUs
 
     cfg = make_cfg("model=tiny", "hardware=gpu1")
     plan = validate(cfg)
-    specs = {s.role: s for s in registry.engine_specs(cfg, plan)}
+    specs = {s.role: s for s in engine_specs(cfg, plan)}
     assert {r: s.kwargs["gpu_memory_utilization"] for r, s in specs.items()} == {"small": 0.15, "big": 0.45,
                                                                                  "reward": 0.3}
     assert not any("device_ids" in s.kwargs for s in specs.values())
-    assert not registry.start_parallel(plan, list(specs.values()))  # one GPU: vLLM's memory profiling needs serial
+    assert not placement.start_parallel(plan, list(specs.values()))  # one GPU: vLLM's memory profiling needs serial
 
     cfg = make_cfg("model=tiny", "hardware=cpu")
     plan = validate(cfg)
-    specs = {s.role: s for s in registry.engine_specs(cfg, plan)}
+    specs = {s.role: s for s in engine_specs(cfg, plan)}
     assert all(s.kwargs["kv_cache_memory_bytes"] == int(cfg.hardware.cpu_kvcache_gb * 2**30) for s in specs.values())
     assert specs["small"].kwargs["enable_chunked_prefill"] is False and specs["big"].kwargs["enable_chunked_prefill"] is False
     assert specs["reward"].kwargs["runner"] == "pooling"
     assert specs["small"].kwargs["worker_extension_cls"] == "gsi.engines.worker.TemperatureExtension"
     # parallel, unless the opt-in in-process mode (GSI_VLLM_INPROCESS=1) runs them inside this process
-    assert registry.start_parallel(plan, list(specs.values())) == (not registry.cpu_inprocess())
+    assert placement.start_parallel(plan, list(specs.values())) == (not placement.cpu_inprocess())
 
 
 def test_hub_ids_and_paths():
@@ -186,7 +190,8 @@ def test_validation_does_not_import_vllm(tmp_path):
         sys.path.insert(0, {str(ROOT)!r})
         sys.path.insert(0, {str(ROOT / 'tests')!r})
         from conftest import compose_cfg
-        from gsi.engines.registry import ConfigError, build_engines
+        from gsi.engines.registry import build_engines
+        from gsi.engines.resolve import ConfigError
         cfg = compose_cfg("model=tiny", "hardware=cpu", "model.small.path=/definitely/not/here")
         try:
             build_engines(cfg)
@@ -540,7 +545,7 @@ def test_reward_is_a_probability_per_request_and_ignores_a_trailing_delimiter(ti
     assert reward.reward(flipped) == pytest.approx(values, abs=1e-5)
     assert reward.reward([RewardRequest(PROBLEMS[0], steps[:2] + [DELIM])]) == pytest.approx([values[1]], abs=1e-5)
     # nothing to score (a first step that is only a delimiter): EMPTY_STEP_REWARD, and the batch is unaffected
-    from gsi.engines.vllm import EMPTY_STEP_REWARD
+    from gsi.engines.frontend import EMPTY_STEP_REWARD
 
     assert reward.reward([RewardRequest(PROBLEMS[0], [DELIM]), reqs[0]]) == pytest.approx(
         [EMPTY_STEP_REWARD, values[0]], abs=1e-5)
@@ -650,8 +655,9 @@ def test_qwen_and_skywork_prm_adapters_on_vllm(tiny_cfg, tmp_path):
     parallel), closed at its end."""
     from transformers import AutoTokenizer
 
-    from gsi.engines.registry import engine_specs, needs_custom_models
-    from gsi.engines.vllm import VLLMRewardModel, shutdown_llms, start_llms
+    from gsi.engines.launch import shutdown_llms, start_llms
+    from gsi.engines.specs import engine_specs, needs_custom_models
+    from gsi.engines.vllm import VLLMRewardModel
     from gsi.engines.worker import register_custom_models
 
     fakes, specs, plans = {}, [], {}

@@ -101,15 +101,15 @@ def test_sweep_lists_the_rsd_papers_datasets():
 
 
 def test_gpu6_tp4_places_the_72b_target_on_four_gpus(make_cfg):
-    from gsi.engines.registry import _check_hardware, placement_devices
+    from gsi.engines.placement import check_hardware, placement_devices
 
     cfg = make_cfg("model=qwen25_math_72b", "hardware=gpu6_tp4")
     errors: list[str] = []
-    _check_hardware(cfg.hardware, errors, check_devices=False)
+    check_hardware(cfg.hardware, errors, check_devices=False)
     assert errors == []
     assert placement_devices(cfg.hardware) == {"small": [0], "big": [1, 2, 3, 4], "reward": [5]}
     errors = []
-    _check_hardware(make_cfg("hardware=gpu6_tp4", "hardware.gpus=5").hardware, errors, check_devices=False)
+    check_hardware(make_cfg("hardware=gpu6_tp4", "hardware.gpus=5").hardware, errors, check_devices=False)
     assert errors and "hardware.gpus=5" in errors[0]
 
 
@@ -123,8 +123,11 @@ def skywork_standin(tiny_engines, tiny_cfg, tmp_path_factory):
     from test_engines import _fake_prm
 
     from gsi.engines.base import Engines
-    from gsi.engines.registry import engine_specs, make_adapter, needs_custom_models, validate
-    from gsi.engines.vllm import VLLMRewardModel, shutdown_llms, start_llms
+    from gsi.engines.launch import shutdown_llms, start_llms
+    from gsi.engines.plan import validate
+    from gsi.engines.rewards import make_adapter
+    from gsi.engines.specs import engine_specs, needs_custom_models
+    from gsi.engines.vllm import VLLMRewardModel
     from gsi.engines.worker import register_custom_models
 
     folder = tmp_path_factory.mktemp("skywork") / "prm"

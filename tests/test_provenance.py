@@ -110,7 +110,9 @@ def test_dataset_revision_pins_the_hub_download(monkeypatch):
 
 
 def test_model_revision_reaches_vllm(monkeypatch):
-    from gsi.engines.registry import Plan, ResolvedModel, engine_specs
+    from gsi.engines.plan import Plan
+    from gsi.engines.resolve import ResolvedModel
+    from gsi.engines.specs import engine_specs
 
     cfg = compose_config("hardware=gpu1", "model.big.revision=v1.2")
     plan = Plan.__new__(Plan)

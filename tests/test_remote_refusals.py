@@ -91,6 +91,32 @@ def test_server_without_token_endpoint_is_refused(fake_server, tokenizer):
         connect(url, tokenizer)
 
 
+def test_answers_are_read_as_in_process(fake_server, tokenizer):
+    """A server's answers through the shared front end: a sampled step's log-prob is the sum of its tokens', its
+    finish is read from its last token; a teacher-forced score reads the continuation's prompt log-probs, and a
+    log-prob that names another token than the one sampled is refused."""
+    from gsi.engines.base import FINISH_DELIMITER, GenerateRequest
+    from gsi.engines.frontend import delimiter_token_ids
+
+    delim = delimiter_token_ids(tokenizer, "\n\n")[0]
+    answer = {"choices": [{"token_ids": [11, delim], "logprobs": {"content": [
+                  {"token_id": 11, "logprob": -0.5}, {"token_id": delim, "logprob": -0.25}]}}],
+              "prompt_logprobs": [None, {"6": {"logprob": -1.0}}, {"7": {"logprob": -0.125}}],
+              "usage": {"prompt_tokens_details": {"cached_tokens": 0}}}
+    url = fake_server({"/v1/models": MODELS, "/collective_rpc": (200, {"results": [[1 / 0.7]]}),
+                       "/inference/v1/generate": (200, answer)})
+    gen = connect(url, tokenizer)
+    assert gen.info.cached_tokens_reported
+    (steps,) = gen.generate([GenerateRequest(context=[5, 6], n=2, seed=3, max_tokens=4)])
+    assert [(s.token_ids, s.logprob, s.finish) for s in steps] == [((11, delim), -0.75, FINISH_DELIMITER)] * 2
+    assert gen.score([[5, 6]], [[7]]) == [-0.125] and gen.score_resends == 0
+    answer["choices"][0]["logprobs"]["content"][1]["token_id"] = delim + 1
+    url = fake_server({"/v1/models": MODELS, "/collective_rpc": (200, {"results": [[1 / 0.7]]}),
+                       "/inference/v1/generate": (200, answer)})
+    with pytest.raises(RemoteRoleError, match=f"the big server at {url} returned no log-prob for sampled token"):
+        connect(url, tokenizer).generate([GenerateRequest(context=[5, 6], n=1, seed=3, max_tokens=4)])
+
+
 def test_serve_starts_vllm_with_the_flags_our_engines_rely_on(make_cfg):
     from gsi.cluster.serve import server_command
 
@@ -107,7 +133,8 @@ def test_serve_starts_vllm_with_the_flags_our_engines_rely_on(make_cfg):
 
 
 def test_remote_placement_needs_a_url_per_role(make_cfg):
-    from gsi.engines.registry import ConfigError, validate
+    from gsi.engines.plan import validate
+    from gsi.engines.resolve import ConfigError
 
     cfg = make_cfg("model=tiny", "hardware=remote", "hardware.remote.big=")
     with pytest.raises(ConfigError, match=r"hardware.remote lacks \['big'\]"):

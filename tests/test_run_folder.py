@@ -410,10 +410,11 @@ def test_a_hub_model_missing_offline_fails_at_once_naming_the_key(monkeypatch):
 
     import gsi.engines.registry as registry
     from gsi.config.schema import compose_config
+    from gsi.engines.resolve import ConfigError
 
     cfg = compose_config("model=tiny", "hardware=cpu", "model.big.path=nobody/no-such-model")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(registry.ConfigError, match=r"model\.big\.path='nobody/no-such-model': not in the local "
+    with pytest.raises(ConfigError, match=r"model\.big\.path='nobody/no-such-model': not in the local "
                                                    r"Hugging Face cache and HF_HUB_OFFLINE is set"):
         registry.build_engines(cfg)
     # HF_HUB_OFFLINE unset, but no route to the hub
@@ -425,5 +426,5 @@ def test_a_hub_model_missing_offline_fails_at_once_naming_the_key(monkeypatch):
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", unreachable)
-    with pytest.raises(registry.ConfigError, match=r"model\.big\.path=.*cannot be reached: Network is unreachable"):
+    with pytest.raises(ConfigError, match=r"model\.big\.path=.*cannot be reached: Network is unreachable"):
         registry.build_engines(cfg)

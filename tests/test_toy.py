@@ -24,10 +24,10 @@ def test_problems_are_seeded_distinct_and_solved_step_by_step():
 
 
 def test_held_out_problems_never_among_training_problems():
-    from gsi.models import toy
+    from gsi.models import toy_recipe as recipe
 
-    train = {p.text for p in arith.generate(toy.N_TRAIN, seed=toy.SEED, min_ops=toy.MIN_OPS, max_ops=toy.MAX_OPS,
-                                            split="train")}
+    train = {p.text for p in arith.generate(recipe.N_TRAIN, seed=recipe.SEED, min_ops=recipe.MIN_OPS,
+                                            max_ops=recipe.MAX_OPS, split="train")}
     for seed in (0, 1, 7):
         test = arith.generate(500, seed=seed, min_ops=1, max_ops=6, split="test")
         assert not {p.text for p in test} & train
@@ -85,23 +85,23 @@ def test_dataset_registry_and_config(make_cfg):
 def test_toy_model_config_matches_training():
     """The system prompt the toy models were trained with is the one model=toy renders."""
     from gsi.config.schema import compose_config
-    from gsi.models import toy
+    from gsi.models import toy_recipe as recipe
 
     cfg = compose_config("+experiment=toy_demo")
-    assert cfg.model.system_prompt == toy.SYSTEM_PROMPT
-    assert cfg.dataset.min_ops == toy.MIN_OPS and cfg.dataset.max_ops == toy.MAX_OPS
-    assert {cfg.model[r].path for r in toy.ROLES} == {f"toy://{r}" for r in toy.ROLES}
+    assert cfg.model.system_prompt == recipe.SYSTEM_PROMPT
+    assert cfg.dataset.min_ops == recipe.MIN_OPS and cfg.dataset.max_ops == recipe.MAX_OPS
+    assert {cfg.model[r].path for r in recipe.ROLES} == {f"toy://{r}" for r in recipe.ROLES}
 
 
 def test_unknown_toy_role_is_a_config_error():
-    from gsi.engines.registry import ConfigError, resolve_model_path
+    from gsi.engines.resolve import ConfigError, resolve_model_path
 
     with pytest.raises(ConfigError, match="model.small.path.*unknown toy model 'medium'"):
         resolve_model_path("toy://medium", "model.small.path")
 
 
 def test_auc():
-    from gsi.models.toy import auc
+    from gsi.models.toy_eval import auc
 
     assert auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
     assert auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
@@ -113,19 +113,19 @@ def test_prm_labels_sit_where_the_adapter_reads(tmp_path):
     delimiter, in the ids the engine sends for steps[:k+1]), with the checker's verdict there, and on every token
     before it whether the step so far is a prefix of the correct step."""
     pytest.importorskip("transformers")
-    from gsi.models import toy
     from gsi.engines.base import RewardRequest
+    from gsi.models import toy_recipe as recipe
     from gsi.models.tiny import build_tokenizer
 
-    tok = build_tokenizer(tmp_path / "tok", extra_docs=toy._tokenizer_docs()[:200])
-    enc = toy.Encoder(tok)
+    tok = build_tokenizer(tmp_path / "tok", extra_docs=recipe.tokenizer_docs()[:200])
+    enc = recipe.Encoder(tok)
     p = arith.parse_problem("Compute 47+8+8.")
     steps = ["47+8=45", "45+8=53", "\\boxed{53}"]  # a carry slip, then correct steps from what it wrote
     x = enc.prm(p.text, steps)
     for k in range(len(steps)):
         y = enc.adapter.build(RewardRequest(problem=p.text, steps=steps[: k + 1]))
         assert y.token_ids == x.token_ids[: x.step_ends[k] + 1] and y.step_ends[-1] == x.step_ends[k]
-    labels = toy.step_labels(tok, p, steps, x)
+    labels = recipe.step_labels(tok, p, steps, x)
     at_delimiter = [(pos, lab) for pos, lab, w in labels if pos in x.step_ends]
     assert at_delimiter == list(zip(x.step_ends, arith.check_steps(p, steps))) == list(zip(x.step_ends,
                                                                                            [False, True, True]))
@@ -162,10 +162,10 @@ def test_toy_models_have_separated_skill(toy_skill):
                                        "smaller operands to stay in 10..99, which may make their steps easier); "
                                        "strict, so that a dial that works is noticed")
 def test_greedy_big_falls_with_the_number_of_operations(toy_skill):
-    from gsi.models import toy
+    from gsi.models import toy_recipe as recipe
 
     by_ops = toy_skill["greedy_big_by_ops"]
-    assert by_ops[toy.MIN_OPS] > by_ops[toy.MAX_OPS] + 0.10, by_ops
+    assert by_ops[recipe.MIN_OPS] > by_ops[recipe.MAX_OPS] + 0.10, by_ops
 
 
 @pytest.mark.toy

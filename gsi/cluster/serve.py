@@ -4,7 +4,7 @@
     python -m gsi.cluster.serve role=small model=tiny hardware=cpu hardware.cpu_kvcache_gb=0.25 port=8001 --dry-run
 
 Everything after the `role`, `port`, `host`, `url_file` keys is a run-config override (composed like run.py), so
-a server gets exactly the engine arguments an in-process engine of the same config gets (gsi.engines.registry.
+a server gets exactly the engine arguments an in-process engine of the same config gets (gsi.engines.specs.
 engine_specs), plus what a remote role needs (gsi/engines/remote.py):
 - `--worker-extension-cls gsi.engines.worker.TemperatureExtension` and VLLM_SERVER_DEV_MODE=1 (for
   `/collective_rpc`): once the server is up, the temperature `generation.temperature` is set INSIDE the engine
@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 
 from gsi.config.schema import compose_config
-from gsi.engines.registry import ADAPTERS, engine_specs, validate
+from gsi.engines.plan import validate
+from gsi.engines.rewards import ADAPTERS
+from gsi.engines.specs import engine_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 OWN_KEYS = ("role", "port", "host", "url_file")

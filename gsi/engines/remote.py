@@ -1,8 +1,10 @@
 """Roles served by vLLM's OpenAI-compatible server (`python -m gsi.cluster.serve`), possibly on other GPUs or nodes and
 shared by many runs.
 
-A remote role must give what an in-process engine gives (gsi.engines.vllm, vllm-facts.md); `connect` checks it
-with probe requests and refuses a server that cannot, naming the role, the URL and what is missing:
+The HTTP transport under the generators' and the PRM's front end (gsi.engines.frontend): the same requests and the
+same read-out as in process (gsi.engines.vllm). A remote role must give what an in-process engine gives
+(vllm-facts.md); the constructors check it with probe requests and refuse a server that cannot, naming the role,
+the URL and what is missing:
 - tempered log-probs: the temperature lives inside the server's engine (worker extension
   `gsi.engines.worker.TemperatureExtension`, set once at start by gsi.cluster.serve through the dev-mode
   `/collective_rpc`); the probe reads every worker's logits scale and requires base/T for this run's T. A server
@@ -29,14 +31,12 @@ and a rerun resumes (gsi.run).
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
-from gsi.engines.base import GenerateRequest, Generator, RewardModel, RewardRequest, RoleStats, Step
-from gsi.engines.rewards import PRMAdapter, split_steps
-from gsi.engines.vllm import EMPTY_STEP_REWARD, delimiter_token_ids
+from gsi.engines.frontend import PRMRewardModel, Pooled, Sample, Sampled, StepGenerator, TeacherForced
+from gsi.engines.rewards import PRMAdapter, PRMInput
 
 log = logging.getLogger(__name__)
 
@@ -129,23 +129,15 @@ def _check_scale(client: _Client, temperature: float | None) -> None:
                               f"{temperature})")
 
 
-class RemoteGenerator(Generator):
-    """A policy on a vLLM server; the same requests and read-out as gsi.engines.vllm.VLLMGenerator."""
+class RemoteGenerator(StepGenerator):
+    """A policy on a vLLM server; the same requests and read-out as gsi.engines.vllm.VLLMGenerator (the front end)."""
 
     def __init__(self, role: str, url: str, tokenizer, *, temperature: float, delimiter: str,
                  eos_token_ids: Sequence[int], prefix_caching: bool = True):
-        self.role = role
-        self.tokenizer = tokenizer
-        self.delimiter = delimiter
-        self.stats = RoleStats()
+        super().__init__(role, tokenizer, delimiter=delimiter, eos_token_ids=eos_token_ids,
+                         prefix_caching=prefix_caching)
         self.client = _Client(role, url)
         self.temperature = float(temperature)
-        self.eos_token_ids = frozenset(int(i) for i in eos_token_ids)
-        self.delimiter_ids = frozenset(delimiter_token_ids(tokenizer, delimiter))
-        self.stop_token_ids = sorted(self.delimiter_ids | self.eos_token_ids)
-        self.prefix_caching = prefix_caching
-        self._lock = threading.Lock()
-        self.score_resends = 0
         self.unencodable = 0  # teacher-forced answers the server could not encode (garbage floats), resent
         self.info = self._probe()
         self.max_model_len = self.info.max_model_len
@@ -171,115 +163,53 @@ class RemoteGenerator(Generator):
     def close(self) -> None:
         self.client.close()
 
-    def _finish(self, token_ids):
-        from gsi.engines.vllm import VLLMGenerator
+    def _failure(self, message: str) -> Exception:
+        return RemoteRoleError(f"the {self.role} server at {self.client.url} {message}")
 
-        return VLLMGenerator._finish(self, token_ids)
+    def _reads_prefix_cache(self) -> bool:
+        # without cached-token counts the uninitialised positions cannot be told from valid ones
+        return self.prefix_caching and self.info.cached_tokens_reported
 
-    def generate(self, requests: Sequence[GenerateRequest], *, greedy: bool = False) -> list[list[Step]]:
-        if not requests:
-            return []
-        bodies, owners = [], []
-        for k, req in enumerate(requests):
-            context = [int(t) for t in req.context]
-            room = self.max_model_len - len(context)
-            if not context or room < 1 or req.n < 1:
-                raise ValueError(f"{self.role}.generate: request {k} has {len(context)} context tokens, n={req.n} "
-                                 f"(max_model_len {self.max_model_len})")
-            max_tokens = min(int(req.max_tokens), room)
-            for i in range(req.n):
-                bodies.append({"token_ids": context, "sampling_params": {
-                    "n": 1, "temperature": 0.0 if greedy else 1.0, "seed": None if greedy else int(req.seed) + i,
-                    "max_tokens": max_tokens, "stop_token_ids": self.stop_token_ids, "logprobs": 0,
-                    "detokenize": False, "skip_special_tokens": False}})
-                owners.append((k, len(context)))
-        with self._lock, self.stats.timed(len(requests)):
-            outputs = self.client.post_all(GENERATE, bodies)
-        results: list[list] = [[] for _ in requests]
-        token_lists = []
-        for out, (k, ctx_len) in zip(outputs, owners):
+    def _sample(self, samples: Sequence[Sample], *, greedy: bool) -> list[Sampled]:
+        bodies = [{"token_ids": s.context, "sampling_params": {
+            "n": 1, "temperature": 0.0 if greedy else 1.0, "seed": s.seed, "max_tokens": s.max_tokens,
+            "stop_token_ids": self.stop_token_ids, "logprobs": 0, "detokenize": False,
+            "skip_special_tokens": False}} for s in samples]
+        sampled = []
+        for out in self.client.post_all(GENERATE, bodies):
             choice = out["choices"][0]
             ids = tuple(int(t) for t in choice["token_ids"])
             content = (choice.get("logprobs") or {}).get("content") or []
-            if len(content) != len(ids) or any(c["token_id"] != t for c, t in zip(content, ids)):
-                raise RemoteRoleError(f"the {self.role} server at {self.client.url} returned log-probs that do not "
-                                      "match its tokens")
-            total = sum(float(c["logprob"]) for c in content)
-            self.stats.prompt_tokens += ctx_len
-            self.stats.cached_tokens += _cached(out)
-            self.stats.generated_tokens += len(ids)
-            token_lists.append(ids)
-            results[k].append((ids, total))
-        texts = iter(self.tokenizer.batch_decode([list(ids) for ids in token_lists], skip_special_tokens=True,
-                                                 clean_up_tokenization_spaces=False))
-        return [[Step(token_ids=ids, text=next(texts), logprob=lp, finish=self._finish(ids)) for ids, lp in row]
-                for row in results]
+            # a log-prob counts only for the token it names; a missing one is None (the front end refuses it)
+            logprobs = [float(c["logprob"]) if c["token_id"] == t else None for c, t in zip(content, ids)]
+            logprobs += [None] * (len(ids) - len(logprobs))
+            sampled.append(Sampled(ids, logprobs, _cached(out)))
+        return sampled
 
-    def score(self, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]) -> list[float]:
-        if len(contexts) != len(continuations):
-            raise ValueError(f"{self.role}.score: {len(contexts)} contexts but {len(continuations)} continuations")
-        results: list[float | None] = [None] * len(contexts)
-        todo = []
-        for k, (ctx, cont) in enumerate(zip(contexts, continuations)):
-            ctx, cont = [int(t) for t in ctx], [int(t) for t in cont]
-            if not ctx:
-                raise ValueError(f"{self.role}.score: request {k} has an empty context")
-            if not cont:
-                results[k] = 0.0
-                continue
-            if len(ctx) + len(cont) > self.max_model_len:
-                raise ValueError(f"{self.role}.score: request {k} has {len(ctx) + len(cont)} tokens, more than "
-                                 f"max_model_len {self.max_model_len}")
-            todo.append((k, ctx, cont))
-        if not todo:
-            return [float(r) for r in results]
-        use_cache = self.prefix_caching and self.info.cached_tokens_reported
-        with self._lock, self.stats.timed(len(todo)):
-            failed = self._score_pass(todo, results, use_cache=use_cache)
-            if failed:
-                self.score_resends += len(failed)
-                if self._score_pass(failed, results, use_cache=False):
-                    raise RemoteRoleError(f"the {self.role} server at {self.client.url} returned no valid prompt "
-                                          "log-probs even without the prefix cache")
-        return [float(r) for r in results]
-
-    def _score_pass(self, todo, results, *, use_cache: bool):
-        bodies = [{"token_ids": ctx + cont, "sampling_params": {
+    def _teacher_force(self, prompts: Sequence[list[int]], *, use_cache: bool) -> list[TeacherForced | None]:
+        bodies = [{"token_ids": p, "sampling_params": {
             "n": 1, "temperature": 1.0, "max_tokens": 1, "prompt_logprobs": 0, "detokenize": False,
-            "skip_reading_prefix_cache": not use_cache}} for _, ctx, cont in todo]
+            "skip_reading_prefix_cache": not use_cache}} for p in prompts]
         # A prefix-cache read leaves the cached positions' prompt log-probs uninitialised (vllm-facts §3); when one
         # of them is not a finite float the server cannot even encode its answer as JSON: resent without the cache.
         outputs = self.client.post_all(GENERATE, bodies, unusable="Out of range float values")
-        failed = []
-        for out, item in zip(outputs, todo):
-            k, ctx, cont = item
+        forced: list[TeacherForced | None] = []
+        for out, prompt in zip(outputs, prompts):
             if out is None:
                 if not use_cache:
-                    raise RemoteRoleError(f"the {self.role} server at {self.client.url} returned non-finite prompt "
-                                          "log-probs without the prefix cache")
+                    raise self._failure("returned non-finite prompt log-probs without the prefix cache")
                 self.unencodable += 1
-                failed.append(item)
+                forced.append(None)
                 continue
-            cached = _cached(out)
-            self.stats.prompt_tokens += len(ctx) + len(cont)
-            self.stats.cached_tokens += cached
-            if cached >= len(ctx):  # positions 1..cached are uninitialised (vllm-facts §3)
-                failed.append(item)
-                continue
-            prompt, plp = ctx + cont, out.get("prompt_logprobs") or []
-            total = 0.0
-            for pos in range(len(ctx), len(prompt)):
-                entry = plp[pos] if pos < len(plp) else None
-                lp = None if not entry else (entry.get(str(prompt[pos])) or {}).get("logprob")
-                if lp is None or lp != lp or lp > 1e-4:
-                    total = None
-                    break
-                total += float(lp)
-            if total is None:
-                failed.append(item)
-            else:
-                results[k] = total
-        return failed
+            forced.append(TeacherForced(_cached(out), lambda pos, plp=out.get("prompt_logprobs") or [], prompt=prompt:
+                                        _prompt_logprob(plp, pos, prompt[pos])))
+        return forced
+
+
+def _prompt_logprob(plp: list, pos: int, token: int) -> float | None:
+    entry = plp[pos] if pos < len(plp) else None
+    lp = None if not entry else (entry.get(str(token)) or {}).get("logprob")
+    return None if lp is None else float(lp)
 
 
 def _cached(out: dict) -> int:
@@ -287,50 +217,26 @@ def _cached(out: dict) -> int:
     return int(details.get("cached_tokens") or 0)
 
 
-class RemoteRewardModel(RewardModel):
+class RemoteRewardModel(PRMRewardModel):
     """A PRM on a vLLM pooling server (`/pooling`, token ids in, rows out); the adapter as in process."""
 
     def __init__(self, url: str, adapter: PRMAdapter):
         self.client = _Client("reward", url)
-        self.adapter = adapter
-        self.stats = RoleStats()
-        self._lock = threading.Lock()
-        model, self.max_model_len = _models(self.client)
-        if adapter.max_model_len is None:
-            adapter.max_model_len = self.max_model_len
+        model, max_model_len = _models(self.client)
+        super().__init__(adapter, max_model_len)
         self.info = ServerInfo(self.client.url, model, self.max_model_len)
 
     def close(self) -> None:
         self.client.close()
 
-    def input_length(self, problem: str, steps: Sequence[str]) -> int:
-        # The adapter renders the PRM's input here, as in process: the token accounting is the same.
-        return self.adapter.input_length(problem, steps)
+    def _failure(self, message: str) -> Exception:
+        return RemoteRoleError(f"reward: {message}")
 
-    def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
+    def _pool(self, inputs: Sequence[PRMInput]) -> list[Pooled]:
         import torch
 
-        if not requests:
-            return []
-        scores = [EMPTY_STEP_REWARD] * len(requests)
-        live = [k for k, r in enumerate(requests) if split_steps(r.steps, self.adapter.delimiter)]
-        if not live:
-            return scores
-        inputs = [self.adapter.build(requests[k]) for k in live]
         use_activation = self.adapter.pooling_params().get("use_activation", False)
         bodies = [{"input": x.token_ids, "task": self.adapter.pooling_task, "use_activation": use_activation}
                   for x in inputs]
-        with self._lock, self.stats.timed(len(live)):
-            outputs = self.client.post_all("/pooling", bodies)
-        for k, out, x in zip(live, outputs, inputs):
-            self.stats.prompt_tokens += len(x.token_ids)
-            self.stats.cached_tokens += _cached(out)
-            data = torch.tensor(out["data"][0]["data"], dtype=torch.float32)
-            if data.dim() == 1:
-                data = data.unsqueeze(-1)
-            score = self.adapter.score_rows(data)
-            if not 0.0 <= score <= 1.0 or score != score:
-                raise RemoteRoleError(f"reward: {self.adapter.name} produced {score}, not a probability")
-            scores[k] = score
-        return scores
-
+        return [Pooled(torch.tensor(out["data"][0]["data"], dtype=torch.float32), _cached(out))
+                for out in self.client.post_all("/pooling", bodies)]

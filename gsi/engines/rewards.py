@@ -2,8 +2,9 @@
 
 An adapter turns a `RewardRequest` into the token ids its PRM was trained on, names the vLLM pooling request that
 scores them, and turns the pooled rows into one probability in [0, 1] for the request's LAST step. The engine
-(`gsi.engines.vllm.VLLMRewardModel`) does the batching, the prefix cache and the accounting; everything here is
-plain Python over a Hugging Face tokenizer, so it is unit-tested without vLLM.
+(`gsi.engines.frontend.PRMRewardModel`, over gsi.engines.vllm or gsi.engines.remote) does the batching, the prefix
+cache and the accounting; everything here is plain Python over a Hugging Face tokenizer, so it is unit-tested
+without vLLM.
 
 Shared rules (methods.md, "r(y)"):
 - The steps are split on the step delimiter and stripped; empty steps are dropped, so a step scores the same
@@ -25,14 +26,14 @@ Adapters, chosen by `model.reward.adapter` (`auto`: from config.json's `architec
 - `skywork_prm`: Skywork/Skywork-o1-Open-PRM-Qwen-2.5-{1.5B,7B} (`Qwen2ForPrmModel`: a Qwen2 backbone with a
   scalar value head, as the RSD code serves it). Input as Skywork's `prepare_input`: BOS + problem + "\\n", then
   each step's own tokens followed by the step-token id (the last id of the delimiter's encoding). Score:
-  sigmoid(value) at the last step token. vLLM 0.32 has no `Qwen2ForPrmModel`: `gsi.engines.vllm` defines one
+  sigmoid(value) at the last step token. vLLM 0.32 has no `Qwen2ForPrmModel`: `gsi.engines.skywork` defines one
   (backbone + `v_head.summary`) and `gsi.engines.worker` registers it in every engine process. The real weights
   are not on this machine: the layout is unit-tested against Skywork's `prepare_input`, and the model class
   end to end with a tiny stand-in checkpoint (tests/test_engines.py, run by default); the same test
   runs `qwen_prm` on a tiny `Qwen2ForProcessRewardModel`.
 
 A request with no non-empty step at all (a first candidate that is only a delimiter) has nothing to score:
-`VLLMRewardModel` gives it `EMPTY_STEP_REWARD` (0.0) without a model call; `PRMAdapter.build` raises for it.
+`PRMRewardModel` gives it `EMPTY_STEP_REWARD` (0.0) without a model call; `PRMAdapter.build` raises for it.
 """
 
 from __future__ import annotations

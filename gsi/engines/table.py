@@ -15,6 +15,7 @@ import numpy as np
 
 from gsi.engines.base import (FINISH_DELIMITER, FINISH_EOS, Engines, GenerateRequest, Generator, RewardModel,
                               RewardRequest, RoleStats, Step)
+from gsi.engines.rewards import split_steps
 
 
 def step_text(k: int) -> str:
@@ -69,8 +70,6 @@ class TableReward(RewardModel):
         self._lock = threading.Lock()
 
     def reward(self, requests: Sequence[RewardRequest]) -> list[float]:
-        from gsi.engines.rewards import split_steps
-
         with self._lock, self.stats.timed(len(requests)):
             out = []
             for req in requests:

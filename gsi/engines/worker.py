@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 # Model classes vLLM does not ship, registered by architecture name (module:class, imported lazily by vLLM).
-CUSTOM_MODELS = {"Qwen2ForPrmModel": "gsi.engines.vllm:SkyworkQwen2PrmModel"}
+CUSTOM_MODELS = {"Qwen2ForPrmModel": "gsi.engines.skywork:SkyworkQwen2PrmModel"}
 
 
 def register_custom_models() -> None:

@@ -61,14 +61,21 @@ def tiny_dir(root: Path | None = None) -> Path:
 def tiny_paths(root: Path | None = None) -> dict[str, Path]:
     """Build the tiny models unless they are already cached; return {role: path}."""
     base = tiny_dir(root)
+    build_once(base, _build)
+    return {role: base / role for role in ROLES}
+
+
+def build_once(base: Path, build) -> None:
+    """`build(base)` unless `base` holds a complete build (a COMPLETE file, written last).
+
+    Several processes (tests, SLURM array jobs) may ask at once: one builds, the others wait on a lock beside it.
+    """
     if not (base / "COMPLETE").exists():
         base.parent.mkdir(parents=True, exist_ok=True)
-        # Several processes (tests, SLURM array jobs) may ask at once: one builds, the others wait.
-        with open(base.parent / f".tiny-{TINY_VERSION}.lock", "w") as lock:
+        with open(base.parent / f".{base.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (base / "COMPLETE").exists():
-                _build(base)
-    return {role: base / role for role in ROLES}
+                build(base)
 
 
 def _corpus(seed: int = SEED, n_docs: int = 3000) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from gsi.engines import registry
+from gsi.engines.plan import model_params, validate
 from gsi.reporting.utilisation import engine_delta
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def known_params(out: Path, cfg: DictConfig) -> dict:
             params = None
         if params:
             return params
-    return registry.model_params(cfg, registry.validate(cfg, check_devices=False))
+    return model_params(cfg, validate(cfg, check_devices=False))
 
 
 def measured(engines, params: dict, before: dict[str, dict] | None = None) -> dict:

@@ -1,0 +1,90 @@
+"""Measuring the toy models with transformers (no engines): sampled solutions, greedy accuracy, the PRM's step
+scores and their AUC against the checker. The build uses `sample` too (PRM_SAMPLES).
+"""
+
+from __future__ import annotations
+
+from gsi.data import arith
+from gsi.models.tiny import DELIMITER
+from gsi.models.toy_recipe import Encoder
+
+
+def sample(model, enc: Encoder, problems: list[str], *, greedy: bool, temperature: float = 0.7, seed: int = 0,
+           max_new_tokens: int = 64, batch: int = 128) -> list[list[str]]:
+    """Each problem's generated steps (HF generate with left padding; for the build and for measurements)."""
+    import torch
+
+    out = []
+    tok = enc.tok
+    torch.manual_seed(seed)
+    for b in range(0, len(problems), batch):
+        prompts = [enc.prompt(p) for p in problems[b : b + batch]]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 do_sample=not greedy, temperature=temperature if not greedy else None, top_k=0,
+                                 top_p=1.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        for row in gen[:, width:].tolist():
+            if tok.eos_token_id in row:
+                row = row[: row.index(tok.eos_token_id)]
+            row = [t for t in row if t != tok.pad_token_id]
+            text = tok.decode(row, skip_special_tokens=True)
+            out.append([s.strip() for s in text.split(DELIMITER) if s.strip()])
+    return out
+
+
+def accuracy(model, enc: Encoder, problems: list[arith.ArithProblem]) -> float:
+    sols = sample(model, enc, [p.text for p in problems], greedy=True)
+    return sum(arith.last_answer(s) == p.answer for s, p in zip(sols, problems)) / len(problems)
+
+
+def prm_scores(model, enc: Encoder, problem: str, steps: list[str]) -> list[float]:
+    import torch
+
+    x = enc.prm(problem, steps)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([x.token_ids])).logits[0, :, 0]
+    return torch.sigmoid(logits[x.step_ends]).tolist()
+
+
+def auc(scores: list[float], labels: list[bool]) -> float:
+    """Probability that a correct step outscores a wrong one (ties count half)."""
+    pos = [s for s, l in zip(scores, labels) if l]
+    neg = [s for s, l in zip(scores, labels) if not l]
+    if not pos or not neg:
+        return float("nan")
+    ranked = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
+    # rank-sum with average ranks for ties
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        avg = (i + j + 1) / 2
+        rank_sum += avg * sum(1 for k in range(i, j) if ranked[k][1])
+        i = j
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
+def prm_auc(prm, small, enc: Encoder, problems: list[arith.ArithProblem],
+            seed: int = 1) -> tuple[float, int, int, float, float]:
+    """The PRM's step verdicts against the checker's on pi_S's samples (T = 0.7): (AUC, correct steps, wrong steps,
+    one-sided Mann-Whitney p that correct steps do not score higher, Spearman's correlation of the score with the
+    step index over the correct steps)."""
+    from scipy.stats import mannwhitneyu, spearmanr
+
+    sols = sample(small, enc, [p.text for p in problems], greedy=False, seed=seed)
+    scores, labels, index = [], [], []
+    for p, steps in zip(problems, sols):
+        if not steps:
+            continue
+        scores += prm_scores(prm, enc, p.text, steps)
+        labels += arith.check_steps(p, steps)
+        index += range(len(steps))
+    pos = [s for s, l in zip(scores, labels) if l]
+    neg = [s for s, l in zip(scores, labels) if not l]
+    pvalue = float(mannwhitneyu(pos, neg, alternative="greater").pvalue) if pos and neg else float("nan")
+    corr = float(spearmanr([i for i, l in zip(index, labels) if l], pos).correlation) if len(pos) > 2 else float("nan")
+    return auc(scores, labels), len(pos), len(neg), pvalue, corr

@@ -1,0 +1,154 @@
+"""What the toy world's models are (gsi.models.toy builds and measures them): sizes, seeds, training data
+and its layout, the PRM's labels. Changing anything here, or in gsi/models/toy_train.py, changes what is built:
+bump TOY_VERSION.
+
+- small (pi_S): 1 head, 2 layers, hidden 64 (205k parameters), trained 600 steps: it carries and borrows but
+  slips often, and more often the longer the problem.
+- big (pi_B): 2 heads, 3 layers, hidden 128 (885k parameters): the snapshot after BIG_SNAPSHOT = 400 of a
+  1,500-step run. The run's end is near-perfect (98% greedy on 2-6 operations at 1,000 steps); the snapshot has
+  headroom (72% at 350 steps, 80% at 450, measured on 200 held-out problems), so the methods can beat it.
+- reward: a `Qwen2ForTokenClassification` PRM (one label, read by the `token_classification` adapter at each
+  step's delimiter): the big run's final embeddings and 3 layers, frozen, under 2 new layers and a head, trained
+  on twins (each training problem's correct solution and a copy whose every step is wrong with probability 1/2,
+  so the step index carries nothing) with the checker's verdict at each delimiter and, on every token before it,
+  whether the step so far is a prefix of the correct step. It does NOT yet check the arithmetic: measured on
+  held-out twins its AUC stays near 0.5 (see the README's toy section for the recipes tried and their figures).
+
+Every model is trained on exactly what it sees at inference: the chat-rendered problem (gsi.data.prompts.render_prompt
+with SYSTEM_PROMPT, the same string as conf/model/toy.yaml's system_prompt: empty, so no system turn) followed by
+the solution steps, each tokenised on its own and followed by the delimiter's tokens (how vLLM's generated steps
+and the PRM adapter's input are laid out), the last step followed by EOS. Training problems come from gsi.data.arith's
+training side, which never overlaps the held-out problems of `dataset=arith`. The tokenizer is the tiny models'
+BPE, trained the same way with the toy world's text added, so that a prompt is 19 tokens, not 42.
+
+Why these sizes: carrying into the tens digit is learnt in a sudden drop of the loss, after a plateau whose length
+depends on the seed. With a short context the 3-layer model got past it by step 800-1,200 for every seed tried
+(4 of 4, 2-4 operations); 1-layer and 2-layer models at 128 hidden stayed on the plateau for most seeds within
+1,200 steps. On 2-6 operations (2,400 training problems) the big run is at 72% greedy after 350 steps, 80% after
+450, 90% after 550, 93% after 700: pi_B's snapshot sits on that rise, so its skill moves with the machine's
+rounding more than a converged model's would; the tests check the skill band, not a fingerprint.
+
+Determinism: THREADS torch threads, torch.use_deterministic_algorithms, fixed seeds for data, initialisation,
+batches and sampling; `gsi.models.tiny.fingerprint()` hashes every weight and tokenizer file and is written to
+COMPLETE (and build.json, with the build time). Two builds on this machine give the same fingerprint; another CPU
+(another vector ISA) may round differently, so the tests check the models' skill, not a fingerprint.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from gsi.data import arith
+from gsi.data.prompts import render_prompt
+from gsi.engines.base import RewardRequest
+from gsi.engines.rewards import make_adapter
+from gsi.models.tiny import DELIMITER, cache_root
+from gsi.roles import ROLES  # noqa: F401 - the recipe names the roles it builds
+
+TOY_VERSION = "v3"  # bump when anything here or in toy_train.py changes what is built
+SEED = 4321
+SYSTEM_PROMPT = ""  # no system turn: a shorter context, so attention finds the digits sooner
+MIN_OPS, MAX_OPS = 2, 6  # the training problems' difficulty range (= conf/dataset/arith.yaml's defaults)
+
+# (hidden, layers, heads, kv heads, intermediate). head_dim = hidden / heads = 64: vLLM's CPU attention needs it.
+SHAPES = {
+    "small": (64, 2, 1, 1, 256),
+    "big": (128, 3, 2, 1, 512),
+    "reward": (128, 3 + 2, 2, 1, 512),  # the big run's 3 layers + 2 that compare and gather (see _train_reward)
+}
+# Optimiser steps (batch BATCH), peak learning rate (cosine decay).
+TRAIN = {
+    "small": (600, 3e-3),
+    "big": (1500, 3e-3),
+    "reward": (300, 3e-3),
+}
+BIG_SNAPSHOT = 400  # pi_B is the big run's weights at this step; the PRM reads the same run's final weights
+# One thread: the same reduction order, so the same weights, on every run; and on a loaded machine two threads
+# spin-wait for each other (seen here at load 9-19: 2-5 s per training step with two threads, about 1 s with one).
+THREADS = 1
+BATCH = 32
+N_TRAIN = 2_400  # distinct training problems (of ~2,700 on the training side for 2..6 operations)
+PRM_PROBLEMS = 2_000  # training problems whose correct and corrupted solutions ("twins") teach the PRM
+PRM_SAMPLES = 0  # pi_S samples labelled by the checker for the PRM (0: twins alone)
+TOKEN_LABEL_WEIGHT = 1.0  # weight of the per-token labels beside the one at each step's delimiter
+
+
+def toy_dir(root: Path | None = None) -> Path:
+    return (root or cache_root()) / f"toy-{TOY_VERSION}"
+
+
+class Encoder:
+    """Problem + steps -> token ids exactly as the engines lay them out."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.adapter = make_adapter("token_classification", tok, delimiter=DELIMITER, system_prompt=SYSTEM_PROMPT)
+        self.delim = tok.encode(DELIMITER, add_special_tokens=False)
+
+    def prompt(self, problem: str) -> list[int]:
+        return render_prompt(self.tok, SYSTEM_PROMPT, problem)
+
+    def solution(self, steps: list[str]) -> list[int]:
+        ids = []
+        for s in steps[:-1]:
+            ids += self.tok.encode(s, add_special_tokens=False) + self.delim
+        return ids + self.tok.encode(steps[-1], add_special_tokens=False) + [self.tok.eos_token_id]
+
+    def prm(self, problem: str, steps: list[str]):
+        return self.adapter.build(RewardRequest(problem=problem, steps=steps))
+
+
+def step_labels(tok, problem: arith.ArithProblem, steps: list[str], x) -> list[tuple[int, bool, float]]:
+    """The PRM's training labels for one solution laid out as `x` (Encoder.prm): (position, label, weight).
+
+    At each step's delimiter (where the token_classification adapter reads the score), the checker's verdict,
+    weight 1. At every token of the step before it, whether the step written so far is a prefix of the correct
+    step (the problem's next operation applied to what the previous step wrote), weight TOKEN_LABEL_WEIGHT: so the
+    PRM learns to flag the first token that departs, and the delimiter's label is the minimum over the step.
+    """
+    verdicts = arith.check_steps(problem, steps)
+    out, prev, start = [], problem.start, x.prompt_len
+    for k, (step, end) in enumerate(zip(steps, x.step_ends)):
+        correct = arith.correct_step(problem, k, prev)
+        m = arith._STEP.match(step)
+        if m and k < len(problem.ops):
+            prev = int(m.group(4))
+        want = tok.encode(correct, add_special_tokens=False) if correct is not None else []
+        ok = True
+        for j, t in enumerate(x.token_ids[start:end]):
+            ok = ok and j < len(want) and t == want[j]
+            out.append((start + j, ok, TOKEN_LABEL_WEIGHT))
+        out.append((end, verdicts[k], 1.0))
+        start = end + 1
+    return out
+
+
+def model_config(role: str, tok):
+    from transformers import Qwen2Config
+
+    hidden, layers, heads, kv, inter = SHAPES[role]
+    return Qwen2Config(
+        vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=2048, max_window_layers=layers,
+        tie_word_embeddings=False, rope_theta=10000.0, bos_token_id=None, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, torch_dtype="float32",
+    )
+
+
+def tokenizer_docs() -> list[str]:
+    """The toy world's own text, so that the chat roles and 'Compute' are single tokens (the tiny models' corpus
+    alone splits 'assistant' into seven): every context is shorter, and training faster."""
+    docs = []
+    for p in arith.generate(2_000, seed=SEED, min_ops=1, max_ops=6, split="train"):
+        docs.append(f"system\nuser\n{p.text}\nassistant\n{p.solution}")
+    return docs
+
+
+def twins(problems, rng: random.Random):
+    """Each problem's correct solution and a corrupted one whose every step is wrong with probability 1/2: at
+    every step index about as many steps are wrong as right, so the index says nothing about the label and only
+    checking the step tells them apart."""
+    for p in problems:
+        yield p, p.steps()
+        yield p, arith.corrupt_each(p, rng)[0]
