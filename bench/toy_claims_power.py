@@ -2,7 +2,7 @@
 each claim's runs need. From runs kept at 200 problems,
 
     GSI_TOY_CLAIM_PROBLEMS=200 GSI_TOY_CLAIM_DIR=/tmp/toy200 python -m pytest -q tests/test_toy_claims.py
-    python bench/toy_claims_power.py /tmp/toy200 [--sizes 20,40,60,100,150,200] [--resamples 200]
+    python bench/toy_claims_power.py /tmp/toy200 [--sizes 20,40,60,80,100,150,200] [--resamples 200]
 
 prints, per claim and N, the share of resamples (N problems drawn with replacement from the 200, the same draw
 for every run of the claim) in which the claim's assertion holds (the test file's own rules, at its ALPHA), and
@@ -38,6 +38,7 @@ def main() -> int:
     ap.add_argument("runs", type=Path, help="GSI_TOY_CLAIM_DIR of a 200-problem run of tests/test_toy_claims.py")
     ap.add_argument("--sizes", default="20,40,60,80,100,150,200")
     ap.add_argument("--resamples", type=int, default=200)
+    ap.add_argument("--pool-resamples", type=int, default=40, help="for the pool curve (each resample ~1 s)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t = load_claims()
@@ -62,20 +63,21 @@ def main() -> int:
            for m, k, lo, hi in t.THRESHOLDS},
     }
     sizes = [int(x) for x in args.sizes.split(",")]
-    print(f"power = share of {args.resamples} resamples in which the claim holds; prefix = holds on the first N")
+    print(f"power = share of {args.resamples} resamples ({args.pool_resamples} for the pool) in which the claim holds; "
+          "(y/n) = holds on the first N problems")
     print(f"{'claim':42} {'runs':28} " + " ".join(f"{'N=' + str(n):>12}" for n in sizes))
     for name, (run_names, rule) in claims.items():
         data = [recs(r) for r in run_names]
         ids = sorted(set.intersection(*(set(d) for d in data)), key=lambda i: data[0][i]["index"])
         rng = np.random.default_rng(args.seed)
-        cells = []
+        cells, k = [], args.pool_resamples if run_names == ("pool",) else args.resamples
         for n in sizes:
             if n > len(ids):
                 cells.append(f"{'-':>12}")
                 continue
             # a resample may hold a problem twice: the rules take a list of ids, so duplicates count twice
             power = np.mean([rule(*data, list(rng.choice(ids, size=n, replace=True)))[0]
-                             for _ in range(args.resamples)])
+                             for _ in range(k)])
             prefix = rule(*data, ids[:n])[0]
             cells.append(f"{power:>6.3f} ({'y' if prefix else 'n'})")
         print(f"{name:42} {'+'.join(run_names):28} " + " ".join(cells))

@@ -15,18 +15,17 @@ Accuracy differences use McNemar's exact test on the discordant problems; tokens
 signed-rank test; every test at ALPHA = 0.05, one-sided. The toy engines start once for this module (0.25 GiB KV
 cache each); every run goes through gsi.run.run, once per module, and the claims that share a run read it.
 
-Problems per run (PROBLEMS): each run has the fewest held-out problems at which every claim that reads it keeps its
-power. The criterion: resampling (with replacement) N problems from the 200-problem runs, the claim's assertion
-holds in >= 99% of 200 resamples; `python bench/toy_claims_power.py DIR` prints that power per claim and N from
-runs kept with GSI_TOY_CLAIM_DIR=DIR GSI_TOY_CLAIM_PROBLEMS=200 (docs/benchmarks.md has the table). Measured:
-GSI > RSD, GSI >= soft BoN pi_S + 10 and the pi_B-token claim have power >= 0.995 at 100 problems (1.0 at 100 for
-the first two); the acceptance claims 1.0 at 20 (40 kept; the fallback-off run is exact, not statistical, and
-needs only steps under the threshold). DVTS > greedy pi_S (power 0.67 at 200) and the rising weighted vote (0.875
-at 200) are weak effects: their runs (dvts, greedy_small, pool) stay at 200, as does beam (its strict xfail pairs
-with greedy_small). A claim between runs of different sizes is tested on the problems both ran (dataset.limit
-takes the first N, so that is the smaller run's). GSI_TOY_CLAIM_PROBLEMS=N runs everything at N instead. The toy
-models are built on first use (gsi/models/toy.py, then cached); the README's toy section lists what these tests
-printed.
+Problems per run (PROBLEMS): 40, 100 or 200 held-out problems, the smallest of these at which every claim that reads
+the run keeps its power (200, as before, where none does). The criterion: resampling (with replacement) N problems from runs at 200, the claim's
+assertion holds in >= 99% of 200 resamples. `python bench/toy_claims_power.py DIR` prints that power per claim and N
+from runs kept with GSI_TOY_CLAIM_DIR=DIR GSI_TOY_CLAIM_PROBLEMS=200 (docs/benchmarks.md has the table). Measured:
+GSI > RSD and GSI >= soft BoN pi_S + 10 have power 1.0 at 100 problems, the pi_B-token claim 0.995; the acceptance
+claims 1.0 at 20 (their runs at 40; the fallback-off run is exact, not statistical: it needs only steps under the
+threshold). DVTS > greedy pi_S (power 0.655 at 200) and the rising weighted vote (0.95 at 200) are weak effects:
+their runs (dvts, greedy_small, pool) stay at 200, as does beam (its strict xfail pairs with greedy_small). A claim
+between runs of different sizes is tested on the problems both ran (dataset.limit takes the first N, so that is the
+smaller run's). GSI_TOY_CLAIM_PROBLEMS=N runs everything at N instead. The toy models are built on first use
+(gsi/models/toy.py, then cached); the README's toy section lists what these tests printed at 200.
 """
 
 from __future__ import annotations
