@@ -170,7 +170,9 @@ class _Driver:
 
     def _close_round(self, g: _Group) -> None:
         """Every live problem of the round took its step: report, check progress, let finished problems leave."""
-        self.method.end_round(g.live)
+        end_round = getattr(self.method, "end_round", None)
+        if end_round is not None:
+            end_round(g.live)
         now = time.perf_counter()
         if self.on_round:
             self.on_round(g.live)
@@ -263,7 +265,7 @@ def step_all(states: Iterable[ProblemState], method: Method, ctx: StepContext, *
     shape = {ASYNC: dict(group_size=1, groups=in_flight, merge=True),
              LOCKSTEP: dict(group_size=batch_size, groups=1, merge=True),
              COHORTS: dict(group_size=batch_size, groups=max(1, in_flight // batch_size), merge=False)}[mode]
-    executor = executor or ThreadExecutor(method.engines)
+    executor = executor or ThreadExecutor(getattr(method, "engines", None))
     _Driver(method, ctx, executor=executor, on_finish=on_finish, on_round=on_round, **shape).run(states)
 
 
