@@ -294,8 +294,8 @@ SchedulerMode = Choice("SchedulerMode", [
 @dataclass
 class SchedulerConfig:
     mode: SchedulerMode = SchedulerMode["async"]
-    # Problems in flight under `async` (and cohorts x batch_size under `cohorts`); null: batch_size, sized to
-    # the engines' batch.
+    # Problems in flight (`async`; `cohorts`: max_in_flight // batch_size cohorts of batch_size); null: batch_size,
+    # sized to the engines' batch.
     max_in_flight: Optional[int] = None
 
 
