@@ -217,3 +217,35 @@ def test_max_in_flight_is_typed_and_validated(make_cfg):
     assert any("scheduler.max_in_flight" in e for e in problems(bad))
     with pytest.raises(Exception, match="scheduler.mode"):
         make_cfg("model=tiny", "hardware=cpu", "scheduler.mode=overlap")
+
+
+@pytest.mark.parametrize("mode", ["async", "lockstep"])
+def test_a_stop_request_lets_the_steps_under_way_finish_then_stops(mode):
+    """run.py's stop guard raises when a step would start after SIGINT/SIGTERM: no step starts any more, the
+    steps under way end (their finished problems are reported), nothing is left in flight, then it is raised."""
+
+    class Stop(Exception):
+        pass
+
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=WINDOW)
+    method = build_method(OmegaConf.structured(METHODS["gsi"]), engines, ctx)
+    started, steps_done = [], []
+
+    class Guarded:
+        def __getattr__(self, name):
+            return getattr(method, name)
+
+        def step(self, s):
+            if len(started) == 30:
+                raise Stop
+            started.append((s.index, s.step_index))
+            return method.step(s)
+
+    todo, finished, ex = states(40), [], RecordingExecutor(engines)
+    with pytest.raises(Stop):
+        step_all(todo, Guarded(), ctx, batch_size=8, mode=mode, on_finish=lambda s, t: finished.append(s),
+                 on_round=lambda live: steps_done.extend((s.index, s.step_index - 1) for s in live),
+                 executor=ex)
+    assert not ex.inflight and finished and all(s.done for s in finished)
+    assert sorted(steps_done) == sorted(started)  # every step that started, ended

@@ -109,6 +109,9 @@ class _Driver:
         self.waiting: dict[str, list[tuple[Call, _Program, int]]] = {r: [] for r in ROLES}
         self.busy: dict[str, list[tuple[Call, _Program, int]]] = {}
         self.seq = 0
+        # Set when starting a step raised (run.py's stop guard after SIGINT/SIGTERM): no step starts any more,
+        # the steps under way finish (their finished problems are saved), then it is raised.
+        self.stopping: Exception | None = None
 
     def run(self, states: Iterable[ProblemState]) -> None:
         self.queue.extend(states)
@@ -127,6 +130,8 @@ class _Driver:
                 if exc is not None:
                     raise exc
                 self._deliver(entries, results)
+            if self.stopping is not None:
+                raise self.stopping
             stuck = [p.state.id for g in self.groups for p in g.members]
             if stuck or self.queue:  # a program waits on nothing the driver knows of: a bug, never a silent end
                 raise RuntimeError(f"the runtime stopped with problems unfinished: {stuck} in flight, "
@@ -159,12 +164,19 @@ class _Driver:
                 self.started.setdefault(s.index, now)
                 if self.ctx.max_tokens(len(s.context)) < 1:
                     s.done, s.stop_reason = True, STOP_CONTEXT
-            live = [p for p in g.members if not p.state.done]
-            g.live, g.running = [p.state for p in live], len(live)
-            for p in live:
-                p.coro = self.method.step(p.state)
+            live = []
+            for p in g.members:
+                if p.state.done or self.stopping is not None:
+                    continue
+                try:
+                    p.coro = self.method.step(p.state)
+                except Exception as exc:  # noqa: BLE001 - a stop request (run.py's guard): raised once idle
+                    self.stopping = exc
+                    break
+                live.append(p)
                 self.ready.append((p, None))
-            if live:
+            g.live, g.running = [p.state for p in live], len(live)
+            if live or self.stopping is not None:
                 return
             self._close_round(g)
 
