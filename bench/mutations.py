@@ -50,19 +50,19 @@ class Mutation:
 
 MUTATIONS = [
     Mutation("prm_context", "the PRM fed only the candidate step, not the steps before it", "gsi/methods/base.py",
-             "steps=[*(r.text for r in s.steps), c.text]", "steps=[c.text]",
+             "steps=[*steps, candidates[i].text]", "steps=[candidates[i].text]",
              ["tests/test_engine_requests.py"], ["tests/test_context.py"]),
     Mutation("pib_bare_prompt", "pi_B teacher-forces the candidate after the bare prompt, not the context",
-             "gsi/methods/base.py", "contexts = [s.context for s, cands in zip(states, candidates) for _ in cands]",
-             "contexts = [s.prompt_ids for s, cands in zip(states, candidates) for _ in cands]",
+             "gsi/methods/base.py", "out = await gather(*(Score(role, tuple(context), c.token_ids)",
+             "out = await gather(*(Score(role, tuple(s.prompt_ids), c.token_ids)",
              ["tests/test_engine_requests.py"], ["tests/test_context.py"]),
     Mutation("gsi_no_logp_small", "log pi_S dropped from GSI's weights (exp(beta r) pi_B, no / pi_S)",
-             "gsi/methods/gsi.py", "ratio = [b - c.logprob for b, c in zip(lb, cands)]",
-             "ratio = [b for b, c in zip(lb, cands)]", ["tests/test_methods.py"]),
+             "gsi/methods/gsi.py", "ratio = [b - c.logprob for b, c in zip(lb, drafts)]",
+             "ratio = [b for b, c in zip(lb, drafts)]", ["tests/test_methods.py"]),
     Mutation("fallback_hard_max", "GSI's fallback picks the best reward instead of drawing by exp(beta r)",
              "gsi/methods/gsi.py", 'j, p = soft_choice([cfg.beta * x for x in r], self.ctx.rng(s, "fallback"))',
              'from gsi.methods.base import hard_choice\n'
-             '            j, p = hard_choice([cfg.beta * x for x in r], self.ctx.rng(s, "fallback"))',
+             '        j, p = hard_choice([cfg.beta * x for x in r], self.ctx.rng(s, "fallback"))',
              ["tests/test_methods.py"]),
     Mutation("no_run_lock", "the run-folder lock not taken (flock skipped)", "gsi/rundir/lock.py",
              "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "pass", ["tests/test_run_folder.py"]),
@@ -73,10 +73,10 @@ MUTATIONS = [
              "gsi/cluster/slurm.py", "elif job_id in self._final_once:", "elif True:", ["tests/test_slurm.py"],
              ["tests/test_slurm.py"]),
     Mutation("no_progress_check", "the scheduler's no-progress check removed (a stuck method loops forever)",
-             "gsi/runtime/scheduler.py", "if [_progress(s) for s in batch] == before:", "if False:",
+             "gsi/runtime/scheduler.py", "if [_progress(p.state) for p in g.members] == g.before:", "if False:",
              ["tests/test_run_folder.py"]),
     Mutation("empty_to_prm", "empty candidates sent to the PRM (which rescores the last step)",
-             "gsi/methods/base.py", "if not is_empty(c, self.ctx.delimiter):", "if True:",
+             "gsi/methods/base.py", "enumerate(candidates) if not is_empty(c, self.ctx.delimiter)]", "enumerate(candidates)]",
              ["tests/test_accounting.py"]),
 ]
 
