@@ -60,9 +60,9 @@ MUTATIONS = [
              "gsi/methods/gsi.py", "ratio = [b - c.logprob for b, c in zip(lb, drafts)]",
              "ratio = [b for b, c in zip(lb, drafts)]", ["tests/test_methods.py"]),
     Mutation("fallback_hard_max", "GSI's fallback picks the best reward instead of drawing by exp(beta r)",
-             "gsi/methods/gsi.py", 'j, p = soft_choice([cfg.beta * x for x in r], self.ctx.rng(s, "fallback"))',
+             "gsi/methods/gsi.py", 'j, p = soft_choice([beta * x for x in r], self.ctx.rng(s, "fallback"))',
              'from gsi.methods.base import hard_choice\n'
-             '        j, p = hard_choice([cfg.beta * x for x in r], self.ctx.rng(s, "fallback"))',
+             '        j, p = hard_choice([beta * x for x in r], self.ctx.rng(s, "fallback"))',
              ["tests/test_methods.py"]),
     Mutation("no_run_lock", "the run-folder lock not taken (flock skipped)", "gsi/rundir/lock.py",
              "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "pass", ["tests/test_run_folder.py"]),

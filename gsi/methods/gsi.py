@@ -30,11 +30,12 @@ class GSI(Method):
 
     async def step(self, s):
         cfg = self.cfg
+        beta = cfg.beta  # once: each read of an unresolved DictConfig re-parses its `${beta}` interpolation
         drafts = await self.sample("small", s, cfg.n)
         r, lb = await gather(self.rewards(s, drafts), self.score("big", s, drafts))
         ratio = [b - c.logprob for b, c in zip(lb, drafts)]
-        i, p = soft_choice([cfg.beta * ri + li for ri, li in zip(r, ratio)], self.ctx.rng(s, "select"))
-        tilted = r[i] + ratio[i] / cfg.beta
+        i, p = soft_choice([beta * ri + li for ri, li in zip(r, ratio)], self.ctx.rng(s, "select"))
+        tilted = r[i] + ratio[i] / beta
         accept = bool(self.tested_value(r[i], tilted) > cfg.threshold)
         trace = {"candidates": candidate_trace(drafts, r=r, logp_small=[c.logprob for c in drafts], logp_big=lb,
                                                prob=p),
@@ -46,6 +47,6 @@ class GSI(Method):
             return
         cands = await self.sample("big", s, cfg.n_big)
         r = await self.rewards(s, cands)
-        j, p = soft_choice([cfg.beta * x for x in r], self.ctx.rng(s, "fallback"))
+        j, p = soft_choice([beta * x for x in r], self.ctx.rng(s, "fallback"))
         trace["fallback"] = {"candidates": candidate_trace(cands, r=r, prob=p), "chosen": j}
         self.ctx.append(s, cands[j], source="big", accepted=False, reward=r[j], trace=trace, **drafted)

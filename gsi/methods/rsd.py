@@ -39,10 +39,11 @@ class RSD(Method):
 
     async def step(self, s):
         cfg = self.cfg
+        beta = cfg.beta  # once: each read of an unresolved DictConfig re-parses its `${beta}` interpolation
         drafts = await self.sample("small", s, cfg.n, greedy=cfg.greedy)
         r = await self.rewards(s, drafts)
         if len(drafts) > 1:
-            i, p = soft_choice([cfg.beta * x for x in r], self.ctx.rng(s, "select"))
+            i, p = soft_choice([beta * x for x in r], self.ctx.rng(s, "select"))
         else:
             i, p = 0, [1.0]
         accept = r[i] >= cfg.delta
@@ -57,7 +58,7 @@ class RSD(Method):
         # One target sample is taken as is (the RSD paper); several are chosen among by soft best-of-n.
         if len(targets) > 1:
             rt = await self.rewards(s, targets)
-            j, p = soft_choice([cfg.beta * x for x in rt], self.ctx.rng(s, "fallback"))
+            j, p = soft_choice([beta * x for x in rt], self.ctx.rng(s, "fallback"))
         else:
             rt, j, p = None, 0, [1.0]
         trace["fallback"] = {"candidates": candidate_trace(targets, r=rt, prob=p), "chosen": j}
