@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import heapq
 import json
 import math
 import sys
-import heapq
 import time
 from dataclasses import dataclass
 from pathlib import Path
