@@ -1,10 +1,13 @@
 """Our scheduler against a per-problem loop, in one process, on the same engines and problems.
 
     python bench/throughput.py                                  # tiny models on vLLM-CPU, 64 problems, n = 8
+    python bench/throughput.py --problems 32 --skip-loop        # lock-step against async, one process
     python bench/throughput.py --n 2 8 32                       # how cost grows with n
     python bench/throughput.py model=qwen25_math hardware=gpu3  # real models on GPUs, unchanged
 
-(a) is gsi's scheduler: every unfinished problem advances one step per round, one engine call per role per round.
+(a) is gsi's runtime (gsi.runtime.scheduler.step_all), once per `--modes` policy: `lockstep` (every unfinished
+problem advances one step per round, one engine call per role and phase) and `async` (batch_size problems in
+flight, each advancing as soon as its calls return; a role's waiting calls merged into its next call).
 (b) advances one problem at a time to its end, as the published GSI and RSD code do: the same engine
 interface and method, a batch of one problem. Both runs make the same choices (seeded per problem and step), so
 they do the same work; only the batching differs. Hydra-style overrides after the flags pick the config.
@@ -57,10 +60,10 @@ def compose(overrides):
     return compose_config(*overrides)
 
 
-def measure(cfg, engines, problems, *, batch_size: int, label: str) -> dict:
+def measure(cfg, engines, problems, *, batch_size: int, label: str, mode: str = "lockstep") -> dict:
     from gsi.methods import build_method
     from gsi.run import initial_states, step_context
-    from gsi.runtime.scheduler import run_steps
+    from gsi.runtime.scheduler import step_all
 
     ctx = step_context(cfg, engines)
     method = build_method(cfg.method, engines, ctx)
@@ -68,13 +71,14 @@ def measure(cfg, engines, problems, *, batch_size: int, label: str) -> dict:
     before = engines.stats()
     with PeakMemory() as mem:
         start = time.perf_counter()
-        run_steps(states, method, ctx, batch_size=batch_size, on_finish=lambda s, t: None)
+        step_all(states, method, ctx, batch_size=batch_size, mode=mode, on_finish=lambda s, t: None)
         wall = time.perf_counter() - start
     after = engines.stats()
     delta = {r: {k: after[r][k] - before[r][k] for k in after[r]} for r in after}
     params = engines.params
     return {
-        "label": label, "wall_s": wall, "problems": len(states), "steps": sum(len(s.steps) for s in states),
+        "label": label, "mode": mode, "wall_s": wall, "problems": len(states),
+        "steps": sum(len(s.steps) for s in states),
         "busy_s": sum(d["busy_s"] for d in delta.values()), "roles": delta, "peak_rss_gb": mem.peak / 2**30,
         "flops": sum(2.0 * params.get(r, 0) * (d["prefilled_tokens"] + d["generated_tokens"]) for r, d in delta.items()),
         "choices": [[st.token_ids for st in s.steps] for s in states],
@@ -129,6 +133,8 @@ def main():
     ap.add_argument("--max-steps", type=int, nargs="+", default=[6])
     ap.add_argument("--max-step-tokens", type=int, default=32)
     ap.add_argument("--skip-loop", action="store_true", help="only our scheduler (for the n / steps scans)")
+    ap.add_argument("--modes", nargs="+", default=["lockstep", "async"], choices=["lockstep", "async", "cohorts"],
+                    help="the runtime's policies for (a), run one after the other on the same engines")
     ap.add_argument("--prefix-cache", choices=["on", "off", "both"], default="on",
                     help="both: the same runs on engines with and without prefix caching, one after the other")
     ap.add_argument("--json", type=Path, help="also write every measured row here")
@@ -155,24 +161,24 @@ def main():
                 for steps in args.max_steps:
                     cfg = compose(base + cache + [f"dataset.limit={args.problems}", f"method.n={n}",
                                                   f"generation.max_steps={steps}"])
-                    runs = [(cfg.batch_size, f"(a) scheduler, batch {cfg.batch_size}")]
+                    runs = [(cfg.batch_size, mode, f"(a) {mode}, batch {cfg.batch_size}") for mode in args.modes]
                     if not args.skip_loop:
-                        runs.append((1, "(b) per-problem loop"))
+                        runs.append((1, "lockstep", "(b) per-problem loop"))
                     rows = []
-                    for batch, label in runs:
+                    for batch, mode, label in runs:
                         load = os.getloadavg()[0]
-                        row = measure(cfg, engines, problems, batch_size=batch, label=label)
+                        row = measure(cfg, engines, problems, batch_size=batch, label=label, mode=mode)
                         row.update(caching=caching, n=n, max_steps=steps, load_before=load,
                                    load_after=os.getloadavg()[0])
                         print(f"[{caching} n={n} steps={steps}] {label}: {row['wall_s']:.1f} s, "
                               f"{100 * row['busy_s'] / row['wall_s']:.0f}% in engine calls", flush=True)
                         rows.append(row)
-                    if len(rows) == 2:
-                        assert rows[0]["choices"] == rows[1]["choices"], "both runs must make the same choices"
+                    assert all(r["choices"] == rows[0]["choices"] for r in rows), "every run must make the same choices"
                     table(rows, f"{cfg.method.name}, n = {n}, max_steps = {steps}, {len(problems)} problems, "
                                 f"{cfg.model.name} on {cfg.hardware.name}, prefix cache {caching}")
-                    if len(rows) == 2:
-                        print(f"ratio (a)/(b) in problems/s: {rows[1]['wall_s'] / rows[0]['wall_s']:.1f}x", flush=True)
+                    for r in rows[1:]:
+                        print(f"problems/s, {rows[0]['label']} over {r['label']}: "
+                              f"{r['wall_s'] / rows[0]['wall_s']:.2f}x", flush=True)
                     all_rows += rows
     print(markdown(all_rows))
     if args.json:

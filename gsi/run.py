@@ -143,7 +143,7 @@ def _run(cfg: DictConfig, out: Path, engines, dataset: Sequence[Problem] | None,
             with StopOnSignal() as stop:
                 try:
                     step_all(states, stop.guard(method), ctx, batch_size=cfg.batch_size, mode=cfg.scheduler.mode,
-                             cohorts=cfg.scheduler.cohorts, on_finish=on_finish)
+                             max_in_flight=cfg.scheduler.max_in_flight, on_finish=on_finish)
                 except BaseException as exc:
                     bar.close()
                     try:

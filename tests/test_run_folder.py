@@ -250,7 +250,7 @@ def test_scheduler_refuses_an_empty_batch(batch_size):
     from gsi.runtime.scheduler import run_steps
 
     class Method:
-        def step(self, live):
+        async def step(self, s):
             raise AssertionError("not called")
 
     exc = _in_thread(lambda: run_steps(_states(), Method(), _ctx(), batch_size=batch_size, on_finish=lambda s, t: 0))
@@ -261,7 +261,7 @@ def test_scheduler_stops_a_method_that_makes_no_progress():
     from gsi.runtime.scheduler import run_steps
 
     class Stuck:
-        def step(self, live):
+        async def step(self, s):
             pass
 
     exc = _in_thread(lambda: run_steps(_states(), Stuck(), _ctx(), batch_size=2, on_finish=lambda s, t: 0))
@@ -273,12 +273,11 @@ def test_scheduler_accepts_progress_on_private_tracks():
     from gsi.runtime.scheduler import run_steps
 
     class Tracks:
-        def step(self, live):
-            for s in live:
-                s.count_nocache("small", generated=1)
-                s.tokens["small"]["generated"] += 1
-                if s.tokens["small"]["generated"] >= 3:
-                    s.done, s.stop_reason = True, "eos"
+        async def step(self, s):
+            s.count_nocache("small", generated=1)
+            s.tokens["small"]["generated"] += 1
+            if s.tokens["small"]["generated"] >= 3:
+                s.done, s.stop_reason = True, "eos"
 
     finished = []
     assert _in_thread(lambda: run_steps(_states(), Tracks(), _ctx(), batch_size=2,

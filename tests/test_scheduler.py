@@ -1,5 +1,6 @@
-"""The overlapped scheduler: the same results as lock-step for every method (exact table engines, and the tiny
-vLLM models), roles really working at the same time, failures and refusals."""
+"""The runtime's policies around real engines: the async policy gives lock-step's records on the tiny vLLM models
+(tests/test_runtime.py does every method on table engines), roles really working at the same time in threads,
+refusals, utilisation and the simulated-GPU clock."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from gsi.config.schema import BaselineConfig, BoNConfig, GSIConfig, RSDConfig
 from gsi.engines.table import table_engines
 from gsi.methods import build_method
 from gsi.methods.base import StepContext
-from gsi.runtime.scheduler import run_steps_overlapped, step_all
+from gsi.runtime.scheduler import step_all
 from gsi.runtime.state import ProblemState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,34 +46,15 @@ def states(problems):
             for i in range(problems)]
 
 
-def run_table(method_cfg, *, mode, cohorts=3, problems=40, batch_size=12, engines=None):
+def run_table(method_cfg, *, mode, max_in_flight=None, problems=40, batch_size=12, engines=None):
     engines = engines or table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
     ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=10_000, trace=True)
     method = build_method(OmegaConf.structured(method_cfg), engines, ctx)
     todo, finished = states(problems), []
-    step_all(todo, method, ctx, batch_size=batch_size, mode=mode, cohorts=cohorts,
+    step_all(todo, method, ctx, batch_size=batch_size, mode=mode, max_in_flight=max_in_flight,
              on_finish=lambda s, t: finished.append(s.index))
     assert sorted(finished) == list(range(problems))  # every problem finishes once
     return todo, finished, engines
-
-
-def fingerprint(s: ProblemState):
-    return (s.response_text, s.stop_reason, [(st.token_ids, st.source, st.accepted, st.reward, st.chosen_draft_tokens,
-                                              st.drafted_tokens) for st in s.steps],
-            s.tokens, s.tokens_nocache, s.empty_candidates, s.trace)
-
-
-@pytest.mark.parametrize("name", sorted(METHODS))
-@pytest.mark.parametrize("cohorts", [2, 3])
-def test_overlapped_gives_lockstep_results_on_table_engines(name, cohorts):
-    a, order_a, ea = run_table(METHODS[name], mode="lockstep")
-    b, order_b, eb = run_table(METHODS[name], mode="overlap", cohorts=cohorts)
-    assert [fingerprint(s) for s in a] == [fingerprint(s) for s in b]
-    # the engines did the same work (requests and tokens), in more, smaller calls
-    for role in ("small", "big", "reward"):
-        sa, sb = ea.roles()[role].stats, eb.roles()[role].stats
-        assert (sa.requests, sa.prompt_tokens, sa.generated_tokens) == (sb.requests, sb.prompt_tokens,
-                                                                           sb.generated_tokens)
 
 
 class Recording:
@@ -101,14 +83,14 @@ class Recording:
         return sum(max(0.0, min(e1, e2) - max(s1, s2)) for s1, e1 in self.intervals[a] for s2, e2 in self.intervals[b])
 
 
-def test_cohorts_keep_two_roles_busy_at_once():
+def test_async_keeps_two_roles_busy_at_once():
     engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
     rec = Recording(engines, delay=0.01)
-    run_table(METHODS["bon_small"], mode="overlap", cohorts=2, problems=16, batch_size=8, engines=engines)
-    assert rec.overlap_s("small", "reward") > 0.02  # cohort A drafts while cohort B is scored
+    run_table(METHODS["rsd"], mode="async", problems=16, batch_size=8, engines=engines)
+    assert rec.overlap_s("small", "reward") > 0.02  # some problems draft while others are scored
     engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
     rec = Recording(engines, delay=0.01)
-    run_table(METHODS["bon_small"], mode="lockstep", problems=16, batch_size=8, engines=engines)
+    run_table(METHODS["rsd"], mode="lockstep", problems=16, batch_size=8, engines=engines)
     assert rec.overlap_s("small", "reward") == 0.0
 
 
@@ -119,49 +101,21 @@ def test_gsi_scores_drafts_on_the_prm_and_big_model_at_once():
     assert rec.overlap_s("reward", "big") > 0.02
 
 
-def test_rsd_batch_global_patience_is_refused_when_overlapped():
-    with pytest.raises(ValueError, match="scheduler.mode=lockstep"):
-        run_table(RSDConfig(n=1, beta=2.0, delta=0.6, patience=3), mode="overlap")
-    run_table(RSDConfig(n=1, beta=2.0, delta=0.6, patience=3), mode="lockstep")
-
-
-def test_a_failing_cohort_stops_the_others_and_its_error_names_the_role():
-    from gsi.engines.base import Engines
-    from gsi.engines.table import TableGenerator, TableReward
-    from gsi.runtime.stopping import failed_role
-
-    class Dying(TableGenerator):
-        def generate(self, requests, **kw):
-            if self.stats.calls >= 2:
-                raise RuntimeError("engine died")
-            return super().generate(requests, **kw)
-
-    engines = Engines(small=TableGenerator("small", PI_S, eos_step=0, texts=TEXTS),
-                      big=Dying("big", PI_B, eos_step=0, texts=TEXTS), reward=TableReward(R, texts=TEXTS))
-    finished = []
-    ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=10_000)
-    method = build_method(OmegaConf.structured(METHODS["gsi"]), engines, ctx)
-    todo = states(60)
-    with pytest.raises(RuntimeError, match="engine died") as info:
-        run_steps_overlapped(todo, method, ctx, batch_size=12, cohorts=3, on_finish=lambda s, t: finished.append(s))
-    assert failed_role(info.value, engines) == "big"  # found through the cohort thread's traceback
-    assert len(finished) < 60 and all(s.done for s in finished)  # the others stopped, saving what finished
-
-
 def test_unknown_scheduler_mode_is_refused():
     with pytest.raises(ValueError, match="scheduler.mode"):
-        run_table(METHODS["gsi"], mode="async")
+        run_table(METHODS["gsi"], mode="overlap")  # the former cohort scheduler: now `cohorts`
 
 
 def test_scheduler_config_is_typed(make_cfg):
-    cfg = make_cfg("model=tiny", "hardware=cpu", "scheduler.mode=lockstep", "scheduler.cohorts=3")
-    assert cfg.scheduler.mode == "lockstep" and cfg.scheduler.cohorts == 3
+    cfg = make_cfg("model=tiny", "hardware=cpu", "scheduler.mode=cohorts", "scheduler.max_in_flight=3")
+    assert cfg.scheduler.mode == "cohorts" and cfg.scheduler.max_in_flight == 3
+    assert make_cfg("model=tiny", "hardware=cpu").scheduler.mode == "async"  # the default
     with pytest.raises(Exception, match="scheduler.mode"):
         make_cfg("model=tiny", "hardware=cpu", "scheduler.mode=sideways")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The tiny vLLM models: every method, lock-step against overlapped, through gsi.run.run
+# The tiny vLLM models: every method, lock-step against async, through gsi.run.run
 # ----------------------------------------------------------------------------------------------------------------
 VLLM_METHODS = [
     ["method=gsi", "method.threshold=0.5"],
@@ -195,21 +149,21 @@ def _close(a, b, path="") -> None:
 
 @pytest.mark.vllm
 @pytest.mark.parametrize("overrides", VLLM_METHODS, ids=lambda o: "-".join(x.split("=")[1] for x in o[:3]))
-def test_overlapped_gives_lockstep_results_on_tiny_vllm(overrides, tiny_engines, tmp_path):
+def test_async_gives_lockstep_results_on_tiny_vllm(overrides, tiny_engines, tmp_path):
     from gsi.config.schema import compose_config
     from gsi.run import run
 
-    # batch_size=2 with 3 cohorts: all three cohorts step problems at once (lock-step: rounds of 2)
+    # batch_size=2 and 3 problems in flight under async (lock-step: rounds of 2)
     base = ["model=tiny", "hardware=cpu", "dataset=math500", "dataset.limit=6", "method.n=3",
             "generation.max_steps=3", "generation.max_step_tokens=10", "batch_size=2", "trace=true", *overrides]
     out = {}
-    for mode in ("lockstep", "overlap"):
-        cfg = compose_config(*base, f"scheduler.mode={mode}", "scheduler.cohorts=3")
+    for mode in ("lockstep", "async"):
+        cfg = compose_config(*base, f"scheduler.mode={mode}", "scheduler.max_in_flight=3")
         run(cfg, out=tmp_path / mode, engines=tiny_engines)
         out[mode] = _records(tmp_path / mode)
-    assert out["lockstep"].keys() == out["overlap"].keys() and len(out["lockstep"]) == 6
+    assert out["lockstep"].keys() == out["async"].keys() and len(out["lockstep"]) == 6
     for pid, rec in out["lockstep"].items():
-        other = out["overlap"][pid]
+        other = out["async"][pid]
         assert rec["final_text"] == other["final_text"] and rec["tokens"] == other["tokens"]
         _close({k: v for k, v in rec.items() if k != "time_s"}, {k: v for k, v in other.items() if k != "time_s"})
 
@@ -243,8 +197,8 @@ def test_summary_and_results_table_show_each_roles_busy_fraction(tmp_path, capsy
 
 
 def test_simulated_gpu_clock_accounts_time_exactly():
-    """bench/simgpu.py's virtual clock: serial lock-step wall = the sum of the roles' busy times; overlapped wall is
-    at least the busiest role's, at most the sum; the same choices under every scheduler."""
+    """bench/simgpu.py's virtual-time executor: serial lock-step wall = the sum of the roles' busy times; async and
+    cohorts walls are at least the busiest role's, below the sum; the same choices under every policy."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("simgpu", ROOT / "bench" / "simgpu.py")
@@ -252,10 +206,13 @@ def test_simulated_gpu_clock_accounts_time_exactly():
     sys.modules["simgpu"] = sim  # (its dataclasses look their module up)
     spec.loader.exec_module(sim)
     kw = dict(problems=12, n=4, max_steps=6)
-    serial = sim.run_one("gsi", batch_size=6, mode="lockstep", cohorts=1, concurrent_calls=False, **kw)
+    serial = sim.run_one("gsi", batch_size=6, mode="lockstep", serial=True, **kw)
     assert serial["wall_s"] == pytest.approx(sum(serial["busy_s"].values()))
-    concurrent = sim.run_one("gsi", batch_size=6, mode="lockstep", cohorts=1, **kw)
-    assert concurrent["wall_s"] < serial["wall_s"]  # the PRM and pi_B score the drafts at once
-    over = sim.run_one("gsi", batch_size=12, mode="overlap", cohorts=2, **kw)
-    assert max(over["busy_s"].values()) - 1e-9 <= over["wall_s"] < sum(over["busy_s"].values())
-    assert serial["fingerprint"] == concurrent["fingerprint"] == over["fingerprint"]
+    lockstep = sim.run_one("gsi", batch_size=6, mode="lockstep", **kw)
+    assert lockstep["wall_s"] < serial["wall_s"]  # the PRM and pi_B score the drafts at once
+    runs = [sim.run_one("gsi", batch_size=6, mode="async", **kw),
+            sim.run_one("gsi", batch_size=12, mode="cohorts", cohorts=2, **kw)]
+    for r in runs:
+        assert max(r["busy_s"].values()) - 1e-9 <= r["wall_s"] < sum(r["busy_s"].values()), r["mode"]
+    assert runs[0]["wall_s"] < lockstep["wall_s"]  # pi_S drafts for some problems while pi_B scores others'
+    assert {r["fingerprint"] for r in [serial, lockstep, *runs]} == {serial["fingerprint"]}

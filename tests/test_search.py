@@ -97,6 +97,30 @@ def test_beam_keeps_exactly_the_top_unfinished_beams(aggregate):
     assert engines.big.stats.calls == 0
 
 
+def test_a_branch_charges_its_problem_and_keeps_its_own_cache_marks():
+    from gsi.methods.search import branches
+    from gsi.runtime.state import StepRecord
+
+    s = ProblemState(index=0, id="p", problem="x", reference="1", prompt_ids=[0, 0], context=[0, 0])
+    a, b = branches(s, ["0", "1"], {"small": 2, "reward": 5})
+    assert (a.id, b.id) == ("p#0", "p#1")  # a branch's requests are seeded by its own name
+    assert s.tokens["small"]["context"] == 2 and s.tokens["reward"]["context"] == 5  # the shared prompt, once
+    a.charge("small", 2, [((7, 8), 2)], generated=True)  # a's policy drew (7, 8): charged to the problem at once
+    a.count_nocache("small", context=2, generated=2)
+    a.empty_candidates += 1
+    assert s.tokens["small"] == {"generated": 2, "context": 2} and s.tokens_nocache["small"]["generated"] == 2
+    assert s.empty_candidates == 1
+    c = a.child("c", StepRecord(text="t", token_ids=(7, 8), source="small", accepted=None))
+    assert c.context == [0, 0, 7, 8] and a.context == [0, 0] and c.response_text == "t" and a.steps == []
+    # The policy drew (7, 8) after a's context, so c starts past it; the PRM never read it.
+    assert c.read == {"small": 4, "big": 0, "reward": 5}
+    c.charge("small", 4, [], generated=False)
+    assert s.tokens["small"]["context"] == 2
+    # b has its own marks: its different tokens at the same length are new to the policy.
+    b.charge("small", 4, [], generated=False)
+    assert s.tokens["small"]["context"] == 4
+
+
 def test_beam_ties_are_seeded():
     cfg = BeamConfig(beta=1.0, n=8, width=2)
     a, _ = run_table(cfg, problems=40, seed=3, batch_size=7)

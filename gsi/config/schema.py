@@ -288,16 +288,20 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
 
-class SchedulerMode(Choice):
-    overlap = "overlap"  # cohorts in threads: roles work on different cohorts at once (gsi/runtime/scheduler.py)
-    lockstep = "lockstep"  # one batch, one role at a time
+# The runtime's policy (gsi/runtime/scheduler.py). `async` is a Python keyword, hence the functional form.
+SchedulerMode = Choice("SchedulerMode", [
+    ("async", "async"),  # problems advance as their own calls return; each role's waiting calls merged per call
+    ("lockstep", "lockstep"),  # a step barrier over batch_size problems: the reference
+    ("cohorts", "cohorts"),  # max_in_flight // batch_size cohorts with their own barrier (a benchmark row)
+])
 
 
 @dataclass
 class SchedulerConfig:
-    mode: SchedulerMode = SchedulerMode.overlap
-    # Cohorts stepped at once under `overlap`, each of up to batch_size problems (cohorts x batch_size in flight).
-    cohorts: int = 2
+    mode: SchedulerMode = SchedulerMode["async"]
+    # Problems in flight (`async`; `cohorts`: max_in_flight // batch_size cohorts of batch_size); null: batch_size,
+    # sized to the engines' batch.
+    max_in_flight: Optional[int] = None
 
 
 @dataclass

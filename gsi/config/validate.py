@@ -158,13 +158,8 @@ def _scheduler(cfg: Any, errors: list[str]) -> None:
     sched = get(cfg, "scheduler")
     if sched is None:
         return
-    _int_at_least(errors, "scheduler.cohorts", get(sched, "cohorts"), 1)
-    mode = str(get(sched, "mode", "lockstep"))
-    m = get(cfg, "method")
-    if mode == "overlap" and (_number(get(sched, "cohorts")) or 1) > 1 and str(get(m, "name")) == "rsd" \
-            and (_number(get(m, "patience")) or 0) > 0:
-        errors.append("scheduler.mode=overlap: method.patience counts rounds over the whole run, which cohorts "
-                      "stepped in threads do not share; use scheduler.mode=lockstep (or method.patience=0)")
+    if get(sched, "max_in_flight") is not None:
+        _int_at_least(errors, "scheduler.max_in_flight", get(sched, "max_in_flight"), 1)
 
 
 def validate(cfg: Any) -> None:

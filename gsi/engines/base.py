@@ -1,7 +1,7 @@
 """The role interface every method talks to: two generators (small, big) and a reward model.
 
-All calls take a batch of many problems at once: the scheduler makes one call per role per round for every
-active problem. Contexts are token ids (the rendered prompt followed by the accepted steps' ids): small and
+All calls take a batch of many problems' requests at once: the runtime (gsi/runtime/scheduler.py) merges the
+requests waiting for a role into one call. Contexts are token ids (the rendered prompt followed by the accepted steps' ids): small and
 big share a tokenizer, and nothing is re-tokenised between roles.
 """
 

@@ -35,7 +35,7 @@ class TableGenerator(Generator):
         self.max_model_len = max_model_len
         self.eos_token_ids = frozenset([eos_step] if eos_step is not None else [])
         self.stats = RoleStats()
-        self._lock = threading.Lock()  # one call at a time, like a vLLM engine (the overlapped scheduler's cohorts)
+        self._lock = threading.Lock()  # one call at a time, like a vLLM engine
 
     def _step(self, k: int) -> Step:
         finish = FINISH_EOS if k == self.eos_step else FINISH_DELIMITER

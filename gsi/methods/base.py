@@ -1,7 +1,8 @@
-"""What a method plugin is: given the active problems and the three roles, advance each problem by one step.
+"""What a method plugin is: a per-problem program that advances one problem by one step, and the helpers it
+awaits (sample, rewards, score), which charge the problem's token ledger.
 
-A method sees problem states and engines only (no files, no W&B, no Hydra). It must make at most one engine
-call per role per phase for the whole batch: the scheduler hands it every active problem at once.
+A method sees problem states and engines only (no files, no W&B, no Hydra). It never batches: the runtime
+(gsi/runtime/scheduler.py) merges the calls of many problems into one engine call per role.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Sequence
 import numpy as np
 
 from gsi.runtime import seeding
-from gsi.engines.base import Engines, GenerateRequest, Generator, RewardRequest, Step
+from gsi.engines.base import Engines, GenerateRequest, RewardRequest, Step
 from gsi.engines.rewards import split_steps
+from gsi.runtime.calls import Generate, Reward, Score, gather
 from gsi.runtime.state import ProblemState, StepRecord, stop_reason_after
 
 
@@ -64,11 +66,16 @@ class StepContext:
 
 
 class Method(ABC):
+    """A method is a per-problem program: `async def step(self, s)` advances problem `s` by one step (or finishes
+    it), awaiting engine calls through the helpers below; the runtime (gsi/runtime/scheduler.py) drives many
+    problems' programs at once and batches their calls per role. A step may touch only its own problem (and its
+    `scratch`); a method whose rule spans problems sets `needs_lockstep` and keeps that rule in `end_round`."""
+
     name: str
     has_acceptance = True  # whether steps carry an accept/reject decision
-    # Whether `step` touches only the states it is given (and their `scratch`), so that the overlapped scheduler
-    # may step several cohorts at once; a method with state shared between problems sets it False.
-    cohort_safe = True
+    # True: the method keeps state shared across the problems of a round (RSD's run-wide patience), so the runtime
+    # runs it in lock-step rounds whatever scheduler.mode says and calls `end_round` after each round.
+    needs_lockstep = False
 
     def __init__(self, cfg, engines: Engines, ctx: StepContext):
         self.cfg = cfg
@@ -81,28 +88,23 @@ class Method(ABC):
         advanced `batch_size` at a time (raise ValueError naming the key)."""
 
     @abstractmethod
-    def step(self, states: list[ProblemState]) -> None:
-        """Advance every state by one step (or finish it)."""
+    async def step(self, s: ProblemState) -> None:
+        """Advance problem `s` by one step (or finish it)."""
 
-    @staticmethod
-    def concurrently(*calls):
-        """Run independent batched engine calls (thunks, to different roles) at the same time; their results in
-        order. E.g. `r, lb = self.concurrently(lambda: self.rewards(...), lambda: self.score(big, ...))`."""
-        from gsi.runtime.concurrency import run_concurrently
+    def end_round(self, states: list[ProblemState]) -> None:
+        """Lock-step only (`needs_lockstep`): called after every problem of a round (`states`) took its step."""
 
-        return run_concurrently(calls, name="gsi-call")
+    # Engine calls for one problem, each charging the problem's ledger (gsi.runtime.state) itself. `s` is whatever
+    # ProblemState the calls are made for: its id and step index seed the requests, its marks and counts are charged.
 
-        # Batched engine calls shared by the methods, with per-problem token accounting (gsi.runtime.state).
-
-    def sample(self, generator: Generator, states: Sequence[ProblemState], n: int, *,
-               greedy: bool = False) -> list[list[Step]]:
-        if not states:
-            return []
-        requests = [self.ctx.request(s, generator.role, n) for s in states]
-        out = generator.generate(requests, greedy=greedy)
-        for s, steps in zip(states, out):
-            self.count_generated(s, generator.role, steps)
-        return out
+    async def sample(self, role: str, s: ProblemState, n: int, *, greedy: bool = False,
+                     context: Sequence[int] | None = None, track: int = 0) -> list[Step]:
+        """n samples of `role` after `context` (default s.context), seeded by (seed, s.id, s.step_index, role,
+        track) exactly as StepContext.request derives it."""
+        context = s.context if context is None else context
+        steps = await Generate(role, self.ctx.request(s, role, n, context=context, track=track), greedy)
+        self.count_generated(s, role, steps, context=context)
+        return steps
 
     def prompt_lengths(self, s: ProblemState, *roles: str) -> dict[str, int]:
         """The problem's prompt length in each role's own tokens (the PRM renders it its own way)."""
@@ -112,56 +114,50 @@ class Method(ABC):
             out[role] = len(s.prompt_ids) if n is None else n
         return out
 
-    def count_generated(self, s: ProblemState, role: str, steps: Sequence[Step]) -> None:
-        """One request of n samples at s.context: the n samples share the context."""
-        s.count_nocache(role, context=len(s.context), generated=sum(len(c.token_ids) for c in steps))
-        s.charge(role, len(s.context), [(c.token_ids, len(c.token_ids)) for c in steps], generated=True)
+    def count_generated(self, s: ProblemState, role: str, steps: Sequence[Step],
+                        context: Sequence[int] | None = None) -> None:
+        """One request of n samples at `context` (default s.context): the n samples share the context."""
+        n_context = len(s.context if context is None else context)
+        s.count_nocache(role, context=n_context, generated=sum(len(c.token_ids) for c in steps))
+        s.charge(role, n_context, [(c.token_ids, len(c.token_ids)) for c in steps], generated=True)
         s.empty_candidates += sum(is_empty(c, self.ctx.delimiter) for c in steps)
 
-    def rewards(self, states: Sequence[ProblemState], candidates: Sequence[Sequence[Step]]) -> list[list[float]]:
-        """The PRM's r of each candidate after the state's steps. An empty candidate gets method.empty_reward
+    async def rewards(self, s: ProblemState, candidates: Sequence[Step], *, steps: Sequence[str] | None = None,
+                      context: Sequence[int] | None = None) -> list[float]:
+        """The PRM's r of each candidate after `steps` (the texts of the previous steps, default s.steps; `context`
+        their token ids, default s.context, for the accounting). An empty candidate gets method.empty_reward
         without a PRM call: the PRM would drop it and score the last accepted step again."""
-        empty_reward = float(getattr(self.cfg, "empty_reward", 0.0))
-        out = [[empty_reward] * len(cands) for cands in candidates]
-        requests, where = [], []
-        for k, (s, cands) in enumerate(zip(states, candidates)):
-            for i, c in enumerate(cands):
-                if not is_empty(c, self.ctx.delimiter):
-                    requests.append(RewardRequest(problem=s.problem, steps=[*(r.text for r in s.steps), c.text]))
-                    where.append((k, i))
-        if requests:
-            for (k, i), value in zip(where, self.engines.reward.reward(requests)):
-                out[k][i] = value
-        for s, cands in zip(states, candidates):
-            self._count_rewarded(s, cands)
+        steps = [r.text for r in s.steps] if steps is None else list(steps)
+        context = s.context if context is None else context
+        out = [float(getattr(self.cfg, "empty_reward", 0.0))] * len(candidates)
+        where = [i for i, c in enumerate(candidates) if not is_empty(c, self.ctx.delimiter)]
+        values = await gather(*(Reward(RewardRequest(problem=s.problem, steps=[*steps, candidates[i].text]))
+                                for i in where))
+        for i, value in zip(where, values):
+            out[i] = value
+        self._count_rewarded(s, candidates, steps, len(context))
         return out
 
-    def _count_rewarded(self, s: ProblemState, cands: Sequence[Step]) -> None:
-        s.count_nocache("reward", context=sum(len(s.context) + len(c.token_ids) for c in cands))
+    def _count_rewarded(self, s: ProblemState, cands: Sequence[Step], steps: list[str], n_context: int) -> None:
+        s.count_nocache("reward", context=sum(n_context + len(c.token_ids) for c in cands))
         scored = [c for c in cands if not is_empty(c, self.ctx.delimiter)]
         if not scored:
             return
         prm = self.engines.reward
-        steps = [r.text for r in s.steps]
         prefix = prm.input_length(s.problem, steps)
         if prefix is None:  # the PRM's own token counts are unknown: count the generators' tokens instead
-            s.charge("reward", len(s.context), [(c.token_ids, len(c.token_ids)) for c in scored], generated=False)
+            s.charge("reward", n_context, [(c.token_ids, len(c.token_ids)) for c in scored], generated=False)
         else:
             s.charge("reward", prefix, [(c.token_ids, prm.input_length(s.problem, [*steps, c.text]) - prefix)
                                         for c in scored], generated=False)
 
-    def score(self, generator: Generator, states: Sequence[ProblemState],
-              candidates: Sequence[Sequence[Step]]) -> list[list[float]]:
-        contexts = [s.context for s, cands in zip(states, candidates) for _ in cands]
-        conts = [c.token_ids for cands in candidates for c in cands]
-        if not conts:
-            return [[] for _ in states]
-        flat = iter(generator.score(contexts, conts))
-        out = [[next(flat) for _ in cands] for cands in candidates]
-        for s, cands in zip(states, candidates):
-            s.count_nocache(generator.role, context=sum(len(s.context) + len(c.token_ids) for c in cands))
-            s.charge(generator.role, len(s.context), [(c.token_ids, len(c.token_ids)) for c in cands],
-                     generated=False)
+    async def score(self, role: str, s: ProblemState, candidates: Sequence[Step],
+                    context: Sequence[int] | None = None) -> list[float]:
+        """Teacher forcing: `role`'s log-prob of each candidate after `context` (default s.context)."""
+        context = s.context if context is None else context
+        out = await gather(*(Score(role, tuple(context), c.token_ids) for c in candidates))
+        s.count_nocache(role, context=sum(len(context) + len(c.token_ids) for c in candidates))
+        s.charge(role, len(context), [(c.token_ids, len(c.token_ids)) for c in candidates], generated=False)
         return out
 
 

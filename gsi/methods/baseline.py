@@ -16,7 +16,6 @@ class Baseline(Method):
             raise ValueError(f"method.policy must be 'small' or 'big', got {cfg.policy!r}")
         self.policy = engines.small if cfg.policy == "small" else engines.big
 
-    def step(self, states):
-        out = self.sample(self.policy, states, 1, greedy=self.cfg.greedy)
-        for s, steps in zip(states, out):
-            self.ctx.append(s, steps[0], source=self.cfg.policy, accepted=None)
+    async def step(self, s):
+        steps = await self.sample(self.policy.role, s, 1, greedy=self.cfg.greedy)
+        self.ctx.append(s, steps[0], source=self.cfg.policy, accepted=None)

@@ -4,10 +4,10 @@ Per problem, N = method.n and M = method.width (N divisible by M), K = N/M beams
 
     round 0:  the prompt proposes M steps for each of the K slots (N candidates, all children of the root)
     each round:
-        every kept beam proposes M next steps from the policy (one generate call, n = M per beam)
+        every kept beam proposes M next steps from the policy (all beams at once, one request of n = M each)
         [lookahead L > 0: each candidate is rolled on L more steps greedily; the PRM scores candidate + rollout,
          the rollout is then dropped]
-        the PRM scores every candidate step (one reward call); a beam's score = aggregate(its step rewards):
+        the PRM scores every candidate step; a beam's score = aggregate(its step rewards):
         last, min or prod
         candidates that finished (EOS, a closed \\boxed{}, max_steps, the context window) leave for the pool
         the K best unfinished candidates by score are kept (ties broken uniformly at random, seeded)
@@ -22,7 +22,9 @@ end instead). Lookahead is search-and-learn's: greedy steps whose PRM score stan
 DVTS (gsi/methods/dvts.py) is the same search with N/M groups that keep one beam each.
 
 Costs per round and problem: M pi samples per kept beam (and M * L greedy lookahead steps), one PRM call per
-candidate. All per-problem state (the tree) lives in state.scratch: the method object holds only its config.
+candidate. All per-problem state (the tree of gsi.methods.search.Branch) lives in state.scratch: the method object
+holds only its config. Every beam's calls charge the problem's token ledger; a kept beam is named by its slot
+(group.place), whose name seeds its samples.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ import numpy as np
 from gsi.runtime import seeding
 from gsi.methods import register
 from gsi.methods.base import Method
-from gsi.methods.search import (AGGREGATES, SELECTIONS, absorb, aggregate, answer_keys, check_choice, finish_with,
-                                select_response, share_prompt, track_view)
+from gsi.methods.search import (AGGREGATES, SELECTIONS, Branch, aggregate, answer_keys, branches, check_choice,
+                                finish_with, select_response)
+from gsi.runtime.calls import gather
 from gsi.runtime.state import STOP_CONTEXT, ProblemState, StepRecord, stop_reason_after
 
 
@@ -69,64 +72,77 @@ class BeamSearch(Method):
 
     def _tree(self, s: ProblemState) -> dict:
         if "tree" not in s.scratch:
-            root = track_view(s, "root")
-            share_prompt(s, [root], self.prompt_lengths(s, self.policy.role, "reward"))
-            root.scratch["uid"] = 0
             # Beam search: the root fills all K slots of the first round (it proposes N); DVTS (K = 1): every
-            # subtree starts at the root.
-            s.scratch["tree"] = {"round": 0, "uid": 1, "groups": [{"kept": [root] * self.keep, "finished": []}
-                                                                  for _ in range(self.groups)]}
+            # subtree starts at the root. A root per slot: each proposes with its slot's seeds.
+            roots = iter(branches(s, [f"{g}.{j}" for g in range(self.groups) for j in range(self.keep)],
+                                  self.prompt_lengths(s, self.policy.role, "reward")))
+            groups = [{"kept": [next(roots) for _ in range(self.keep)], "finished": []} for _ in range(self.groups)]
+            for grp in groups:
+                for root in grp["kept"]:
+                    root.uid = 0
+            s.scratch["tree"] = {"round": 0, "uid": 1, "groups": groups}
         return s.scratch["tree"]
 
-    def step(self, states):
+    async def step(self, s):
         cfg = self.cfg
-        slots, views = [], []  # (problem, group, slot, beam) and the view that samples for it
-        for s in states:
-            for g, grp in enumerate(self._tree(s)["groups"]):
-                for j, beam in enumerate(grp["kept"]):
-                    slots.append((s, g, j, beam))
-                    views.append(track_view(s, f"{g}.{j}", steps=beam.steps, context=list(beam.context),
-                                            parent=beam))
-        cands = self.sample(self.policy, views, cfg.width)
-        if cfg.lookahead:
-            rewards = self._lookahead_rewards(slots, views, cands)
-        else:
-            rewards = self.rewards(views, cands)
-        for (s, *_), v in zip(slots, views):
-            absorb(s, [v])
+        tree = self._tree(s)
+        # Every kept beam of every group proposes M next steps, all at once.
+        beams = [(g, beam) for g, grp in enumerate(tree["groups"]) for beam in grp["kept"]]
+        proposed = await gather(*(self._propose(beam) for _, beam in beams))
 
-        # Children per (problem, group), in slot order.
-        children: dict[tuple[str, int], list[tuple[ProblemState, float]]] = {}
-        for (s, g, j, beam), view, cs, rs in zip(slots, views, cands, rewards):
-            tree = s.scratch["tree"]
-            out = children.setdefault((s.id, g), [])
+        children: list[list[tuple[Branch, float]]] = [[] for _ in tree["groups"]]  # per group, in slot order
+        for (g, beam), (cs, rs) in zip(beams, proposed):
             if not cs and beam.steps:  # the policy gave nothing: the beam ends as it is
                 beam.done, beam.stop_reason = True, beam.stop_reason or STOP_CONTEXT
-                out.append((beam, aggregate([x.reward for x in beam.steps], cfg.aggregate)))
+                children[g].append((beam, aggregate([x.reward for x in beam.steps], cfg.aggregate)))
             for c, r in zip(cs, rs):
-                child = track_view(s, f"b{tree['uid']}", context=[*beam.context, *c.token_ids], parent=view,
-                                   steps=[*beam.steps, StepRecord(text=c.text, token_ids=tuple(c.token_ids),
-                                                                  source=cfg.policy, accepted=None, reward=r)])
-                child.scratch.update(uid=tree["uid"], parent=beam.scratch["uid"])
+                child = beam.child(f"b{tree['uid']}", StepRecord(text=c.text, token_ids=tuple(c.token_ids),
+                                                                 source=cfg.policy, accepted=None, reward=r))
+                child.uid, child.parent = tree["uid"], beam.uid
                 tree["uid"] += 1
-                reason = stop_reason_after(child, c, max_steps=self.ctx.max_steps,
-                                           room=self.ctx.room(len(child.context)))
-                if reason:
-                    child.done, child.stop_reason = True, reason
-                out.append((child, aggregate([x.reward for x in child.steps], cfg.aggregate)))
+                child.finish_if(c, max_steps=self.ctx.max_steps, room=self.ctx.room(len(child.context)))
+                children[g].append((child, aggregate([x.reward for x in child.steps], cfg.aggregate)))
 
-        for s in states:
-            tree = s.scratch["tree"]
-            rows = []
-            for g, grp in enumerate(tree["groups"]):
-                if not grp["kept"]:
-                    continue
-                rows += self._select(s, g, grp, children.get((s.id, g), []), tree["round"])
-            if self.ctx.trace:
-                s.trace.append({"round": tree["round"], "candidates": rows})
-            tree["round"] += 1
-            if not any(grp["kept"] for grp in tree["groups"]):
-                self._finish(s, tree)
+        rows = []
+        for g, grp in enumerate(tree["groups"]):
+            if grp["kept"]:
+                rows += self._select(s, g, grp, children[g], tree["round"])
+        if self.ctx.trace:
+            s.trace.append({"round": tree["round"], "candidates": rows})
+        tree["round"] += 1
+        if not any(grp["kept"] for grp in tree["groups"]):
+            self._finish(s, tree)
+
+    async def _propose(self, beam: Branch) -> tuple[list, list[float]]:
+        """M next steps of `beam` from the policy and the PRM's reward of each (of its rollout, with lookahead)."""
+        cands = await self.sample(self.policy.role, beam, self.cfg.width)
+        if not self.cfg.lookahead:
+            return cands, await self.rewards(beam, cands)
+        return cands, await gather(*(self._rollout_reward(beam, i, c) for i, c in enumerate(cands)))
+
+    async def _rollout_reward(self, beam: Branch, i: int, cand) -> float:
+        """Roll candidate `cand` of `beam` on `lookahead` greedy steps; the PRM's reward for the rollout's last step
+        (given everything before it) is the candidate's. The rollout is then dropped."""
+        roll = beam.child(f"{beam.track}.{i}", StepRecord(text=cand.text, token_ids=tuple(cand.token_ids),
+                                                          source=self.cfg.policy, accepted=None))
+        last = cand
+        done = stop_reason_after(roll, last, max_steps=self.ctx.max_steps,
+                                 room=self.ctx.room(len(roll.context))) is not None
+        for _ in range(self.cfg.lookahead):
+            if done:
+                break
+            out = await self.sample(self.policy.role, roll, 1, greedy=True)
+            if not out:
+                break
+            last = out[0]
+            roll.steps.append(StepRecord(text=last.text, token_ids=tuple(last.token_ids), source=self.cfg.policy,
+                                         accepted=None))
+            roll.extend(last.token_ids)
+            done = stop_reason_after(roll, last, max_steps=self.ctx.max_steps + self.cfg.lookahead,
+                                     room=self.ctx.room(len(roll.context))) is not None
+        before = len(roll.context) - len(last.token_ids)
+        (r,) = await self.rewards(roll, [last], steps=[x.text for x in roll.steps[:-1]], context=roll.context[:before])
+        return r
 
     def _select(self, s, g, grp, cands, rnd) -> list[dict]:
         """Keep the K best of this group's candidates; finished ones go to the pool. Returns trace rows."""
@@ -142,48 +158,12 @@ class BeamSearch(Method):
             finished = [i for i in range(len(cands)) if cands[i][0].done]
             kept = [int(i) for i in order if not cands[i][0].done][:self.keep]
         grp["kept"] = [cands[i][0] for i in kept]
+        for j, beam in enumerate(grp["kept"]):  # a kept beam is named by its slot, which seeds its next samples
+            beam.track = f"{g}.{j}"
         grp["finished"] += [cands[i] for i in finished]
-        return [{"group": g, "parent": b.scratch.get("parent"), "id": b.scratch["uid"], "r": b.steps[-1].reward,
+        return [{"group": g, "parent": b.parent, "id": b.uid, "r": b.steps[-1].reward,
                  "score": float(sc), "tokens": len(b.steps[-1].token_ids), "finished": bool(b.done),
                  "kept": i in kept, "pooled": i in finished} for i, (b, sc) in enumerate(cands)]
-
-    def _lookahead_rewards(self, slots, views, cands) -> list[list[float]]:
-        """Roll each unfinished candidate on `lookahead` greedy steps; the PRM's reward for the rollout's last step
-        (given everything before it) is the candidate's. The rollout is then dropped."""
-        rolls = []  # (problem, the candidate's view, how many steps the beam had)
-        for (s, g, j, beam), view, cs in zip(slots, views, cands):
-            for i, c in enumerate(cs):
-                v = track_view(s, f"{g}.{j}.{i}", context=[*beam.context, *c.token_ids], parent=view,
-                               steps=[*beam.steps, StepRecord(text=c.text, token_ids=tuple(c.token_ids),
-                                                              source=self.cfg.policy, accepted=None)])
-                v.scratch["last"] = c
-                v.done = stop_reason_after(v, c, max_steps=self.ctx.max_steps,
-                                           room=self.ctx.room(len(v.context))) is not None
-                rolls.append((s, v))
-        for _ in range(self.cfg.lookahead):
-            live = [v for _, v in rolls if not v.done]
-            if not live:
-                break
-            for v, out in zip(live, self.sample(self.policy, live, 1, greedy=True)):
-                if not out:
-                    v.done = True
-                    continue
-                step = out[0]
-                v.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
-                                          accepted=None))
-                v.extend(step.token_ids)
-                v.scratch["last"] = step
-                v.done = stop_reason_after(v, step, max_steps=self.ctx.max_steps + self.cfg.lookahead,
-                                           room=self.ctx.room(len(v.context))) is not None
-        # Score each rollout's last step in the context of all before it (one reward call).
-        for _, v in rolls:
-            last = v.scratch["last"]
-            v.steps.pop()
-            del v.context[len(v.context) - len(last.token_ids):]
-        flat = iter(self.rewards([v for _, v in rolls], [[v.scratch["last"]] for _, v in rolls]))
-        for s, v in rolls:
-            absorb(s, [v])
-        return [[next(flat)[0] for _ in cs] for cs in cands]
 
     def _finish(self, s: ProblemState, tree: dict) -> None:
         pool = [x for grp in tree["groups"] for x in grp["finished"]]
@@ -200,7 +180,7 @@ class BeamSearch(Method):
                                self.cfg.beta)
         chosen = beams[i]
         if self.ctx.trace:
-            s.trace.append({"responses": [{"id": b.scratch["uid"], "score": sc, "steps": len(b.steps),
+            s.trace.append({"responses": [{"id": b.uid, "score": sc, "steps": len(b.steps),
                                            "stop": b.stop_reason, **({"prob": float(p[k])} if p is not None else {})}
                                           for k, (b, sc) in enumerate(pool)], "chosen": i})
         finish_with(s, chosen.steps, chosen.context, chosen.stop_reason)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from gsi.methods import register
 from gsi.methods.base import Method, candidate_trace, hard_choice, soft_choice
-from gsi.methods.search import (SELECTIONS, absorb, aggregate, answer_keys, finish_with, select_response,
-                                share_prompt, track_view)
-from gsi.runtime.state import ProblemState, StepRecord, stop_reason_after
+from gsi.methods.search import SELECTIONS, Branch, aggregate, answer_keys, branches, finish_with, select_response
+from gsi.runtime.calls import gather
+from gsi.runtime.state import ProblemState, StepRecord
 
 
 @register("bon")
@@ -33,63 +33,51 @@ class BestOfN(Method):
             raise ValueError(f"method.aggregate must be last, min or prod, got {cfg.aggregate!r}")
         self.policy = engines.small if cfg.policy == "small" else engines.big
 
-    def step(self, states):
+    async def step(self, s):
         if self.cfg.level == "step":
-            self._step_level(states)
+            await self._step_level(s)
         else:
-            self._response_level(states)
+            await self._response_level(s)
 
     def _pick(self, scores, rng):
         if self.cfg.selection == "hard":
             return hard_choice(scores, rng)
-        return soft_choice([self.cfg.beta * x for x in scores], rng)
+        beta = self.cfg.beta  # once: on a DictConfig each read resolves the `${beta}` interpolation again
+        return soft_choice([beta * x for x in scores], rng)
 
-    def _step_level(self, states):
-        cands = self.sample(self.policy, states, self.cfg.n)
-        rewards = self.rewards(states, cands)
-        for s, c, r in zip(states, cands, rewards):
-            i, p = self._pick(r, self.ctx.rng(s, "select"))
-            self.ctx.append(s, c[i], source=self.cfg.policy, accepted=None, reward=r[i],
-                            trace={"candidates": candidate_trace(c, r=r, prob=p), "chosen": i})
+    async def _step_level(self, s):
+        c = await self.sample(self.policy.role, s, self.cfg.n)
+        r = await self.rewards(s, c)
+        i, p = self._pick(r, self.ctx.rng(s, "select"))
+        self.ctx.append(s, c[i], source=self.cfg.policy, accepted=None, reward=r[i],
+                        trace={"candidates": candidate_trace(c, r=r, prob=p), "chosen": i})
 
-    # Response level: each problem holds n tracks, ProblemState-like views advanced one step per round.
+    # Response level: each problem holds n tracks (branches), advanced one step per round.
 
-    def _tracks(self, s: ProblemState) -> list[ProblemState]:
+    def _tracks(self, s: ProblemState) -> list[Branch]:
         if "tracks" not in s.scratch:
-            s.scratch["tracks"] = [track_view(s, str(k)) for k in range(self.cfg.n)]
-            # The n tracks share the prompt: each role reads it once (charged to the problem); a plain majority
-            # vote never calls the PRM.
+            # The n tracks share the prompt: each role reads it once; a plain majority vote never calls the PRM.
             roles = (self.policy.role,) if self.cfg.selection == "majority" else (self.policy.role, "reward")
-            share_prompt(s, s.scratch["tracks"], self.prompt_lengths(s, *roles))
+            s.scratch["tracks"] = branches(s, [str(k) for k in range(self.cfg.n)], self.prompt_lengths(s, *roles))
         return s.scratch["tracks"]
 
-    def _response_level(self, states):
-        owners, tracks = [], []
-        for s in states:
-            for t in self._tracks(s):
-                if not t.done:
-                    owners.append(s), tracks.append(t)
-        # One sample per live track, all in one call; each track draws with its own seed (its id names it).
-        out = self.sample(self.policy, tracks, 1)
-        # A plain majority vote reads answers only: no PRM call, no PRM cost.
-        rewards = (self.rewards(tracks, out) if self.cfg.selection != "majority"
-                   else [[None] for _ in tracks])
-        for owner, t, steps, r in zip(owners, tracks, out, rewards):
-            absorb(owner, [t])
-            step = steps[0]
-            t.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
-                                      accepted=None, reward=r[0]))
-            t.extend(step.token_ids)
-            reason = stop_reason_after(t, step, max_steps=self.ctx.max_steps,
-                                       room=self.ctx.room(len(t.context)))
-            if reason:
-                t.done, t.stop_reason = True, reason
-        for s in states:
-            ts = self._tracks(s)
-            if all(t.done for t in ts):
-                self._finish(s, ts)
+    async def _response_level(self, s):
+        ts = self._tracks(s)
+        # Every live track draws one step (with its own seeds: its name is in its id), all at once.
+        await gather(*(self._advance(t) for t in ts if not t.done))
+        if all(t.done for t in ts):
+            self._finish(s, ts)
 
-    def _finish(self, s: ProblemState, ts: list[ProblemState]) -> None:
+    async def _advance(self, t: Branch) -> None:
+        (step,) = await self.sample(self.policy.role, t, 1)
+        # A plain majority vote reads answers only: no PRM call, no PRM cost.
+        (r,) = await self.rewards(t, [step]) if self.cfg.selection != "majority" else (None,)
+        t.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
+                                  accepted=None, reward=r))
+        t.extend(step.token_ids)
+        t.finish_if(step, max_steps=self.ctx.max_steps, room=self.ctx.room(len(t.context)))
+
+    def _finish(self, s: ProblemState, ts: list[Branch]) -> None:
         scores = [aggregate([st.reward for st in t.steps], self.cfg.aggregate) for t in ts]
         texts = [t.response_text for t in ts]
         answers = answer_keys(texts) if self.cfg.selection in ("majority", "weighted_majority") else None

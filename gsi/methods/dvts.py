@@ -4,10 +4,10 @@ width M, for diversity.
 Per problem, N = method.n, M = method.width, G = N/M subtrees:
 
     every subtree starts at the prompt
-    each round, every unfinished subtree's one beam proposes M next steps from the policy (one generate call for
-    all subtrees of all problems), the PRM scores them (one reward call), and the subtree follows its best
-    candidate by aggregated reward (last, min or prod; ties broken uniformly at random, seeded); a subtree whose
-    best candidate finished (EOS, a closed \\boxed{}, max_steps, the context window) is done
+    each round, every unfinished subtree's one beam proposes M next steps from the policy (all subtrees at
+    once), the PRM scores them, and the subtree follows its best candidate by aggregated reward (last, min or
+    prod; ties broken uniformly at random, seeded); a subtree whose best candidate finished (EOS, a closed
+    \\boxed{}, max_steps, the context window) is done
     when every subtree is done, its G final beams are the pool: one is chosen by hard (best score), soft,
     majority or weighted_majority selection.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from gsi.methods import register
 from gsi.methods.base import Method, candidate_trace, soft_choice
+from gsi.runtime.calls import gather
 
 THRESHOLD_ON = ("tilted", "score", "raw")
 
@@ -27,33 +28,25 @@ class GSI(Method):
     def tested_value(self, r: float, tilted: float) -> float:
         return {"tilted": tilted, "score": self.cfg.beta * tilted, "raw": r}[self.cfg.threshold_on]
 
-    def step(self, states):
-        cfg, small, big = self.cfg, self.engines.small, self.engines.big
-        drafts = self.sample(small, states, cfg.n)
-        rewards, logp_big = self.concurrently(lambda: self.rewards(states, drafts),
-                                              lambda: self.score(big, states, drafts))
-
-        rejected, decisions = [], {}
-        for s, cands, r, lb in zip(states, drafts, rewards, logp_big):
-            ratio = [b - c.logprob for b, c in zip(lb, cands)]
-            i, p = soft_choice([cfg.beta * ri + li for ri, li in zip(r, ratio)], self.ctx.rng(s, "select"))
-            tilted = r[i] + ratio[i] / cfg.beta
-            accept = bool(self.tested_value(r[i], tilted) > cfg.threshold)
-            trace = {"candidates": candidate_trace(cands, r=r, logp_small=[c.logprob for c in cands],
-                                                   logp_big=lb, prob=p),
-                     "chosen": i, "tilted": tilted, "accepted": accept}
-            drafted = {"chosen_draft_tokens": len(cands[i].token_ids),
-                       "drafted_tokens": sum(len(c.token_ids) for c in cands)}
-            if accept or not cfg.fallback:
-                self.ctx.append(s, cands[i], source="small", accepted=accept, reward=r[i], trace=trace, **drafted)
-            else:
-                rejected.append(s)
-                decisions[s.id] = (trace, drafted)
-
-        fallback = self.sample(big, rejected, cfg.n_big)
-        fallback_rewards = self.rewards(rejected, fallback)
-        for s, cands, r in zip(rejected, fallback, fallback_rewards):
-            trace, drafted = decisions[s.id]
-            j, p = soft_choice([cfg.beta * x for x in r], self.ctx.rng(s, "fallback"))
-            trace["fallback"] = {"candidates": candidate_trace(cands, r=r, prob=p), "chosen": j}
-            self.ctx.append(s, cands[j], source="big", accepted=False, reward=r[j], trace=trace, **drafted)
+    async def step(self, s):
+        cfg = self.cfg
+        beta = cfg.beta  # once: each read of an unresolved DictConfig re-parses its `${beta}` interpolation
+        drafts = await self.sample("small", s, cfg.n)
+        r, lb = await gather(self.rewards(s, drafts), self.score("big", s, drafts))
+        ratio = [b - c.logprob for b, c in zip(lb, drafts)]
+        i, p = soft_choice([beta * ri + li for ri, li in zip(r, ratio)], self.ctx.rng(s, "select"))
+        tilted = r[i] + ratio[i] / beta
+        accept = bool(self.tested_value(r[i], tilted) > cfg.threshold)
+        trace = {"candidates": candidate_trace(drafts, r=r, logp_small=[c.logprob for c in drafts], logp_big=lb,
+                                               prob=p),
+                 "chosen": i, "tilted": tilted, "accepted": accept}
+        drafted = {"chosen_draft_tokens": len(drafts[i].token_ids),
+                   "drafted_tokens": sum(len(c.token_ids) for c in drafts)}
+        if accept or not cfg.fallback:
+            self.ctx.append(s, drafts[i], source="small", accepted=accept, reward=r[i], trace=trace, **drafted)
+            return
+        cands = await self.sample("big", s, cfg.n_big)
+        r = await self.rewards(s, cands)
+        j, p = soft_choice([beta * x for x in r], self.ctx.rng(s, "fallback"))
+        trace["fallback"] = {"candidates": candidate_trace(cands, r=r, prob=p), "chosen": j}
+        self.ctx.append(s, cands[j], source="big", accepted=False, reward=r[j], trace=trace, **drafted)

@@ -4,8 +4,8 @@ its_hub's ParticleFiltering): N particles advanced a step at a time and resample
 Per problem, N = method.n particles, all starting at the prompt:
 
     each round:
-        every unfinished particle samples one step from the policy (one generate call for all particles of all
-        problems), and the PRM scores it (one reward call)
+        every unfinished particle samples one step from the policy (all particles at once: one request each), and
+        the PRM scores it
         a particle's log-weight is  f(aggregate(its step rewards)) / temperature,  with
             weighting=logit:  f(r) = log(r / (1 - r))   (the paper and its_hub: the weight is the PRM's odds)
             weighting=reward: f(r) = r                  (weights softmax(r / temperature))
@@ -17,7 +17,8 @@ Per problem, N = method.n particles, all starting at the prompt:
     its weight, its_hub's "sample"), or a majority / weight-summed vote over the particles' answers.
 
 Costs per round and problem: one pi sample and one PRM call per unfinished particle (N at most); resampling is
-free. All per-problem state (the particles) lives in state.scratch.
+free. All per-problem state (the particles, gsi.methods.search.Branch) lives in state.scratch; each particle's
+calls charge the problem's token ledger.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import numpy as np
 from gsi.runtime import seeding
 from gsi.methods import register
 from gsi.methods.base import Method, softmax
-from gsi.methods.search import (AGGREGATES, SELECTIONS, absorb, aggregate, answer_keys, check_choice, finish_with,
-                                select_response, share_prompt, track_view)
-from gsi.runtime.state import STOP_CONTEXT, ProblemState, StepRecord, stop_reason_after
+from gsi.methods.search import (AGGREGATES, SELECTIONS, Branch, aggregate, answer_keys, branches, check_choice,
+                                finish_with, select_response)
+from gsi.runtime.calls import gather
+from gsi.runtime.state import STOP_CONTEXT, ProblemState, StepRecord
 
 WEIGHTINGS = ("logit", "reward")
 _EPS = 1e-6  # PRM probabilities of exactly 0 or 1 would give infinite logits
@@ -56,35 +58,30 @@ class ParticleFiltering(Method):
             r = np.log(r) - np.log1p(-r)
         return float(r) / self.cfg.temperature
 
-    def _particles(self, s: ProblemState) -> list[ProblemState]:
+    def _particles(self, s: ProblemState) -> list[Branch]:
         if "particles" not in s.scratch:
-            s.scratch["particles"] = [track_view(s, str(k)) for k in range(self.cfg.n)]
-            share_prompt(s, s.scratch["particles"], self.prompt_lengths(s, self.policy.role, "reward"))
+            s.scratch["particles"] = branches(s, [str(k) for k in range(self.cfg.n)],
+                                              self.prompt_lengths(s, self.policy.role, "reward"))
             s.scratch["round"] = 0
         return s.scratch["particles"]
 
-    def step(self, states):
-        owners, live = [], []
-        for s in states:
-            for p in self._particles(s):
-                if not p.done:
-                    owners.append(s), live.append(p)
-        out = self.sample(self.policy, live, 1)
-        rewards = self.rewards(live, out)
-        for s, p, steps, r in zip(owners, live, out, rewards):
-            absorb(s, [p])
-            if not steps:
-                p.done, p.stop_reason = True, STOP_CONTEXT
-                continue
-            step = steps[0]
-            p.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
-                                      accepted=None, reward=r[0]))
-            p.extend(step.token_ids)
-            reason = stop_reason_after(p, step, max_steps=self.ctx.max_steps, room=self.ctx.room(len(p.context)))
-            if reason:
-                p.done, p.stop_reason = True, reason
-        for s in states:
-            self._resample_or_finish(s)
+    async def step(self, s):
+        # Every unfinished particle advances one step, all at once; then all are resampled (or one is chosen).
+        await gather(*(self._advance(p) for p in self._particles(s) if not p.done))
+        self._resample_or_finish(s)
+
+    async def _advance(self, p: Branch) -> None:
+        """One policy step for particle `p`, scored by the PRM."""
+        steps = await self.sample(self.policy.role, p, 1)
+        if not steps:
+            p.done, p.stop_reason = True, STOP_CONTEXT
+            return
+        step = steps[0]
+        (r,) = await self.rewards(p, [step])
+        p.steps.append(StepRecord(text=step.text, token_ids=tuple(step.token_ids), source=self.cfg.policy,
+                                  accepted=None, reward=r))
+        p.extend(step.token_ids)
+        p.finish_if(step, max_steps=self.ctx.max_steps, room=self.ctx.room(len(p.context)))
 
     def _resample_or_finish(self, s: ProblemState) -> None:
         ps = s.scratch["particles"]
@@ -104,7 +101,7 @@ class ParticleFiltering(Method):
         for k, a in enumerate(ancestors):
             src = ps[a]
             # The copy in place k samples with track k's seeds from here on: copies of one ancestor diverge.
-            p = track_view(s, str(k), steps=list(src.steps), context=list(src.context), parent=src)
+            p = src.child(str(k))
             p.done, p.stop_reason = src.done, src.stop_reason
             new.append(p)
         s.scratch["particles"] = new

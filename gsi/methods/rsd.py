@@ -34,53 +34,46 @@ class RSD(Method):
                              f"batch_size>={n_problems} (or method.patience=0)")
 
     @property
-    def cohort_safe(self) -> bool:
-        return self.cfg.patience <= 0  # the reproduction flag's patience counts rounds over the whole batch
+    def needs_lockstep(self) -> bool:
+        return self.cfg.patience > 0  # the reproduction flag's patience counts rounds over the whole run
 
-    def step(self, states):
-        cfg, small, big = self.cfg, self.engines.small, self.engines.big
-        # The RSD code decides at the start of a round whether this is the last one (its test runs after the
-        # round's step, on the count of the rounds before it): every problem takes this step, then all end.
-        last_round = cfg.patience > 0 and self._rounds_without_finish >= cfg.patience - 1
-        drafts = self.sample(small, states, cfg.n, greedy=cfg.greedy)
-        rewards = self.rewards(states, drafts)
-        rejected, decisions = [], {}
-        for s, cands, r in zip(states, drafts, rewards):
-            if len(cands) > 1:
-                i, p = soft_choice([cfg.beta * x for x in r], self.ctx.rng(s, "select"))
-            else:
-                i, p = 0, [1.0]
-            accept = r[i] >= cfg.delta
-            trace = {"candidates": candidate_trace(cands, r=r, prob=p), "chosen": i, "accepted": bool(accept)}
-            # The draft put to the accept test (for n = 1 the RSD paper's "draft tokens"), and all n drafts.
-            drafted = {"chosen_draft_tokens": len(cands[i].token_ids),
-                       "drafted_tokens": sum(len(c.token_ids) for c in cands)}
-            if accept:
-                self.ctx.append(s, cands[i], source="small", accepted=True, reward=r[i], trace=trace, **drafted)
-            else:
-                rejected.append(s)
-                decisions[s.id] = (trace, drafted)
-
-        targets = self.sample(big, rejected, cfg.n_big, greedy=cfg.greedy)
+    async def step(self, s):
+        cfg = self.cfg
+        beta = cfg.beta  # once: each read of an unresolved DictConfig re-parses its `${beta}` interpolation
+        drafts = await self.sample("small", s, cfg.n, greedy=cfg.greedy)
+        r = await self.rewards(s, drafts)
+        if len(drafts) > 1:
+            i, p = soft_choice([beta * x for x in r], self.ctx.rng(s, "select"))
+        else:
+            i, p = 0, [1.0]
+        accept = r[i] >= cfg.delta
+        trace = {"candidates": candidate_trace(drafts, r=r, prob=p), "chosen": i, "accepted": bool(accept)}
+        # The draft put to the accept test (for n = 1 the RSD paper's "draft tokens"), and all n drafts.
+        drafted = {"chosen_draft_tokens": len(drafts[i].token_ids),
+                   "drafted_tokens": sum(len(c.token_ids) for c in drafts)}
+        if accept:
+            self.ctx.append(s, drafts[i], source="small", accepted=True, reward=r[i], trace=trace, **drafted)
+            return
+        targets = await self.sample("big", s, cfg.n_big, greedy=cfg.greedy)
         # One target sample is taken as is (the RSD paper); several are chosen among by soft best-of-n.
-        scored = [s for s, c in zip(rejected, targets) if len(c) > 1]
-        target_rewards = dict(zip((s.id for s in scored),
-                                  self.rewards(scored, [c for c in targets if len(c) > 1])))
-        for s, cands in zip(rejected, targets):
-            trace, drafted = decisions[s.id]
-            r = target_rewards.get(s.id)
-            if r is not None:
-                j, p = soft_choice([cfg.beta * x for x in r], self.ctx.rng(s, "fallback"))
-            else:
-                j, p = 0, [1.0]
-            trace["fallback"] = {"candidates": candidate_trace(cands, r=r, prob=p), "chosen": j}
-            self.ctx.append(s, cands[j], source="big", accepted=False, reward=None if r is None else r[j],
-                            trace=trace, **drafted)
+        if len(targets) > 1:
+            rt = await self.rewards(s, targets)
+            j, p = soft_choice([beta * x for x in rt], self.ctx.rng(s, "fallback"))
+        else:
+            rt, j, p = None, 0, [1.0]
+        trace["fallback"] = {"candidates": candidate_trace(targets, r=rt, prob=p), "chosen": j}
+        self.ctx.append(s, targets[j], source="big", accepted=False, reward=None if rt is None else rt[j],
+                        trace=trace, **drafted)
 
-        if cfg.patience > 0:  # the RSD code's run-global patience, kept only to reproduce its numbers
-            if last_round:
-                for s in states:
-                    if not s.done:
-                        s.done, s.stop_reason = True, STOP_PATIENCE
-            # check_run guarantees `states` is every unfinished problem of the run: a finish here is one of the run.
-            self._rounds_without_finish = 0 if any(s.done for s in states) else self._rounds_without_finish + 1
+    def end_round(self, states):
+        """The RSD code's run-global patience, kept only to reproduce its numbers: it decides at the start of a
+        round whether this is the last one (its test runs after the round's step, on the count of the rounds
+        before it); then every problem of that round ends. check_run guarantees that a round holds every
+        unfinished problem of the run, so a finish here is one of the run."""
+        if self.cfg.patience <= 0:
+            return
+        if self._rounds_without_finish >= self.cfg.patience - 1:
+            for s in states:
+                if not s.done:
+                    s.done, s.stop_reason = True, STOP_PATIENCE
+        self._rounds_without_finish = 0 if any(s.done for s in states) else self._rounds_without_finish + 1

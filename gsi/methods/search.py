@@ -1,7 +1,7 @@
 """What the response-level methods share (best-of-n per response, beam search, DVTS, particle filtering):
 aggregating a response's per-step PRM rewards, choosing one response from a pool (best, sampled, majority or
-reward-weighted vote), and the per-track views through which a method samples and scores many partial responses
-of one problem with the Method base helpers.
+reward-weighted vote), and the branches (partial responses) that a method samples and scores, many per problem,
+with the Method base helpers.
 
 `select_response` is also what experiments/pool_curves.py replays over subsets of a stored pool, so a pool curve
 at n and a direct run at n choose the same response from the same draws.
@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from gsi.methods.base import hard_choice, soft_choice
-from gsi.runtime.state import ProblemState
+from gsi.runtime.state import ROLES, ProblemState, StepRecord, stop_reason_after
 
 AGGREGATES = ("last", "min", "prod")
 SELECTIONS = ("soft", "hard", "majority", "weighted_majority")
@@ -75,55 +75,82 @@ def select_response(scores: Sequence[float], answers: Sequence[str | None] | Non
     return max((k for k, a in enumerate(answers) if a == winner), key=lambda k: scores[k]), None
 
 
-def track_view(s: ProblemState, track: str, steps=None, context=None, parent: ProblemState | None = None
-               ) -> ProblemState:
-    """A partial response of problem `s` seen as a problem state of its own: the base helpers build its requests
-    (its id names the track, so its samples get their own seeds: (seed, problem, track, step, role)) and count
-    its tokens, which `absorb` then moves to the problem.
+class Branch:
+    """A partial response of one problem (a beam, a particle, a response-level best-of-n track): what the Method
+    helpers (sample, rewards) are awaited on for it, like a problem state.
 
-    Token accounting (gsi.runtime.state): a view that continues `parent` (another view) starts where the roles' prefix
-    caches are, i.e. past what each role read for the parent, and past the tokens it adds to the parent's context
-    when a role read them as the parent's candidate; a fresh view starts at 0 (`share_prompt` charges the prompt
-    once per problem)."""
-    v = ProblemState(index=s.index, id=f"{s.id}#{track}", problem=s.problem, reference=s.reference,
-                     prompt_ids=s.prompt_ids, context=list(s.prompt_ids) if context is None else context,
-                     steps=[] if steps is None else steps)
-    if parent is not None:
-        v.read = dict(parent.read)
-        added = tuple(v.context[len(parent.context):])
-        for role, pending in parent.pending.items():
-            end = pending.get(added) if added else None
-            if end is not None:
-                v.read[role] = max(v.read[role], end)
-    return v
+    Its own: its steps and context; its name (`track`), which seeds its requests as (seed, problem#track, step,
+    role); and how far each role's prefix cache has read along it (`read`, `pending`: gsi.runtime.state), since
+    branches of one problem diverge after their common prefix. The problem's: the ledger. Every call on a branch
+    charges the problem's `tokens`, `tokens_nocache` and `empty_candidates` by itself.
+    """
+
+    final_text = None
+
+    def __init__(self, owner: ProblemState, track: str, steps: list[StepRecord], context: list[int],
+                 read: dict[str, int]):
+        self.owner, self.track = owner, track
+        self.steps, self.context = steps, context
+        self.read = dict(read)
+        self.pending: dict = {r: {} for r in ROLES}
+        self.done, self.stop_reason = False, None
+        self.uid, self.parent = None, None  # beam search's tree (its trace)
+
+    @property
+    def id(self) -> str:
+        return f"{self.owner.id}#{self.track}"
+
+    @property
+    def problem(self) -> str:
+        return self.owner.problem
+
+    @property
+    def tokens(self) -> dict:
+        return self.owner.tokens
+
+    @property
+    def tokens_nocache(self) -> dict:
+        return self.owner.tokens_nocache
+
+    @property
+    def empty_candidates(self) -> int:
+        return self.owner.empty_candidates
+
+    @empty_candidates.setter
+    def empty_candidates(self, n: int) -> None:
+        self.owner.empty_candidates = n
+
+    # The ledger's rules (gsi.runtime.state), on this branch's steps and marks and the problem's counts.
+    step_index = ProblemState.step_index
+    response_text = ProblemState.response_text
+    count_nocache = ProblemState.count_nocache
+    charge = ProblemState.charge
+    extend = ProblemState.extend
+
+    def child(self, track: str, step: StepRecord | None = None) -> Branch:
+        """A branch that continues this one, by `step` when given: it starts where this one's caches are, and past
+        `step` for every role that read it as one of this branch's candidates."""
+        b = Branch(self.owner, track, list(self.steps), list(self.context), self.read)
+        if step is not None:
+            b.pending = {r: dict(p) for r, p in self.pending.items()}
+            b.steps.append(step)
+            b.extend(step.token_ids)
+        return b
+
+    def finish_if(self, step, *, max_steps: int, room: int) -> None:
+        """The stop rules (gsi.runtime.state.stop_reason_after) after `step`, the branch's last step."""
+        reason = stop_reason_after(self, step, max_steps=max_steps, room=room)
+        if reason:
+            self.done, self.stop_reason = True, reason
 
 
-def share_prompt(owner: ProblemState, views: Sequence[ProblemState], lengths: dict[str, int]) -> None:
-    """The views of one problem share its prompt: each role in `lengths` (its prompt length in its own tokens)
-    reads it once, charged to the problem, and every view starts past it."""
+def branches(s: ProblemState, tracks: Sequence[str], lengths: dict[str, int]) -> list[Branch]:
+    """Branches of problem `s` at its prompt. They share the prompt: each role in `lengths` (its prompt length in
+    its own tokens) reads it once, charged to the problem, and every branch starts past it."""
     for role, n in lengths.items():
-        owner.charge(role, n, [], generated=False)
-        for v in views:
-            v.read[role] = max(v.read[role], n)
-
-
-def _add(into: dict, counts: dict) -> None:
-    for k, v in counts.items():
-        if isinstance(v, dict):
-            _add(into.setdefault(k, {}), v)
-        elif isinstance(v, (int, float)):
-            into[k] = into.get(k, 0) + v
-
-
-def absorb(owner: ProblemState, views: Sequence[ProblemState]) -> None:
-    """Move the token counts the base helpers put on track views to the problem that owns them."""
-    for v in views:
-        _add(owner.tokens, v.tokens)
-        _add(owner.tokens_nocache, v.tokens_nocache)
-        owner.empty_candidates += v.empty_candidates
-        v.tokens = {r: {k: 0 for k in c} for r, c in v.tokens.items()}
-        v.tokens_nocache = {r: {k: 0 for k in c} for r, c in v.tokens_nocache.items()}
-        v.empty_candidates = 0
+        s.charge(role, n, [], generated=False)
+    read = {r: lengths.get(r, 0) for r in ROLES}
+    return [Branch(s, t, [], list(s.prompt_ids), read) for t in tracks]
 
 
 def finish_with(s: ProblemState, steps, context, stop_reason: str | None) -> None:

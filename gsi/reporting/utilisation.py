@@ -1,7 +1,7 @@
 """How busy each role was: its engine's busy time (RoleStats.busy_s) against the step loop's wall time.
 
-The lock-step scheduler's wall time is close to the SUM of the roles' busy times (one role works at a time); the
-overlapped scheduler aims at the busiest role's busy time (that role never waits). `wall_over_busiest` says how far
+Lock-step rounds take close to the SUM of the roles' busy times (one role works at a time); the async runtime
+aims at the busiest role's busy time (that role never waits). `wall_over_busiest` says how far
 a run is from that bound (1.0 = the busiest role never idled).
 """
 

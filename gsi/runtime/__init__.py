@@ -1,1 +1,1 @@
-"""The step loop: problem state, the scheduler, seeding, concurrency."""
+"""The runtime: problem state, the calls a method awaits, the driver that batches them, seeding."""

@@ -1,129 +1,299 @@
-"""The step loop: every unfinished problem of the run advances one step per round.
+"""The runtime: drives many problems' programs (a method's `async def step(s)`) and batches their engine calls.
 
-Lock-step (`scheduler.mode=lockstep`): each round takes up to `batch_size` unfinished problems, in order; the
-method makes one engine call per role for the whole batch; finished problems leave and the next ones join, so
-engines see large batches while each problem stops at its own pace. (The reference code loops over problems one
-at a time.) But within a round the roles take turns: while pi_S drafts, pi_B and the PRM idle.
+Each problem in flight loops `while not done: check room; await method.step(s)`. The driver runs every runnable
+program until it waits on calls (gsi/runtime/calls.py); then, for every role whose engine is idle and has
+waiting calls, it issues ONE engine call with all of them (of one kind), through an executor that runs each
+role's call in its own thread. When a call returns, its programs resume. So roles work at once (pi_S drafts for
+problem A while pi_B scores for problem B) and each call is as large as the waiting work. Everything but the
+engine calls runs in the calling thread: `on_finish` and `on_round` need no lock.
 
-Overlapped (`scheduler.mode=overlap`, the default): `scheduler.cohorts` cohorts of up to `batch_size` problems
-each (so cohorts x batch_size problems in flight), each stepped by its own thread with the same loop. Each role engine serves one call at a time (its own
-lock), so the cohorts fall out of phase by themselves: while cohort A is on pi_B, cohort B drafts on pi_S. The
-method code is unchanged; every request is seeded by (seed, problem, step, role) and engine results do not depend
-on batch composition, so a problem's steps are the same as under lock-step (only the order in which problems
-finish, and timings, differ). A method whose `step` touches state shared between problems declares
-`cohort_safe = False` and is refused here.
+Policies (`scheduler.mode`), one driver:
+- `async` (the default): up to `max_in_flight` problems (default batch_size), each advancing as soon as its own
+  calls return; a finished problem's slot is refilled from the queue at once; a role's waiting calls from all
+  problems are merged into its next call.
+- `lockstep`: a step barrier over `batch_size` problems: every problem of the round takes its step before any
+  takes the next; finished problems leave and the next ones join at the round boundary. The engine calls are the
+  classic lock-step ones (one per role and phase). A method with state shared across problems
+  (`needs_lockstep`: RSD's run-wide patience) always runs this way; its `end_round(states)` ends each round.
+- `cohorts`: max(1, max_in_flight // batch_size) cohorts of batch_size problems, each with its own barrier, and
+  one cohort's calls per engine call (the former `overlap` scheduler, kept as a benchmark row).
+
+Results do not depend on the policy: every request is seeded by (seed, problem, step, role, track) and an
+engine's results do not depend on the batch it is in, so a problem's steps are the same (only the order in which
+problems finish, and timings, differ). tests/test_runtime.py checks this for every method.
 """
 
 from __future__ import annotations
 
-import math
+import queue
 import threading
 import time
 from collections import deque
-from contextlib import nullcontext
 from typing import Callable, Iterable
 
-from gsi.runtime.concurrency import run_concurrently
 from gsi.methods.base import Method, StepContext
-from gsi.runtime.state import STOP_CONTEXT, ProblemState
+from gsi.runtime.calls import Call, run_batch
+from gsi.runtime.state import ROLES, STOP_CONTEXT, ProblemState
 
-LOCKSTEP, OVERLAP = "lockstep", "overlap"
-
-
-def run_steps(states: Iterable[ProblemState], method: Method, ctx: StepContext, *, batch_size: int,
-              on_finish: Callable[[ProblemState, float], None], on_round: Callable[[list], None] | None = None) -> None:
-    _check_batch_size(batch_size)
-    pending = list(states)
-    started: dict[int, float] = {}
-    while pending:
-        _round(pending[:batch_size], method, ctx, started, on_finish, on_round)
-        pending = [s for s in pending if not s.done]
+ASYNC, LOCKSTEP, COHORTS = "async", "lockstep", "cohorts"
+MODES = (ASYNC, LOCKSTEP, COHORTS)
 
 
-def run_steps_overlapped(states: Iterable[ProblemState], method: Method, ctx: StepContext, *, batch_size: int,
-                         cohorts: int, on_finish: Callable[[ProblemState, float], None],
-                         on_round: Callable[[list], None] | None = None) -> None:
-    """`cohorts` threads of up to `batch_size` problems each (an engine call is as large as lock-step's: a decode
-    call lasts as long as its longest sample, so smaller calls would cost the busiest role more; docs/benchmarks.md);
-    a cohort refills from the shared queue, in order, as its problems finish. `on_finish` and `on_round` are
-    called under one lock (they write results and progress). After a cohort fails (an engine error, a stop
-    request) the others finish their current round and stop; then the first error is raised."""
-    if not getattr(method, "cohort_safe", True):
-        raise ValueError(f"method {getattr(method, 'name', method)!r} shares state between problems and cannot be "
-                         "stepped in cohorts: use scheduler.mode=lockstep")
-    _check_batch_size(batch_size)
-    queue = deque(states)
-    lock = threading.Lock()
-    failed = threading.Event()
+class Executor:
+    """Runs engine calls for the driver: at most one call per role at a time (the driver sees to it)."""
 
-    def cohort() -> None:
-        batch: list[ProblemState] = []
-        started: dict[int, float] = {}
+    def submit(self, role: str, kind: str, calls: list[Call]) -> None:
+        raise NotImplementedError
+
+    def wait_any(self) -> tuple[str, list | None, BaseException | None]:
+        """Block until a submitted call ends: (role, its results, None) or (role, None, the exception)."""
+        raise NotImplementedError
+
+
+class ThreadExecutor(Executor):
+    """Each call in a thread of its own; the caller waits with a timeout so that the main thread still runs its
+    signal handlers (Ctrl-C, SIGTERM) meanwhile."""
+
+    def __init__(self, engines):
+        self.engines = engines
+        self.finished: queue.Queue = queue.Queue()
+
+    def submit(self, role: str, kind: str, calls: list[Call]) -> None:
+        def work():
+            try:
+                self.finished.put((role, run_batch(self.engines, role, kind, calls), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the driver, which raises it
+                self.finished.put((role, None, exc))
+
+        threading.Thread(target=work, name=f"gsi-{role}", daemon=True).start()
+
+    def wait_any(self):
+        while True:
+            try:
+                return self.finished.get(timeout=0.2)
+            except queue.Empty:
+                pass
+
+
+class _Program:
+    """One problem in flight: its current step's coroutine and the calls it waits for."""
+
+    def __init__(self, state: ProblemState, group: "_Group", seq: int):
+        self.state, self.group, self.seq = state, group, seq
+        self.coro = None
+        self.answers: list = []
+        self.missing = 0
+        self.as_list = False
+
+
+class _Group:
+    """Problems that share a step barrier (one problem under `async`)."""
+
+    def __init__(self, gid: int, size: int):
+        self.gid, self.size = gid, size
+        self.members: list[_Program] = []
+        self.running = 0
+        self.before: list[tuple] = []
+        self.live: list[ProblemState] = []
+
+
+class _Driver:
+    def __init__(self, method: Method, ctx: StepContext, *, group_size: int, groups: int, merge: bool,
+                 executor: Executor, on_finish, on_round):
+        self.method, self.ctx, self.executor = method, ctx, executor
+        self.merge, self.on_finish, self.on_round = merge, on_finish, on_round
+        self.groups = [_Group(g, group_size) for g in range(groups)]
+        self.queue: deque[ProblemState] = deque()
+        self.started: dict[int, float] = {}
+        self.ready: list[tuple[_Program, object]] = []
+        self.waiting: dict[str, list[tuple[Call, _Program, int]]] = {r: [] for r in ROLES}
+        self.busy: dict[str, list[tuple[Call, _Program, int]]] = {}
+        self.seq = 0
+        # Set when starting a step raised (run.py's stop guard after SIGINT/SIGTERM): no step starts any more,
+        # the steps under way finish (their finished problems are saved), then it is raised.
+        self.stopping: Exception | None = None
+
+    def run(self, states: Iterable[ProblemState]) -> None:
+        self.queue.extend(states)
         try:
-            while not failed.is_set():
-                with lock:
-                    while len(batch) < batch_size and queue:
-                        batch.append(queue.popleft())
-                if not batch:
-                    return
-                _round(batch, method, ctx, started, on_finish, on_round, report_lock=lock)
-                batch = [s for s in batch if not s.done]
-        except BaseException:
-            failed.set()
+            for g in self.groups:
+                self._start_round(g)
+            while True:
+                self._resume_ready()
+                self._dispatch()
+                if not self.busy:
+                    if self.ready:
+                        continue
+                    break
+                role, results, exc = self.executor.wait_any()
+                entries = self.busy.pop(role)
+                if exc is not None:
+                    raise exc
+                self._deliver(entries, results)
+            if self.stopping is not None:
+                raise self.stopping
+            stuck = [p.state.id for g in self.groups for p in g.members]
+            if stuck or self.queue:  # a program waits on nothing the driver knows of: a bug, never a silent end
+                raise RuntimeError(f"the runtime stopped with problems unfinished: {stuck} in flight, "
+                                   f"{len(self.queue)} queued")
+        except KeyboardInterrupt:
             raise
+        except BaseException:
+            self._drain()
+            raise
+        finally:
+            for g in self.groups:
+                for p in g.members:
+                    if p.coro is not None:
+                        p.coro.close()
 
-    n = max(1, min(cohorts, math.ceil(len(queue) / batch_size)))
-    run_concurrently([cohort] * n, name="gsi-cohort")
+    # -- rounds ---------------------------------------------------------------------------------------------------
+    def _start_round(self, g: _Group) -> None:
+        """Refill the group from the queue (in order), stop problems whose next step would not fit, and start the
+        others' steps (a round with no live problem ends at once, and the next one starts)."""
+        while True:
+            while len(g.members) < g.size and self.queue:
+                g.members.append(_Program(self.queue.popleft(), g, self.seq))
+                self.seq += 1
+            if not g.members:
+                return
+            now = time.perf_counter()
+            g.before = [_progress(p.state) for p in g.members]
+            for p in g.members:
+                s = p.state
+                self.started.setdefault(s.index, now)
+                if self.ctx.max_tokens(len(s.context)) < 1:
+                    s.done, s.stop_reason = True, STOP_CONTEXT
+            live = []
+            for p in g.members:
+                if p.state.done or self.stopping is not None:
+                    continue
+                try:
+                    p.coro = self.method.step(p.state)
+                except Exception as exc:  # noqa: BLE001 - a stop request (run.py's guard): raised once idle
+                    self.stopping = exc
+                    break
+                live.append(p)
+                self.ready.append((p, None))
+            g.live, g.running = [p.state for p in live], len(live)
+            if live or self.stopping is not None:
+                return
+            self._close_round(g)
 
+    def _close_round(self, g: _Group) -> None:
+        """Every live problem of the round took its step: report, check progress, let finished problems leave."""
+        end_round = getattr(self.method, "end_round", None)
+        if end_round is not None:
+            end_round(g.live)
+        now = time.perf_counter()
+        if self.on_round:
+            self.on_round(g.live)
+        for p in g.members:
+            if p.state.done:
+                self.on_finish(p.state, now - self.started.pop(p.state.index))
+        if [_progress(p.state) for p in g.members] == g.before:
+            name = getattr(self.method, "name", type(self.method).__name__)
+            raise RuntimeError(f"method {name} made no progress in a round: none of its {len(g.members)} "
+                               "problems gained a step, a token or a stop (a method must advance a live problem "
+                               "by one step or finish it); stopping instead of looping forever")
+        g.members = [p for p in g.members if not p.state.done]
 
-def _round(batch: list[ProblemState], method: Method, ctx: StepContext, started: dict[int, float],
-           on_finish: Callable[[ProblemState, float], None], on_round: Callable[[list], None] | None,
-           report_lock=None) -> None:
-    """One round of `batch` (both schedulers): problems whose next step would not fit stop, the others advance one
-    step; then the round is reported (under `report_lock`) and a round that changed nothing is refused."""
-    before = [_progress(s) for s in batch]
-    now = time.perf_counter()
-    for s in batch:
-        started.setdefault(s.index, now)
-        if ctx.max_tokens(len(s.context)) < 1:
-            s.done, s.stop_reason = True, STOP_CONTEXT
-    live = [s for s in batch if not s.done]
-    if live:
-        method.step(live)
-    now = time.perf_counter()
-    with report_lock or nullcontext():
-        if on_round:
-            on_round(live)
-        for s in batch:
-            if s.done:
-                on_finish(s, now - started.pop(s.index))
-    if [_progress(s) for s in batch] == before:
-        name = getattr(method, "name", type(method).__name__)
-        raise RuntimeError(f"method {name} made no progress in a round: none of its {len(batch)} "
-                           "problems gained a step, a token or a stop (a method must advance every live problem "
-                           "by one step or finish it); stopping instead of looping forever")
+    # -- programs -------------------------------------------------------------------------------------------------
+    def _resume_ready(self) -> None:
+        """Run every resumable program until it waits on calls or ends its step (in admission order, so that a
+        batch lists its problems in order, as lock-step always did)."""
+        while self.ready:
+            batch, self.ready = sorted(self.ready, key=lambda pv: pv[0].seq), []
+            for p, value in batch:
+                self._advance(p, value)
 
+    def _advance(self, p: _Program, value) -> None:
+        try:
+            wanted = p.coro.send(value)
+        except StopIteration:
+            p.coro = None
+            p.group.running -= 1
+            if p.group.running == 0:
+                self._close_round(p.group)
+                self._start_round(p.group)
+            return
+        p.as_list = isinstance(wanted, list)
+        calls = wanted if p.as_list else [wanted]
+        if not calls:
+            self.ready.append((p, []))
+            return
+        p.answers, p.missing = [None] * len(calls), len(calls)
+        for k, call in enumerate(calls):
+            if not isinstance(call, Call):
+                raise TypeError(f"method {getattr(self.method, 'name', self.method)!r} awaited {call!r}: a step "
+                                "may only await gsi.runtime.calls calls (or coroutines that do)")
+            self.waiting[call.role].append((call, p, k))
 
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:  # an empty batch would make no progress, forever
-        raise ValueError(f"batch_size={batch_size}: must be >= 1 (problems advanced together per round)")
+    def _deliver(self, entries, results) -> None:
+        if len(results) != len(entries):
+            raise RuntimeError(f"an engine returned {len(results)} results for {len(entries)} requests")
+        for (call, p, k), value in zip(entries, results):
+            p.answers[k] = value
+            p.missing -= 1
+            if p.missing == 0:
+                self.ready.append((p, p.answers if p.as_list else p.answers[0]))
 
+    # -- engine calls ---------------------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """One call for every idle role with waiting calls: all of them that share the oldest one's kind (and,
+        for cohorts, its cohort)."""
+        for role in ROLES:
+            waiting = self.waiting[role]
+            if role in self.busy or not waiting:
+                continue
+            first, fp, _ = waiting[0]
+            key, gid = first.batch_key, fp.group.gid
+            take = [e for e in waiting if e[0].batch_key == key and (self.merge or e[1].group.gid == gid)]
+            self.waiting[role] = [e for e in waiting if not (e[0].batch_key == key
+                                                               and (self.merge or e[1].group.gid == gid))]
+            self.busy[role] = take
+            self.executor.submit(role, first.kind, [c for c, _, _ in take])
 
-def _progress(s: ProblemState) -> tuple:
-    """What a round must change for at least one problem: finished, a step more, or tokens spent (response-level
-    methods advance private tracks and count their tokens)."""
-    return s.done, len(s.steps), len(s.context), repr(s.tokens)
+    def _drain(self) -> None:
+        """After a failure: let the calls in flight end (their engines stay usable), then the error is raised."""
+        while self.busy:
+            role, _, _ = self.executor.wait_any()
+            self.busy.pop(role, None)
 
 
 def step_all(states: Iterable[ProblemState], method: Method, ctx: StepContext, *, batch_size: int,
-             mode: str = OVERLAP, cohorts: int = 2, on_finish: Callable[[ProblemState, float], None],
-             on_round: Callable[[list], None] | None = None) -> None:
-    """The run's scheduler by `scheduler.mode`."""
+             mode: str = ASYNC, max_in_flight: int | None = None, on_finish: Callable[[ProblemState, float], None],
+             on_round: Callable[[list], None] | None = None, executor: Executor | None = None) -> None:
+    """The run's step loop by `scheduler.mode` (see the module docstring). `on_finish(state, seconds)` is called
+    once per problem when it ends; `on_round(live)` after each round (a step of one problem under async)."""
     mode = str(getattr(mode, "value", mode))
-    if mode == LOCKSTEP or cohorts <= 1:
-        run_steps(states, method, ctx, batch_size=batch_size, on_finish=on_finish, on_round=on_round)
-    elif mode == OVERLAP:
-        run_steps_overlapped(states, method, ctx, batch_size=batch_size, cohorts=cohorts, on_finish=on_finish,
-                             on_round=on_round)
-    else:
-        raise ValueError(f"scheduler.mode={mode!r}: expected {LOCKSTEP} or {OVERLAP}")
+    if mode not in MODES:
+        raise ValueError(f"scheduler.mode={mode!r}: expected one of {', '.join(MODES)}")
+    _check_at_least_1("batch_size", batch_size, "problems per lock-step round and engine call")
+    in_flight = batch_size if max_in_flight is None else max_in_flight
+    _check_at_least_1("scheduler.max_in_flight", in_flight, "problems stepped at once")
+    if getattr(method, "needs_lockstep", False):
+        mode = LOCKSTEP
+    shape = {ASYNC: dict(group_size=1, groups=in_flight, merge=True),
+             LOCKSTEP: dict(group_size=batch_size, groups=1, merge=True),
+             COHORTS: dict(group_size=batch_size, groups=max(1, in_flight // batch_size), merge=False)}[mode]
+    executor = executor or ThreadExecutor(getattr(method, "engines", None))
+    _Driver(method, ctx, executor=executor, on_finish=on_finish, on_round=on_round, **shape).run(states)
+
+
+def run_steps(states: Iterable[ProblemState], method: Method, ctx: StepContext, *, batch_size: int,
+              on_finish: Callable[[ProblemState, float], None], on_round: Callable[[list], None] | None = None
+              ) -> None:
+    """Lock-step rounds of `batch_size` problems (the reference policy)."""
+    step_all(states, method, ctx, batch_size=batch_size, mode=LOCKSTEP, on_finish=on_finish, on_round=on_round)
+
+
+def _check_at_least_1(key: str, value: int, what: str) -> None:
+    if value < 1:  # nothing in flight would make no progress, forever
+        raise ValueError(f"{key}={value}: must be >= 1 ({what})")
+
+
+def _progress(s: ProblemState) -> tuple:
+    """What a step must change for at least one problem of a round: finished, a step more, or tokens spent
+    (response-level methods advance private tracks and count their tokens)."""
+    return s.done, len(s.steps), len(s.context), repr(s.tokens)

@@ -1,0 +1,251 @@
+"""The runtime (gsi/runtime/scheduler.py, gsi/runtime/calls.py): every method gives the same records under every
+policy; the async policy merges several problems' requests into one engine call while another role works; an
+engine error stops the run. Exact table engines, a recording executor (no sleeps, no wall-clock asserts)."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from gsi.config.schema import (BaselineConfig, BeamConfig, BoNConfig, DVTSConfig, GSIConfig, PFConfig,
+                               RSDConfig)
+from gsi.engines.table import table_engines
+from gsi.methods import build_method
+from gsi.methods.base import StepContext
+from gsi.runtime.calls import Call, Generate, gather, run_batch
+from gsi.runtime.scheduler import Executor, step_all
+from gsi.runtime.state import ProblemState
+
+PI_S = [0.15, 0.35, 0.3, 0.2]
+PI_B = [0.1, 0.2, 0.3, 0.4]
+R = [0.3, 0.9, 0.5, 0.7]
+TEXTS = ["done\n\n", "a\n\n", "b\n\n", "so \\boxed{1}\n\n"]
+
+METHODS = {
+    "gsi": GSIConfig(n=4, beta=2.0, threshold=0.6),
+    "gsi_no_fallback": GSIConfig(n=4, beta=2.0, threshold=0.6, fallback=False),
+    "rsd": RSDConfig(n=1, beta=2.0, delta=0.6),
+    "rsd_bon": RSDConfig(n=3, beta=2.0, delta=0.6, n_big=2),
+    "rsd_greedy": RSDConfig(n=1, beta=2.0, delta=0.6, greedy=True),
+    # run-wide patience: the runtime runs it in lock-step rounds whatever the mode (else the cut would differ)
+    "rsd_patience": RSDConfig(n=1, beta=2.0, delta=0.8, patience=3),
+    "bon_small": BoNConfig(n=4, beta=2.0, policy="small"),
+    "bon_big_hard": BoNConfig(n=4, beta=2.0, policy="big", selection="hard"),
+    "bon_response": BoNConfig(n=3, beta=2.0, level="response", selection="weighted_majority"),
+    "baseline": BaselineConfig(n=1, beta=2.0, policy="big"),
+    "baseline_greedy": BaselineConfig(n=1, beta=2.0, policy="small", greedy=True),
+    "beam": BeamConfig(n=4, width=2, beta=2.0),
+    "beam_lookahead": BeamConfig(n=4, width=2, beta=2.0, lookahead=1),
+    "dvts": DVTSConfig(n=4, width=2, beta=2.0),
+    "pf": PFConfig(n=4, beta=2.0),
+}
+
+
+def states(problems):
+    """Prompts of 1 to 9 tokens: with WINDOW, the longer ones run out of room after fewer steps (uneven lengths
+    even for greedy methods)."""
+    prompts = [[0] * (1 + 2 * (i % 5)) for i in range(problems)]
+    return [ProblemState(index=i, id=f"p{i}", problem="x", reference="1", prompt_ids=p, context=list(p))
+            for i, p in enumerate(prompts)]
+
+
+WINDOW = 12
+
+
+class RecordingExecutor(Executor):
+    """Runs each call at once but hands results back in submission order (one at a time), recording for every
+    call its role, size and the roles busy when it was issued: a deterministic stand-in for the thread pool."""
+
+    def __init__(self, engines):
+        self.engines, self.inflight, self.log = engines, [], []
+
+    def submit(self, role, kind, calls):
+        self.log.append({"role": role, "kind": kind, "size": len(calls),
+                         "busy": {r for r, _, _ in self.inflight}})
+        try:
+            self.inflight.append((role, run_batch(self.engines, role, kind, calls), None))
+        except Exception as exc:  # noqa: BLE001 - handed back like the thread executor does
+            self.inflight.append((role, None, exc))
+
+    def wait_any(self):
+        return self.inflight.pop(0)
+
+
+def run_table(method_cfg, *, mode, problems=40, batch_size=12, max_in_flight=None, engines=None, executor=None):
+    engines = engines or table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=WINDOW, trace=True)
+    method = build_method(OmegaConf.structured(method_cfg), engines, ctx)
+    todo, finished = states(problems), []
+    step_all(todo, method, ctx, batch_size=batch_size, mode=mode, max_in_flight=max_in_flight,
+             on_finish=lambda s, t: finished.append(s.index), executor=executor and executor(engines))
+    assert sorted(finished) == list(range(problems))  # every problem finishes once
+    return todo, finished, engines
+
+
+def record(s: ProblemState):
+    return (s.response_text, s.stop_reason, [(st.text, st.token_ids, st.source, st.accepted, st.reward,
+                                              st.chosen_draft_tokens, st.drafted_tokens) for st in s.steps],
+            s.tokens, s.tokens_nocache, s.empty_candidates, s.trace, s.scratch.get("pool"))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_policy_gives_lockstep_results(name):
+    ref, order, ref_engines = run_table(METHODS[name], mode="lockstep")
+    assert len({len(s.steps) for s in ref}) > 2  # uneven problem lengths
+    orders = []
+    for mode, in_flight in (("async", 5), ("async", 40), ("cohorts", 24)):
+        got, got_order, engines = run_table(METHODS[name], mode=mode, max_in_flight=in_flight)
+        orders.append(got_order)
+        assert [record(s) for s in got] == [record(s) for s in ref], (mode, in_flight)
+        for role in ("small", "big", "reward"):  # the engines did the same work, in other batches
+            a, b = ref_engines.roles()[role].stats, engines.roles()[role].stats
+            assert (a.requests, a.prompt_tokens, a.generated_tokens) == (b.requests, b.prompt_tokens,
+                                                                         b.generated_tokens), (mode, role)
+    if name != "rsd_patience":  # (which runs lock-step whatever the mode)
+        assert orders[0] != order  # problems finished out of lock-step order: the async policy was in effect
+
+
+def test_async_merges_several_problems_into_one_call_while_another_role_works():
+    log = []
+
+    def recording(engines):
+        ex = RecordingExecutor(engines)
+        log.append(ex.log)
+        return ex
+
+    run_table(METHODS["gsi"], mode="async", problems=24, batch_size=8, executor=recording)
+    run_table(METHODS["gsi"], mode="lockstep", problems=24, batch_size=8, executor=recording)
+    async_log, lock_log = log
+    # pi_S drafts for several problems at once while pi_B works for others (and the reverse)
+    assert any(c["role"] == "small" and c["size"] > 1 and "big" in c["busy"] for c in async_log)
+    assert any(c["role"] == "big" and c["kind"] == "generate" and c["size"] > 1 and "small" in c["busy"]
+               for c in async_log)
+    # lock-step: a role waits for the others, except the PRM and pi_B scoring the same drafts at once
+    assert not any(c["busy"] - {"big", "reward"} or (c["busy"] and c["role"] == "small") for c in lock_log)
+    assert any(c["role"] == "reward" and c["busy"] == {"big"} for c in lock_log)
+    # never more than one call in flight per role
+    assert all(c["role"] not in c["busy"] for c in async_log + lock_log)
+
+
+def test_lockstep_makes_one_call_per_role_and_phase():
+    ex = []
+    run_table(METHODS["baseline"], mode="lockstep", problems=12, batch_size=12,
+              executor=lambda e: ex.append(RecordingExecutor(e)) or ex[-1])
+    steps = max(len(s.steps) for s in run_table(METHODS["baseline"], mode="lockstep", problems=12,
+                                                batch_size=12)[0])
+    assert len(ex[0].log) == steps and ex[0].log[0]["size"] == 12
+
+
+@pytest.mark.parametrize("mode", ["async", "lockstep", "cohorts"])
+def test_an_engine_error_stops_the_run_and_names_the_role(mode):
+    from gsi.engines.base import Engines
+    from gsi.engines.table import TableGenerator, TableReward
+    from gsi.runtime.stopping import failed_role
+    from gsi.runtime.scheduler import ThreadExecutor
+
+    class Dying(TableGenerator):
+        def generate(self, requests, **kw):
+            if self.stats.calls >= 2:
+                raise RuntimeError("engine died")
+            return super().generate(requests, **kw)
+
+    engines = Engines(small=TableGenerator("small", PI_S, eos_step=0, texts=TEXTS),
+                      big=Dying("big", PI_B, eos_step=0, texts=TEXTS), reward=TableReward(R, texts=TEXTS))
+    finished = []
+    ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=10_000)
+    method = build_method(OmegaConf.structured(METHODS["gsi"]), engines, ctx)
+    todo = states(60)
+    with pytest.raises(RuntimeError, match="engine died") as info:
+        step_all(todo, method, ctx, batch_size=12, mode=mode, max_in_flight=24,
+                 on_finish=lambda s, t: finished.append(s), executor=ThreadExecutor(engines))
+    assert failed_role(info.value, engines) == "big"  # found through the engine thread's traceback
+    assert len(finished) < 60 and all(s.done for s in finished)  # stopped, saving what finished
+
+
+def test_gather_runs_one_problems_calls_together_and_nests():
+    """gather yields the union of its parts' calls to the driver as one list and hands each part its results."""
+
+    async def two(a, b):
+        return await gather(Generate("small", a), Generate("big", b))
+
+    async def program():
+        x, (y, z) = await gather(Generate("reward", "r"), two("s", "b"))
+        return x, y, z
+
+    coro = program()
+    wanted = coro.send(None)
+    assert [c.role for c in wanted] == ["reward", "small", "big"] and all(isinstance(c, Call) for c in wanted)
+    with pytest.raises(StopIteration) as done:
+        coro.send([f"{c.role}:{c.request}" for c in wanted])
+    assert done.value.value == ("reward:r", "small:s", "big:b")
+
+
+def test_a_step_that_awaits_something_else_is_refused():
+    import asyncio
+
+    from gsi.methods.base import Method
+
+    class Sleepy(Method):
+        name = "sleepy"
+
+        async def step(self, s):
+            await asyncio.sleep(0)
+
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=10_000)
+    with pytest.raises(TypeError, match="sleepy.*gsi.runtime.calls"):
+        step_all(states(2), Sleepy(None, engines, ctx), ctx, batch_size=2, on_finish=lambda s, t: None)
+
+
+@pytest.mark.parametrize("key,kw", [("batch_size", dict(batch_size=0)),
+                                    ("scheduler.max_in_flight", dict(batch_size=4, max_in_flight=0))])
+def test_nothing_in_flight_is_refused(key, kw):
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=10_000)
+    method = build_method(OmegaConf.structured(METHODS["gsi"]), engines, ctx)
+    with pytest.raises(ValueError, match=key):
+        step_all(states(2), method, ctx, mode="async", on_finish=lambda s, t: None, **kw)
+
+
+def test_max_in_flight_is_typed_and_validated(make_cfg):
+    from gsi.config.validate import problems
+
+    cfg = make_cfg("model=tiny", "hardware=cpu", "scheduler.mode=async", "scheduler.max_in_flight=3")
+    assert cfg.scheduler.mode == "async" and cfg.scheduler.max_in_flight == 3
+    assert make_cfg("model=tiny", "hardware=cpu").scheduler.max_in_flight is None  # batch_size
+    bad = make_cfg("model=tiny", "hardware=cpu", "scheduler.max_in_flight=0")
+    assert any("scheduler.max_in_flight" in e for e in problems(bad))
+    with pytest.raises(Exception, match="scheduler.mode"):
+        make_cfg("model=tiny", "hardware=cpu", "scheduler.mode=overlap")
+
+
+@pytest.mark.parametrize("mode", ["async", "lockstep"])
+def test_a_stop_request_lets_the_steps_under_way_finish_then_stops(mode):
+    """run.py's stop guard raises when a step would start after SIGINT/SIGTERM: no step starts any more, the
+    steps under way end (their finished problems are reported), nothing is left in flight, then it is raised."""
+
+    class Stop(Exception):
+        pass
+
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=WINDOW)
+    method = build_method(OmegaConf.structured(METHODS["gsi"]), engines, ctx)
+    started, steps_done = [], []
+
+    class Guarded:
+        def __getattr__(self, name):
+            return getattr(method, name)
+
+        def step(self, s):
+            if len(started) == 30:
+                raise Stop
+            started.append((s.index, s.step_index))
+            return method.step(s)
+
+    todo, finished, ex = states(40), [], RecordingExecutor(engines)
+    with pytest.raises(Stop):
+        step_all(todo, Guarded(), ctx, batch_size=8, mode=mode, on_finish=lambda s, t: finished.append(s),
+                 on_round=lambda live: steps_done.extend((s.index, s.step_index - 1) for s in live),
+                 executor=ex)
+    assert not ex.inflight and finished and all(s.done for s in finished)
+    assert sorted(steps_done) == sorted(started)  # every step that started, ended
