@@ -157,13 +157,6 @@ def test_beam_lookahead_scores_the_rollout():
     assert engines.small.stats.calls == 3 * 3 - 2  # the last round's rollouts stop at max_steps + lookahead
 
 
-def test_beam_config_errors():
-    with pytest.raises(ValueError, match="multiple of method.width"):
-        run_table(BeamConfig(beta=1.0, n=6, width=4), problems=1)
-    with pytest.raises(ValueError, match="full_key: aggregate"):  # the schema's Enum (gsi.config.schema.Aggregate)
-        run_table(BeamConfig(beta=1.0, n=4, width=2, aggregate="mean"), problems=1)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # DVTS
 

@@ -12,8 +12,6 @@ class Baseline(Method):
 
     def __init__(self, cfg, engines, ctx):
         super().__init__(cfg, engines, ctx)
-        if cfg.policy not in ("small", "big"):
-            raise ValueError(f"method.policy must be 'small' or 'big', got {cfg.policy!r}")
         self.policy = engines.small if cfg.policy == "small" else engines.big
 
     async def step(self, s):

@@ -34,7 +34,7 @@ import numpy as np
 from gsi.runtime import seeding
 from gsi.methods import register
 from gsi.methods.base import Method
-from gsi.methods.search import (AGGREGATES, SELECTIONS, Branch, aggregate, answer_keys, branches, check_choice,
+from gsi.methods.search import (Branch, aggregate, answer_keys, branches,
                                 finish_with, select_response)
 from gsi.runtime.calls import gather
 from gsi.runtime.state import STOP_CONTEXT, ProblemState, StepRecord, stop_reason_after
@@ -49,13 +49,6 @@ class BeamSearch(Method):
 
     def __init__(self, cfg, engines, ctx):
         super().__init__(cfg, engines, ctx)
-        check_choice("policy", cfg.policy, ("small", "big"))
-        check_choice("aggregate", cfg.aggregate, AGGREGATES)
-        check_choice("selection", cfg.selection, SELECTIONS)
-        if cfg.width < 1 or cfg.n < cfg.width or cfg.n % cfg.width:
-            raise ValueError(f"method.n ({cfg.n}) must be a positive multiple of method.width ({cfg.width})")
-        if cfg.lookahead < 0:
-            raise ValueError(f"method.lookahead must be >= 0, got {cfg.lookahead}")
         self.policy = engines.small if cfg.policy == "small" else engines.big
 
     # The shape of the search: `groups` independent searches of `keep` beams each.

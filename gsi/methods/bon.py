@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gsi.methods import register
 from gsi.methods.base import Method, candidate_trace, hard_choice, soft_choice
-from gsi.methods.search import SELECTIONS, Branch, aggregate, answer_keys, branches, finish_with, select_response
+from gsi.methods.search import Branch, aggregate, answer_keys, branches, finish_with, select_response
 from gsi.runtime.calls import gather
 from gsi.runtime.state import ProblemState, StepRecord
 
@@ -21,16 +21,6 @@ class BestOfN(Method):
 
     def __init__(self, cfg, engines, ctx):
         super().__init__(cfg, engines, ctx)
-        if cfg.policy not in ("small", "big"):
-            raise ValueError(f"method.policy must be 'small' or 'big', got {cfg.policy!r}")
-        if cfg.selection not in SELECTIONS:
-            raise ValueError(f"method.selection must be one of {SELECTIONS}, got {cfg.selection!r}")
-        if cfg.level not in ("step", "response"):
-            raise ValueError(f"method.level must be 'step' or 'response', got {cfg.level!r}")
-        if cfg.level == "step" and cfg.selection not in ("soft", "hard"):
-            raise ValueError("method.selection: voting needs whole responses (method.level=response)")
-        if cfg.aggregate not in ("last", "min", "prod"):
-            raise ValueError(f"method.aggregate must be last, min or prod, got {cfg.aggregate!r}")
         self.policy = engines.small if cfg.policy == "small" else engines.big
 
     async def step(self, s):

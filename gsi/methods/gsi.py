@@ -13,18 +13,8 @@ from gsi.methods import register
 from gsi.methods.base import Method, candidate_trace, soft_choice
 from gsi.runtime.calls import gather
 
-THRESHOLD_ON = ("tilted", "score", "raw")
-
-
 @register("gsi")
 class GSI(Method):
-    def __init__(self, cfg, engines, ctx):
-        super().__init__(cfg, engines, ctx)
-        if cfg.threshold_on not in THRESHOLD_ON:
-            raise ValueError(f"method.threshold_on must be one of {THRESHOLD_ON}, got {cfg.threshold_on!r}")
-        if cfg.beta <= 0:
-            raise ValueError(f"beta must be > 0 for GSI (the tilted reward divides by it), got {cfg.beta}")
-
     def tested_value(self, r: float, tilted: float) -> float:
         return {"tilted": tilted, "score": self.cfg.beta * tilted, "raw": r}[self.cfg.threshold_on]
 

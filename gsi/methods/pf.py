@@ -28,12 +28,11 @@ import numpy as np
 from gsi.runtime import seeding
 from gsi.methods import register
 from gsi.methods.base import Method, softmax
-from gsi.methods.search import (AGGREGATES, SELECTIONS, Branch, aggregate, answer_keys, branches, check_choice,
+from gsi.methods.search import (Branch, aggregate, answer_keys, branches,
                                 finish_with, select_response)
 from gsi.runtime.calls import gather
 from gsi.runtime.state import STOP_CONTEXT, ProblemState, StepRecord
 
-WEIGHTINGS = ("logit", "reward")
 _EPS = 1e-6  # PRM probabilities of exactly 0 or 1 would give infinite logits
 
 
@@ -43,12 +42,6 @@ class ParticleFiltering(Method):
 
     def __init__(self, cfg, engines, ctx):
         super().__init__(cfg, engines, ctx)
-        check_choice("policy", cfg.policy, ("small", "big"))
-        check_choice("aggregate", cfg.aggregate, AGGREGATES)
-        check_choice("selection", cfg.selection, SELECTIONS)
-        check_choice("weighting", cfg.weighting, WEIGHTINGS)
-        if not cfg.temperature > 0:
-            raise ValueError(f"method.temperature must be > 0, got {cfg.temperature}")
         self.policy = engines.small if cfg.policy == "small" else engines.big
 
     def log_weight(self, rewards) -> float:

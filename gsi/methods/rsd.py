@@ -13,19 +13,11 @@ from gsi.runtime.state import STOP_PATIENCE
 class RSD(Method):
     def __init__(self, cfg, engines, ctx):
         super().__init__(cfg, engines, ctx)
-        self.check_settings(cfg)
         # Rounds in a row in which no problem of the run finished (the RSD code's `num_unchanged`).
         self._rounds_without_finish = 0
 
-    @staticmethod
-    def check_settings(cfg) -> None:
-        if cfg.greedy and (cfg.n > 1 or cfg.n_big > 1):
-            raise ValueError(f"method.greedy=true decodes one deterministic step: method.n={cfg.n} and "
-                             f"method.n_big={cfg.n_big} would be copies of it; set both to 1")
-
     @classmethod
     def check_run(cls, cfg, *, n_problems: int, batch_size: int) -> None:
-        cls.check_settings(cfg)
         if cfg.patience > 0 and batch_size < n_problems:
             # The RSD code runs every problem of a dataset as one lock-step batch and counts patience over it;
             # with a smaller scheduler batch the count (and so who gets cut off) would depend on batch_size.

@@ -36,9 +36,6 @@ def aggregate(rewards: Sequence[float | None], how: str) -> float:
     raise ValueError(f"aggregate must be one of {AGGREGATES}, got {how!r}")
 
 
-def check_choice(key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"method.{key} must be one of {tuple(allowed)}, got {value!r}")
 
 
 def answer_keys(texts: Sequence[str]) -> list[str | None]:
