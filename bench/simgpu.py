@@ -43,8 +43,12 @@ sys.path.insert(0, str(ROOT))
 
 from gsi.engines.base import Engines  # noqa: E402
 from gsi.engines.table import TableGenerator, TableReward  # noqa: E402
+from gsi.methods import build_method  # noqa: E402
+from gsi.methods.base import StepContext  # noqa: E402
+from gsi.reporting.utilisation import utilisation  # noqa: E402
 from gsi.runtime.calls import run_batch  # noqa: E402
-from gsi.runtime.scheduler import Executor  # noqa: E402
+from gsi.runtime.scheduler import Executor, step_all  # noqa: E402
+from gsi.runtime.state import ProblemState  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -291,12 +295,7 @@ def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, c
     (`cohorts` of ceil(batch_size / cohorts) problems each), or async's max_in_flight."""
     from omegaconf import OmegaConf
 
-    from gsi.config.schema import compose_config
-    from gsi.methods import build_method
-    from gsi.methods.base import StepContext
-    from gsi.reporting.utilisation import utilisation
-    from gsi.runtime.scheduler import step_all
-    from gsi.runtime.state import ProblemState
+    from gsi.config.schema import compose_config  # Hydra's compose API
 
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: expected one of {', '.join(MODES)}")

@@ -16,11 +16,17 @@ they do the same work; only the batching differs. Hydra-style overrides after th
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/throughput.py` from anywhere: gsi from this checkout
+
+from gsi.methods import build_method  # noqa: E402
+from gsi.run import initial_states, step_context  # noqa: E402
+from gsi.runtime.scheduler import step_all  # noqa: E402
 
 
 class PeakMemory:
@@ -61,10 +67,6 @@ def compose(overrides):
 
 
 def measure(cfg, engines, problems, *, batch_size: int, label: str, mode: str = "lockstep") -> dict:
-    from gsi.methods import build_method
-    from gsi.run import initial_states, step_context
-    from gsi.runtime.scheduler import step_all
-
     ctx = step_context(cfg, engines)
     method = build_method(cfg.method, engines, ctx)
     states = initial_states(cfg, engines, problems)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
+from grading.graders import DEFAULT, check_name
 from grading.lifetime import MAX_TIMEOUT, check_timeout
 from grading.safety import close_pool, default_workers, get_pool
 from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, RULES, Verdict
@@ -49,8 +50,6 @@ def grade(generated_text: str, reference_answer: str, *, timeout: float = 5.0, g
 
 def _grader_arg(grader: str | None) -> str | None:
     """None for ours (the worker's default message), else a checked grading.graders name."""
-    from grading.graders import DEFAULT, check_name
-
     name = check_name(grader)
     return None if name == DEFAULT else name
 

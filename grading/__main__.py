@@ -19,7 +19,9 @@ import json
 import sys
 from collections import defaultdict
 
+from grading import grade, grade_many
 from grading.graders import DEFAULT, GRADERS
+from grading.lifetime import check_timeout
 
 REQUIRED = ("id", "final_text", "reference", "correct")
 
@@ -59,8 +61,6 @@ def _as_bool(v) -> bool:
 def cmd_check(args) -> int:
     from rich.console import Console
     from rich.table import Table
-
-    from grading import grade_many
 
     console = Console()
     fields = {"id": args.id_field, "final_text": args.text_field, "reference": args.reference_field,
@@ -159,8 +159,6 @@ def _short(s, n: int = 80) -> str:
 
 
 def cmd_grade(args) -> int:
-    from grading import grade
-
     v = grade(args.text, args.reference, timeout=args.timeout, grader=args.grader)
     print(json.dumps({"correct": v.correct, "rule": v.rule, "extracted": v.extracted, "reference": v.reference},
                      ensure_ascii=False))
@@ -168,8 +166,6 @@ def cmd_grade(args) -> int:
 
 
 def _timeout(text: str) -> float:
-    from grading.lifetime import check_timeout
-
     try:
         return check_timeout(float(text))
     except ValueError as exc:

@@ -37,8 +37,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from grading import lifetime
-from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, Unusable, Verdict, input_text
+from grading import lifetime, mathverify
+from grading.graders import local_grader
+from grading.verdict import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, Unusable, Verdict, grade_local, input_text
 
 __all__ = ["WorkerPool", "get_pool", "close_pool", "default_workers"]
 
@@ -62,8 +63,6 @@ def _memory_limit_bytes() -> int | None:
 
 def _worker_main(conn, memory_limit: int | None, run_pid: int | None = None,
                  pdeathsig: bool = False) -> None:  # pragma: no cover - runs in the worker process
-    from grading import lifetime
-
     lifetime.watch_parent(run_pid, pdeathsig=pdeathsig)  # first: end with the run, whatever happens next
     lifetime.task_limits()
     if memory_limit:
@@ -75,10 +74,6 @@ def _worker_main(conn, memory_limit: int | None, run_pid: int | None = None,
             resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
         except (ImportError, ValueError, OSError):
             pass
-    from grading import mathverify
-    from grading.graders import local_grader
-    from grading.verdict import grade_local
-
     mathverify.load()  # import math-verify now, not during the first timed call
     conn.send(("ready",))
     while True:

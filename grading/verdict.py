@@ -5,6 +5,10 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
+from grading.boxed import strip_boxed
+from grading.extract import extract_answer
+from grading.normalize import normalize, strip_math_delimiters
+
 __all__ = ["Verdict", "grade_local", "input_text", "Unusable", "MAX_TEXT_CHARS", "MAX_ANSWER_CHARS", "RULES"]
 
 MAX_TEXT_CHARS = 100_000  # a generated text longer than this is refused
@@ -100,8 +104,6 @@ def reference_text(reference) -> str:
 
 def safe_normalize(reference: str) -> str:
     """normalize() for the Verdict's reference field; falls back to the stripped input on any error."""
-    from grading.normalize import normalize
-
     try:
         return normalize(reference) if len(reference) <= MAX_ANSWER_CHARS else reference[:200]
     except Exception:  # noqa: BLE001
@@ -113,10 +115,7 @@ def grade_local(generated_text: str, reference_answer, on_extracted=None) -> Ver
 
     `on_extracted(extracted, normalised_reference)`, when given, is called once both are known and before the
     (possibly slow) equivalence check; the worker pool uses it to report them even if the check times out."""
-    from grading.equivalence import decide
-    from grading.boxed import strip_boxed
-    from grading.extract import extract_answer
-    from grading.normalize import strip_math_delimiters
+    from grading.equivalence import decide  # sympy and math-verify: loaded by the grading workers only
 
     text, why = input_text(generated_text, MAX_TEXT_CHARS)
     ref, ref_why = input_text(reference_answer, MAX_ANSWER_CHARS, reference=True)

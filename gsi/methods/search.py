@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from grading.extract import extract_answer
+from grading.normalize import normalize
 from gsi.methods.base import hard_choice, soft_choice
 from gsi.runtime.state import ROLES, ProblemState, StepRecord, stop_reason_after
 
@@ -40,9 +42,6 @@ def aggregate(rewards: Sequence[float | None], how: str) -> float:
 
 def answer_keys(texts: Sequence[str]) -> list[str | None]:
     """The normalised final answer of each response (None: no answer), so "1/2" and "\\frac{1}{2}" vote as one."""
-    from grading.extract import extract_answer
-    from grading.normalize import normalize
-
     answers = [extract_answer(t) for t in texts]
     return [normalize(a) if a is not None else None for a in answers]
 
