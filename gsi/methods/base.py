@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from gsi.runtime import seeding
-from gsi.engines.base import Engines, GenerateRequest, RewardRequest, Step
+from gsi.engines.base import Engines, GenerateRequest, Generator, RewardRequest, Step
 from gsi.engines.rewards import split_steps
 from gsi.runtime.calls import Generate, Reward, Score, gather
 from gsi.runtime.state import ProblemState, StepRecord, stop_reason_after
@@ -81,6 +81,11 @@ class Method(ABC):
         self.cfg = cfg
         self.engines = engines
         self.ctx = ctx
+
+    @property
+    def policy(self) -> Generator:
+        """The generator of a single-policy method (baseline, best-of-n, the PRM searches): `method.policy`."""
+        return self.engines.small if self.cfg.policy == "small" else self.engines.big
 
     @classmethod
     def check_run(cls, cfg, *, n_problems: int, batch_size: int) -> None:

@@ -10,10 +10,6 @@ from gsi.methods.base import Method
 class Baseline(Method):
     has_acceptance = False
 
-    def __init__(self, cfg, engines, ctx):
-        super().__init__(cfg, engines, ctx)
-        self.policy = engines.small if cfg.policy == "small" else engines.big
-
     async def step(self, s):
         steps = await self.sample(self.policy.role, s, 1, greedy=self.cfg.greedy)
         self.ctx.append(s, steps[0], source=self.cfg.policy, accepted=None)

@@ -47,10 +47,6 @@ class BeamSearch(Method):
     # or not) or leave for the pool first (beam search).
     finished_compete = False
 
-    def __init__(self, cfg, engines, ctx):
-        super().__init__(cfg, engines, ctx)
-        self.policy = engines.small if cfg.policy == "small" else engines.big
-
     # The shape of the search: `groups` independent searches of `keep` beams each.
     @property
     def groups(self) -> int:

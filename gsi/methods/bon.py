@@ -19,10 +19,6 @@ from gsi.runtime.state import ProblemState, StepRecord
 class BestOfN(Method):
     has_acceptance = False
 
-    def __init__(self, cfg, engines, ctx):
-        super().__init__(cfg, engines, ctx)
-        self.policy = engines.small if cfg.policy == "small" else engines.big
-
     async def step(self, s):
         if self.cfg.level == "step":
             await self._step_level(s)

@@ -40,10 +40,6 @@ _EPS = 1e-6  # PRM probabilities of exactly 0 or 1 would give infinite logits
 class ParticleFiltering(Method):
     has_acceptance = False
 
-    def __init__(self, cfg, engines, ctx):
-        super().__init__(cfg, engines, ctx)
-        self.policy = engines.small if cfg.policy == "small" else engines.big
-
     def log_weight(self, rewards) -> float:
         r = aggregate(rewards, self.cfg.aggregate)
         if self.cfg.weighting == "logit":
