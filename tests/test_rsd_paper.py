@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gsi.config.schema import RSDConfig
+from gsi.config.schema import RSDConfig, compose_config
+from gsi.config.validate import problems
 from gsi.engines.table import table_engines
 from gsi.methods import build_method, method_class
 from gsi.methods.base import StepContext
@@ -47,10 +48,11 @@ def test_greedy_draft_and_target_are_each_models_argmax():
 
 
 def test_greedy_with_several_samples_is_refused():
+    """gsi.config.validate's rule (its one home), before any engine starts."""
     for n, n_big in ((4, 1), (1, 4)):
-        with pytest.raises(ValueError, match="method.greedy"):
-            method_class("rsd").check_run(OmegaConf.structured(RSDConfig(greedy=True, n=n, n_big=n_big)),
-                                          n_problems=1, batch_size=1)
+        errors = problems(compose_config("method=rsd", "method.greedy=true", f"method.n={n}", f"method.n_big={n_big}"))
+        assert any(e.startswith("method.greedy=true") for e in errors), errors
+    assert not problems(compose_config("method=rsd", "method.greedy=true", "method.n=1", "method.n_big=1"))
 
 
 @pytest.mark.parametrize("patience", [1, 3, 5])
