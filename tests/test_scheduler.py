@@ -24,10 +24,7 @@ from gsi.runtime.state import ProblemState
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 
-PI_S = [0.15, 0.35, 0.3, 0.2]
-PI_B = [0.1, 0.2, 0.3, 0.4]
-R = [0.3, 0.9, 0.5, 0.7]
-TEXTS = ["done\n\n", "a\n\n", "b\n\n", "so \\boxed{1}\n\n"]
+from table_world import PI_B, PI_S, R, TEXTS  # noqa: E402 - the shared exact tables
 
 METHODS = {
     "gsi": GSIConfig(n=4, beta=2.0, threshold=0.6),
