@@ -280,9 +280,11 @@ def test_time_limit_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
 
     Starts the local SLURM cluster's jobs only (no engines: the stand-in app). On this one-node cluster SLURM
     sometimes ends a job FAILED right after `scontrol requeue` succeeded ("CANCELLED ... DUE TO JOB REQUEUE" in the
-    job's log, then no restart; 2 of 8 runs on 2026-12-02, idle and loaded alike). What a user does then is rerun
-    the sweep command, which must resume from the problems the checkpointed job finished: the test does the same
-    once, and then checks that resume instead of the restart."""
+    job's log, then no restart; 2 of 8 runs here on 2026-12-02, 0 of 9 later that day, and both requeues of one CI
+    run). What a user does then is rerun the sweep command, which must resume from the problems the checkpointed
+    jobs finished: the test does the same, up to three times (each checkpointed job finishes a few problems, so
+    the sweep ends even if every requeue meets the race), and then checks that resume instead of the restart. A
+    failure prints the controller's log and SLURM's last word on each job, to tell the race from our bug."""
     app = tmp_path / "standin.py"
     app.write_text(STANDIN)
     sweep = tmp_path / "sweep"
@@ -317,20 +319,25 @@ def test_time_limit_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
             log.close()
         return rc, restarts, log_path
 
+    def requeue_race(rc: int | None, logs: str, log_path: Path) -> bool:
+        return (rc != 0 and "DUE TO JOB REQUEUE" in logs
+                and "has not produced any output (state: FAILED)" in log_path.read_text())
+
     rc, restarts, log_path = sweep_once(0)
     logs = job_logs(sweep)
-    requeue_race = (rc != 0 and "DUE TO JOB REQUEUE" in logs
-                    and "has not produced any output (state: FAILED)" in log_path.read_text())
-    if requeue_race:
-        rc, _, log_path = sweep_once(1)
+    races = 0
+    while requeue_race(rc, logs, log_path) and races < 3:
+        races += 1
+        rc, _, log_path = sweep_once(races)
         logs = job_logs(sweep)
-    assert rc == 0, log_path.read_text()[-3000:] + logs
+    assert rc == 0, (log_path.read_text()[-3000:] + logs + "\n" + slurm_cluster.logs(tail=80)
+                     + slurm_cluster.run("squeue", "-h", "--states=all", "-o", "%i|%T|%r", check=False).stdout)
     assert "this job is timed-out" in logs and "Requeued job" in logs, logs
     (run_dir,) = [p.parent for p in sweep.rglob("results.jsonl")]
     counts = collections.Counter(r["id"] for r in result_lines(run_dir / "results.jsonl"))
     assert len(counts) == n and set(counts.values()) == {1}, counts
     assert re.search(r"resuming with ([1-9]|1[0-5]) done", logs), logs
-    if not requeue_race:
+    if not races:
         assert restarts and "restart 1: resuming" in logs, logs
 
 
