@@ -23,7 +23,7 @@ test: setup
 	bash scripts/install_slurm.sh
 	$(PY) -m pytest -q
 
-# The inner loop (< 3 min): no vLLM engine, no SLURM cluster, no toy model, none of the tests marked slow (unit tests,
+# The inner loop: no vLLM engine, no SLURM cluster, no toy model, none of the tests marked slow (unit tests,
 # table engines, config, grading). Not a substitute for `make test`, which runs them all.
 test-quick: setup
 	$(PY) -m pytest -q -m "not vllm and not slurm and not toy and not slow"
