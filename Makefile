@@ -23,10 +23,10 @@ test: setup
 	bash scripts/install_slurm.sh
 	$(PY) -m pytest -q
 
-# The inner loop: no vLLM engine, no SLURM cluster, no toy model (unit tests, table engines, config, grading).
-# Not a substitute for `make test`.
+# The inner loop: no vLLM engine, no SLURM cluster, no toy model, none of the tests marked slow (unit tests,
+# table engines, config, grading). Not a substitute for `make test`, which runs them all.
 test-quick: setup
-	$(PY) -m pytest -q -m "not vllm and not slurm and not toy"
+	$(PY) -m pytest -q -m "not vllm and not slurm and not toy and not slow"
 
 # Where the benchmarks come from (what `make demo` and `make test` will use).
 data-dir:

@@ -61,6 +61,7 @@ def _pairs(name: str):
     return problems, pairs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_benchmark_agreement(name):
     problems, pairs = _pairs(name)
@@ -75,6 +76,7 @@ def test_benchmark_agreement(name):
     assert not any(r in ("timeout", "error") for _, r, _, _ in misses), report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_benchmark_negative_control(name):
     """Row i's answer against row i+1's reference: accepted only if the two references are the same answer."""

@@ -113,6 +113,7 @@ def test_payloads_never_run():
     assert not grade("\\boxed{" + PAYLOADS[0] + "}", "5")
 
 
+@pytest.mark.slow
 def test_hostile_inputs_return_in_time():
     refs = ["5", "\\frac{1}{2}", "(1,2]"]
     cases = [(h, refs[i % len(refs)]) for i, h in enumerate(HOSTILE)]
@@ -173,6 +174,7 @@ def test_hypothesis_token_soup(parts, ref, repeat):
     _no_marker()
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(inner=st.text(min_size=0, max_size=300), ref=st.text(min_size=0, max_size=40))
 def test_hypothesis_arbitrary_text(inner, ref):

@@ -60,6 +60,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.slow
 @linux_only
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_killing_the_run_leaves_no_grading_process(tmp_path, start_method):
@@ -222,6 +223,7 @@ def test_a_timeout_that_means_nothing_is_refused(bad):
     assert grading.grade("The answer is \\boxed{1}", "1", timeout=lifetime.MAX_TIMEOUT)
 
 
+@pytest.mark.slow
 @linux_only
 def test_guard_ends_a_worker_that_stops_computing(monkeypatch):
     """The caller's wall-clock guard ends a worker whose CPU time stops growing (here: SIGSTOP), and only then;

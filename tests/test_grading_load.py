@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from grading import grade, grade_many
 
 LIMIT = 1.0  # seconds of CPU time per answer
@@ -42,6 +44,7 @@ def _busy_loops(n: int, seconds: float) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_verdicts_do_not_depend_on_load():
     pairs = _answers()
     assert len(pairs) == 200

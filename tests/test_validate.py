@@ -152,6 +152,7 @@ def test_bad_config_never_reaches_the_engines_nor_the_folder(overrides, key, tmp
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_good_configs_pass():
     """No rule refuses a shipped preset, method or dataset (test_config composes every combination)."""
     for exp in sorted((CONF / "experiment").glob("*.yaml")):

@@ -32,7 +32,30 @@ def start_llm(spec: EngineSpec):
     from vllm import LLM
 
     with _env(spec.env):
-        return LLM(spec.model, **spec.kwargs)
+        llm = LLM(spec.model, **spec.kwargs)
+    _raise_when_the_engine_process_dies(llm)
+    return llm
+
+
+def _raise_when_the_engine_process_dies(llm) -> None:
+    """vLLM 0.32's SyncMPClient can wait forever in get_output() when its EngineCore process dies: the liveness
+    monitor marks the engine dead and shuts the output thread down without queueing an error (vllm/v1/engine/
+    core_client.py), so a call under way hangs (seen under load: run.py still running 300 s after a SIGKILLed
+    EngineCore). Queue EngineDeadError once the monitor has marked it dead, so that the call raises."""
+    client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    outputs, resources = getattr(client, "outputs_queue", None), getattr(client, "resources", None)
+    finalizer = getattr(client, "_finalizer", None)
+    if outputs is None or resources is None or finalizer is None:  # in-process engine core: no process to die
+        return
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    def watch() -> None:
+        while finalizer.alive and not resources.engine_dead:
+            time.sleep(0.5)
+        if resources.engine_dead:
+            outputs.put_nowait(EngineDeadError())
+
+    threading.Thread(target=watch, name="gsi-engine-death-watch", daemon=True).start()
 
 
 @contextlib.contextmanager
