@@ -299,3 +299,51 @@ def test_continuous_batching_submits_to_a_busy_role_and_hands_back_requests_one_
     assert any(c["role"] in c["busy"] for c in log[0])  # a role's next call joined its running one
     run_table(METHODS["gsi"], mode="lockstep", problems=24, batch_size=8, executor=recording)
     assert not any(c["role"] in c["busy"] for c in log[1])  # lock-step: one call per role and phase
+
+
+def test_threads_send_concurrent_calls_to_roles_that_take_them():
+    """Roles whose engines take concurrent calls (the remote servers) get a call per batch of arrivals, in
+    threads, while their running calls go on; the records are lock-step's."""
+    import threading
+
+    from gsi.runtime.scheduler import ThreadExecutor
+
+    ref = run_table(METHODS["gsi"], mode="lockstep")[0]
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    gate, overlapped = threading.Barrier(2, timeout=0.2), []
+    small_generate = engines.small.generate
+
+    def generate(requests, **kw):  # two calls of pi_S meet here at least once if they overlap
+        try:
+            gate.wait()
+            overlapped.append(True)
+        except threading.BrokenBarrierError:
+            gate.reset()
+        return small_generate(requests, **kw)
+
+    engines.small.generate = generate
+    for role in engines.roles().values():
+        role.concurrent_calls = True
+    got = run_table(METHODS["gsi"], mode="async", max_in_flight=40, engines=engines,
+                    executor=lambda e: ThreadExecutor(e))[0]
+    assert [record(s) for s in got] == [record(s) for s in ref]
+    assert overlapped  # two pi_S calls ran at once
+
+
+def test_busy_time_counts_overlapping_calls_once():
+    import time
+
+    from gsi.engines.base import RoleStats
+
+    stats = RoleStats()
+    start = time.perf_counter()
+    with stats.timed(1):
+        time.sleep(0.01)
+        inner = time.perf_counter()
+        with stats.timed(2):  # a concurrent call within the first
+            time.sleep(0.01)
+        inner = time.perf_counter() - inner
+        busy = stats.busy_s
+    outer = time.perf_counter() - start
+    assert busy == 0.0  # the inner call's end: the role is still busy
+    assert inner + 0.01 <= stats.busy_s <= outer and (stats.calls, stats.requests) == (2, 3)
