@@ -1,11 +1,11 @@
 """A vLLM engine on virtual time, iteration by iteration: the cost model of one role on one H100 and the scheduler
 that decides what each decode iteration runs (for bench/simgpu.py).
 
-vLLM's V1 scheduler, simplified: every iteration first gives each running sequence in decode one token, then
-fills what is left of a token budget (max_num_batched_tokens) with prompt chunks (chunked prefill): the running
-sequences' unfinished prompts first, then waiting sequences, admitted in arrival order while fewer than
-max_num_seqs run and their KV cache fits. A sequence's last prompt chunk yields its first token; it leaves when
-it has all its tokens. A request (a prompt's n samples, a teacher-forced scoring, a PRM scoring: the last two
+vLLM's V1 scheduler as our engines configure it: every iteration first gives each running sequence one token,
+then fills what is left of its token budget (max_num_batched_tokens, 65536) with whole prompts of waiting
+sequences, admitted in arrival order while fewer than max_num_seqs run and their KV cache fits (our engines never
+split a prompt: a seeded request's prefill must not be chunked, vllm-facts §4). A sequence's prompt iteration
+yields its first token; it leaves when it has all its tokens. A request (a prompt's n samples, a teacher-forced scoring, a PRM scoring: the last two
 are prompt-only, one token) ends with its last sequence. Requests that arrive while an iteration runs join the
 next one: that is continuous batching, whether they came in the same engine call or not.
 
@@ -35,7 +35,7 @@ class CostModel:
     call_s: float = 0.005  # per engine call (LLM.generate entry, output assembly)
     seq_s: float = 1e-4  # per sequence (input processing, detokenisation, Python objects)
     max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192  # vLLM V1's default token budget per iteration on a large GPU
+    max_num_batched_tokens: int = 65536  # conf/hardware's: above any prompt, so that no prefill is split
 
 
 # H100 SXM 80GB: 3.35 TB/s HBM3 and 989 TFLOP/s dense BF16 (NVIDIA H100 datasheet). Achieved fractions from public
@@ -103,17 +103,14 @@ class IterationEngine:
         decoding = [q for q in self.running if q.prefill == 0]
         budget = m.max_num_batched_tokens - len(decoding)
         chunks = []
-        for q in self.running:
-            if q.prefill and budget > 0:
-                chunks.append((q, min(q.prefill, budget)))
-                budget -= chunks[-1][1]
-        while (self.waiting and budget > 0 and len(self.running) < m.max_num_seqs
+        while (self.waiting and len(self.running) < m.max_num_seqs
+               and (self.waiting[0].prefill <= budget or not chunks and not decoding)
                and (self.reserved + self.waiting[0].final <= m.kv_tokens or not self.running)):
             q = self.waiting.popleft()
             self.running.append(q)
             self.reserved += q.final
-            chunks.append((q, min(q.prefill, budget)))
-            budget -= chunks[-1][1]
+            chunks.append((q, q.prefill))
+            budget -= q.prefill
         seconds = (m.step_overhead_s + m.weight_read_s + len(decoding) * m.token_s
                    + sum(c for _, c in chunks) / m.prefill_tok_s
                    + sum(q.ctx for q in decoding) * m.kv_bytes_per_token / m.bandwidth + self.overhead)

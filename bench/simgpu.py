@@ -1,24 +1,23 @@
-"""Simulated-GPU benchmark: the real methods and runtime on exact-table engines whose calls take VIRTUAL time
-from a cost model of vLLM on one H100 per role. Lock-step, cohorts (the former overlap) and async side by side.
+"""Simulated-GPU benchmark: the real methods and runtime on exact-table engines whose work takes VIRTUAL time
+from a model of vLLM on one H100 per role. Lock-step, async with whole calls, async with continuous batching (and
+cohorts, the former overlap) side by side.
 
     PYTHONPATH=. python bench/simgpu.py                  # 500 problems, n = 16, GSI / RSD / soft BoN pi_B, 64 and 128
-    PYTHONPATH=. python bench/simgpu.py --problems 100 --methods gsi --batch-size 64 --cohorts 2 3 --serial
+    PYTHONPATH=. python bench/simgpu.py --problems 100 --methods gsi --batch-size 64 --modes async cohorts --cohorts 2 3
 
 Nothing sleeps and no thread runs: the runtime's driver (gsi.runtime.scheduler.step_all) is given a
-VirtualExecutor, which serves each engine call at once on submit and gives it a virtual start (the moment it was
-submitted; the driver keeps one call per role in flight) and end (start + the cost model's time); the driver is
-handed back the call that ends first. So each role serves its calls one at a time and independent roles overlap
-exactly as far as the scheduling policy lets them. Python time between calls counts as zero. The methods and the
-driver are the real ones.
-
-Cost model per call on one role (one H100 SXM 80GB per role, bf16; see COST_MODELS for the numbers and sources):
-    time = call overhead + per-sequence overhead * sequences
-         + uncached prompt tokens / prefill rate
-         + sum over decode iterations of (step floor + weight read + tokens in batch * per-token compute
-                                          + KV bytes of the batch's contexts / effective bandwidth)
-Decode uses continuous batching: up to max_num_seqs sequences at once, a new one joins as one finishes. The
-prefix cache is per role and unbounded (contexts already seen are not prefilled again): our engines read the
-prefix cache for sampling, teacher forcing and the PRM (vllm-facts §3).
+VirtualExecutor. Each role is an IterationEngine (bench/simengine.py: vLLM's scheduler iteration by iteration,
+max_num_seqs and KV-cache bounds, the cost model and its sources); a call's choices are made by the table engines
+on submit and its requests enter its role's engine at the virtual now; the executor runs the roles' iterations in
+time order and hands back what ends. Rows:
+- `lockstep`, `async`, `cohorts` (whole calls, as in-process vLLM's LLM.generate serves them): one call per role at
+  a time, handed back when its last request ends; sequences of one call share the decode batch.
+- `continuous` (the async policy on engines that batch across calls, as vLLM's AsyncLLM and its HTTP server do):
+  the driver submits a role's requests as they arrive, they join its running decode at the next iteration, and
+  each request comes back when its own samples end.
+Python time between calls counts as zero. The methods and the driver are the real ones. The prefix cache is per
+role and unbounded (contexts already seen are not prefilled again): our engines read the prefix cache for
+sampling, teacher forcing and the PRM (vllm-facts §3).
 
 The workload: step types with fixed lengths in tokens (STEP_TOKENS) drawn from pi_S / pi_B tables; the PRM's
 reward of a step type is shifted per problem (harder problems get lower rewards), so acceptance varies by problem.

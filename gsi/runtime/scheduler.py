@@ -1,20 +1,25 @@
 """The runtime: drives many problems' programs (a method's `async def step(s)`) and batches their engine calls.
 
 Each problem in flight loops `while not done: check room; await method.step(s)`. The driver runs every runnable
-program until it waits on calls (gsi/runtime/calls.py); then, for every role whose engine is idle and has
-waiting calls, it issues ONE engine call with all of them (of one kind), through an executor that runs each
-role's call in its own thread. When a call returns, its programs resume. So roles work at once (pi_S drafts for
-problem A while pi_B scores for problem B) and each call is as large as the waiting work. Everything but the
-engine calls runs in the calling thread: `on_finish` and `on_round` need no lock.
+program until it waits on calls (gsi/runtime/calls.py); then it submits, per role, the waiting calls (of one
+kind) as one engine call through an `Executor`: the thread executor runs each call in a thread of its own. When
+requests return, their programs resume. So roles work at once (pi_S drafts for problem A while pi_B scores for
+problem B) and each call is as large as the waiting work. Everything but the engine calls runs in the calling
+thread: `on_finish` and `on_round` need no lock.
 
-Policies (`scheduler.mode`), one driver:
-- `async` (the default): up to `max_in_flight` problems (default batch_size), each advancing as soon as its own
-  calls return; a finished problem's slot is refilled from the queue at once; a role's waiting calls from all
-  problems are merged into its next call.
+Policies (`scheduler.mode`; its default is the hardware preset's `scheduler_mode`: lockstep on the CPU, async
+elsewhere), one driver:
+- `async`: up to `max_in_flight` problems (default batch_size), each advancing as soon as its own calls return; a
+  finished problem's slot is refilled from the queue at once. A role's waiting calls from all problems are merged
+  into its next call when its engine is idle; a role whose engine takes concurrent calls (the remote roles: the
+  vLLM server batches continuously; `Executor.concurrent`) gets them at once instead, joining its running decode,
+  and an executor may hand a call's requests back one by one as each ends (bench/simgpu.py's iteration-level
+  engines do): continuous batching across problems.
 - `lockstep`: a step barrier over `batch_size` problems: every problem of the round takes its step before any
-  takes the next; finished problems leave and the next ones join at the round boundary. The engine calls are the
-  classic lock-step ones (one per role and phase). A method with state shared across problems
-  (`needs_lockstep`: RSD's run-wide patience) always runs this way; its `end_round(states)` ends each round.
+  takes the next; finished problems leave and the next ones join at the round boundary. A phase's calls go out
+  together when none is in flight, one call per role and phase (a role that problems still rolling out could
+  bring requests to waits for them: `_hold`). A method with state shared across problems (`needs_lockstep`:
+  RSD's run-wide patience) always runs this way; its `end_round(states)` ends each round.
 - `cohorts`: max(1, max_in_flight // batch_size) cohorts of batch_size problems, each with its own barrier, and
   one cohort's calls per engine call (the former `overlap` scheduler, kept as a benchmark row).
 
