@@ -1,24 +1,23 @@
-"""Simulated-GPU benchmark: the real methods and runtime on exact-table engines whose calls take VIRTUAL time
-from a cost model of vLLM on one H100 per role. Lock-step, cohorts (the former overlap) and async side by side.
+"""Simulated-GPU benchmark: the real methods and runtime on exact-table engines whose work takes VIRTUAL time
+from a model of vLLM on one H100 per role. Lock-step, async with whole calls, async with continuous batching (and
+cohorts, the former overlap) side by side.
 
     PYTHONPATH=. python bench/simgpu.py                  # 500 problems, n = 16, GSI / RSD / soft BoN pi_B, 64 and 128
-    PYTHONPATH=. python bench/simgpu.py --problems 100 --methods gsi --batch-size 64 --cohorts 2 3 --serial
+    PYTHONPATH=. python bench/simgpu.py --problems 100 --methods gsi --batch-size 64 --modes async cohorts --cohorts 2 3
 
 Nothing sleeps and no thread runs: the runtime's driver (gsi.runtime.scheduler.step_all) is given a
-VirtualExecutor, which serves each engine call at once on submit and gives it a virtual start (the moment it was
-submitted; the driver keeps one call per role in flight) and end (start + the cost model's time); the driver is
-handed back the call that ends first. So each role serves its calls one at a time and independent roles overlap
-exactly as far as the scheduling policy lets them. Python time between calls counts as zero. The methods and the
-driver are the real ones.
-
-Cost model per call on one role (one H100 SXM 80GB per role, bf16; see COST_MODELS for the numbers and sources):
-    time = call overhead + per-sequence overhead * sequences
-         + uncached prompt tokens / prefill rate
-         + sum over decode iterations of (step floor + weight read + tokens in batch * per-token compute
-                                          + KV bytes of the batch's contexts / effective bandwidth)
-Decode uses continuous batching: up to max_num_seqs sequences at once, a new one joins as one finishes. The
-prefix cache is per role and unbounded (contexts already seen are not prefilled again): our engines read the
-prefix cache for sampling, teacher forcing and the PRM (vllm-facts §3).
+VirtualExecutor. Each role is an IterationEngine (bench/simengine.py: vLLM's scheduler iteration by iteration,
+max_num_seqs and KV-cache bounds, the cost model and its sources); a call's choices are made by the table engines
+on submit and its requests enter its role's engine at the virtual now; the executor runs the roles' iterations in
+time order and hands back what ends. Rows:
+- `lockstep`, `async`, `cohorts` (whole calls, as in-process vLLM's LLM.generate serves them): one call per role at
+  a time, handed back when its last request ends; sequences of one call share the decode batch.
+- `continuous` (the async policy on engines that batch across calls, as vLLM's AsyncLLM and its HTTP server do):
+  the driver submits a role's requests as they arrive, they join its running decode at the next iteration, and
+  each request comes back when its own samples end.
+Python time between calls counts as zero. The methods and the driver are the real ones. The prefix cache is per
+role and unbounded (contexts already seen are not prefilled again): our engines read the prefix cache for
+sampling, teacher forcing and the PRM (vllm-facts §3).
 
 The workload: step types with fixed lengths in tokens (STEP_TOKENS) drawn from pi_S / pi_B tables; the PRM's
 reward of a step type is shifted per problem (harder problems get lower rewards), so acceptance varies by problem.
@@ -28,15 +27,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import heapq
+import itertools
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from collections import deque
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,137 +43,100 @@ from gsi.engines.table import TableGenerator, TableReward  # noqa: E402
 from gsi.methods import build_method  # noqa: E402
 from gsi.methods.base import StepContext  # noqa: E402
 from gsi.reporting.utilisation import utilisation  # noqa: E402
+from gsi.roles import ROLES  # noqa: E402
 from gsi.runtime.calls import run_batch  # noqa: E402
 from gsi.runtime.scheduler import Executor, step_all  # noqa: E402
 from gsi.runtime.state import ProblemState  # noqa: E402
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Cost model
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CostModel:
-    """One role's engine on one GPU. Times in seconds."""
-
-    name: str
-    prefill_tok_s: float  # prompt tokens per second (compute-bound)
-    weight_read_s: float  # one decode iteration's weight read (memory-bound floor)
-    step_overhead_s: float  # vLLM's per-iteration scheduling/sampling overhead (CUDA graphs on)
-    token_s: float  # compute per token in a decode batch
-    kv_bytes_per_token: float  # K and V of one context token, all layers
-    bandwidth: float  # effective HBM bandwidth, bytes/s
-    call_s: float = 0.005  # per engine call (LLM.generate entry, output assembly)
-    seq_s: float = 1e-4  # per sequence (input processing, detokenisation, Python objects)
-    max_num_seqs: int = 256
-
-    def decode_iteration_s(self, batch: int, context_tokens: float) -> float:
-        return (self.step_overhead_s + self.weight_read_s + batch * self.token_s
-                + context_tokens * self.kv_bytes_per_token / self.bandwidth)
-
-
-# H100 SXM 80GB: 3.35 TB/s HBM3 and 989 TFLOP/s dense BF16 (NVIDIA H100 datasheet). Achieved fractions from public
-# vLLM figures: single-stream decode of Llama-3.1-8B at ~77% of the HBM roofline (vLLM 0.23, J. Musgrave, "vLLM
-# throughput-latency sweep on NVIDIA A100", johnmusgrave.com), ~12,500 output tok/s for Llama-3.1-8B on one H100
-# at saturation (morphllm.com/vllm-benchmarks, 2026; this model gives 9.5k at 256 sequences of 1k context),
-# TTFT-derived prefill of ~25k tok/s for an 8B-class model (vLLM v0.6.0 blog, 2024-09: 5x lower TPOT, 2.7x
-# throughput vs v0.5.3 on Llama 8B / H100). Per-iteration overhead 1.5 ms: vLLM V1 with CUDA graphs (same blog:
-# CPU overhead was the bottleneck before 0.6; ~1-2 ms per step after).
-BW = 3.35e12 * 0.77
-QWEN_7B = CostModel(  # Qwen2.5-Math-7B-Instruct / Qwen2.5-Math-PRM-7B: 7.6B params, 28 layers, 4 KV heads x 128
-    name="7B", prefill_tok_s=25_000, weight_read_s=2 * 7.6e9 / BW, step_overhead_s=1.5e-3,
-    token_s=2 * 7.6e9 / (989e12 * 0.5), kv_bytes_per_token=28 * 4 * 128 * 2 * 2, bandwidth=BW)
-QWEN_1_5B = CostModel(  # Qwen2.5-Math-1.5B-Instruct: 1.54B params, 28 layers, 2 KV heads x 128
-    name="1.5B", prefill_tok_s=100_000, weight_read_s=2 * 1.54e9 / BW, step_overhead_s=1.5e-3,
-    token_s=2 * 1.54e9 / (989e12 * 0.3), kv_bytes_per_token=28 * 2 * 128 * 2 * 2, bandwidth=BW)
-COST_MODELS = {"small": QWEN_1_5B, "big": QWEN_7B, "reward": QWEN_7B}
-
-
-def generate_s(model: CostModel, prompt_tokens: list[int], cached: list[int], lengths: list[int]) -> float:
-    """One generate call: sequence i has a prompt of prompt_tokens[i] (cached[i] of them in the prefix cache) and
-    decodes lengths[i] tokens. Continuous batching over max_num_seqs slots."""
-    prefill = sum(p - c for p, c in zip(prompt_tokens, cached)) / model.prefill_tok_s
-    # slot assignment: sequence j starts at the first free slot's finish iteration
-    slots = [0] * min(model.max_num_seqs, len(lengths))
-    starts = []
-    for L in lengths:
-        k = int(np.argmin(slots))
-        starts.append(slots[k])
-        slots[k] += L
-    horizon = max(slots) if slots else 0
-    active = np.zeros(horizon + 1)
-    ctx = np.zeros(horizon + 1)
-    for s, L, p in zip(starts, lengths, prompt_tokens):
-        active[s] += 1
-        active[s + L] -= 1
-        ctx[s] += p + L / 2  # the average context length over its decode
-        ctx[s + L] -= p + L / 2
-    active, ctx = np.cumsum(active)[:horizon], np.cumsum(ctx)[:horizon]
-    decode = float(np.sum(model.step_overhead_s + model.weight_read_s + active * model.token_s
-                          + ctx * model.kv_bytes_per_token / model.bandwidth))
-    return model.call_s + model.seq_s * len(lengths) + prefill + decode
-
-
-def prefill_s(model: CostModel, prompt_tokens: list[int], cached: list[int]) -> float:
-    """Teacher forcing or PRM scoring: prefill only (one token sampled or none)."""
-    return (model.call_s + model.seq_s * len(prompt_tokens)
-            + sum(p - c for p, c in zip(prompt_tokens, cached)) / model.prefill_tok_s)
+from bench.simengine import COST_MODELS, IterationEngine  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The virtual clock: an executor for the runtime's driver
 # ---------------------------------------------------------------------------------------------------------------
 class Meter:
-    """Where the simulated engines put the cost of the call they just served (read by VirtualExecutor)."""
+    """Where the simulated engines leave the work of the call they just served: per request, its sequences as
+    (uncached prompt tokens, tokens to produce, prompt tokens) (read by VirtualExecutor)."""
 
     def __init__(self):
-        self.cost = 0.0
+        self.work: list = []
 
-    def charge(self, role: str, seconds: float) -> None:
-        self.cost += seconds
+    def charge(self, role: str, work: list) -> None:
+        self.work.extend(work)
 
-    def take(self) -> float:
-        cost, self.cost = self.cost, 0.0
-        return cost
+    def take(self) -> list:
+        work, self.work = self.work, []
+        return work
 
 
 class VirtualExecutor(Executor):
-    """The driver's executor on virtual time (see the module docstring). A call runs at once, on submit; it
-    starts at the virtual `now` (the driver keeps at most one call per role in flight, so its role is idle) and
-    ends `cost` later; wait_any hands back the call that ends first (ties: the one submitted first) and moves
-    `now` to its end. `serial`: a call also waits for every other role's call in flight (one engine call at a
-    time on the whole machine, the scheduler before roles ran at once)."""
+    """The driver's executor on virtual time (see the module docstring): each role is an IterationEngine
+    (bench/simengine.py). A call's choices are made at once, on submit (the table engines), and its requests are
+    added to its role's engine at the virtual `now`; wait_any runs the roles' iterations in time order until one
+    ends some requests, and moves `now` there. `continuous`: a role takes calls while it runs others and each
+    request is handed back when it ends (continuous batching across calls: vLLM's AsyncLLM, the HTTP server);
+    otherwise one call per role at a time, handed back when its last request ends (LLM.generate)."""
 
-    def __init__(self, engines: Engines, meter: Meter, roles=("small", "big", "reward"), serial: bool = False):
-        self.engines, self.meter, self.serial = engines, meter, serial
+    def __init__(self, engines: Engines, meter: Meter, roles=ROLES, continuous: bool = False):
+        self.engines, self.meter, self.continuous = engines, meter, continuous
         self.now = 0.0
-        self.free = {r: 0.0 for r in roles}  # when each role's engine is next idle
-        self.busy = {r: 0.0 for r in roles}
-        self.in_flight: list = []  # heap of (end, submitted, role, results, exception)
-        self.submitted = 0
+        self.sim = {r: IterationEngine(COST_MODELS[r]) for r in roles}
+        self.ready: deque = deque()  # (ticket, positions, results, exception) to hand back
+        self.calls_of: dict[int, list] = {}  # ticket -> [results, positions ended, requests left]
+        self.tickets = itertools.count()
         self.calls = {r: 0 for r in roles}
         self.requests = {r: 0 for r in roles}
-        self.intervals = {r: [] for r in roles}  # (start, end) of each call
 
-    def submit(self, role: str, kind: str, calls) -> None:
+    def concurrent(self, role: str) -> bool:
+        return self.continuous
+
+    def submit(self, role: str, kind: str, calls) -> int:
+        ticket = next(self.tickets)
         self.meter.take()
         try:
-            results, exc = run_batch(self.engines, role, kind, calls), None
-        except Exception as e:  # noqa: BLE001 - handed to the driver through wait_any, as the thread executor does
-            results, exc = None, e
-        cost = self.meter.take()
-        start = max(self.now, self.free[role], *(self.free.values() if self.serial else ()))
-        self.free[role] = start + cost
-        self.busy[role] += cost
+            results = run_batch(self.engines, role, kind, calls)
+        except Exception as exc:  # noqa: BLE001 - handed to the driver through wait_any, as the thread executor does
+            self.ready.append((ticket, None, None, exc))
+            return ticket
+        work = self.meter.take()
+        assert len(work) == len(calls), (role, kind, len(work), len(calls))
+        self.calls_of[ticket] = [results, [], len(calls)]
+        for k, seqs in enumerate(work):
+            self.sim[role].add(self.now, (ticket, k), seqs, call_overhead=k == 0)
         self.calls[role] += 1
         self.requests[role] += len(calls)
-        self.intervals[role].append((start, start + cost))
-        heapq.heappush(self.in_flight, (start + cost, self.submitted, role, results, exc))
-        self.submitted += 1
+        return ticket
 
     def wait_any(self):
-        end, _, role, results, exc = heapq.heappop(self.in_flight)
-        self.now = max(self.now, end)
-        return role, results, exc
+        while not self.ready:
+            ends = [(end, r) for r, e in self.sim.items() if (end := e.peek()) is not None]
+            if not ends:
+                raise RuntimeError("the driver waits, but no call is in flight")
+            end, role = min(ends)
+            ended = self.sim[role].commit()
+            self.now = end
+            for ticket, k in ended:
+                call = self.calls_of[ticket]
+                call[1].append(k)
+                call[2] -= 1
+                if self.continuous:
+                    continue
+                if call[2] == 0:
+                    self.ready.append((ticket, None, call[0], None))
+                    del self.calls_of[ticket]
+            if self.continuous:  # each call's requests that ended at this iteration, in one answer
+                for ticket in dict.fromkeys(t for t, _ in ended):
+                    results, done, left = self.calls_of[ticket]
+                    self.ready.append((ticket, done, [results[k] for k in done], None))
+                    if left == 0:
+                        del self.calls_of[ticket]
+                    else:
+                        self.calls_of[ticket][1] = []
+        return self.ready.popleft()
+
+    @property
+    def busy(self) -> dict[str, float]:
+        return {r: e.busy for r, e in self.sim.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,43 +171,43 @@ class PrefixCache:
 
 
 class SimGenerator(TableGenerator):
-    def __init__(self, role, probs, meter, cost: CostModel, **kw):
+    def __init__(self, role, probs, meter, **kw):
         super().__init__(role, probs, **kw)
-        self.meter, self.cost, self.cache = meter, cost, PrefixCache()
+        self.meter, self.cache = meter, PrefixCache()
 
     def generate(self, requests, *, greedy=False):
         out = super().generate(requests, greedy=greedy)
-        prompts, cached, lengths = [], [], []
+        work = []
         for req, steps in zip(requests, out):
             key = tuple(req.context)
-            c = self.cache.cached(key, sim_tokens)
+            prompt = sim_tokens(key)
+            uncached = prompt - self.cache.cached(key, sim_tokens)
             self.cache.add(key)
-            for i, st in enumerate(steps):
-                prompts.append(sim_tokens(key))
-                cached.append(c if i == 0 else sim_tokens(key))  # the n samples share the prompt's blocks
-                lengths.append(min(STEP_TOKENS[st.token_ids[0]], 512))
+            seqs = []
+            for i, st in enumerate(steps):  # the n samples share the prompt's blocks: the first one computes them
+                seqs.append((uncached if i == 0 else 0, min(STEP_TOKENS[st.token_ids[0]], 512), prompt))
                 self.cache.add(key + tuple(st.token_ids))
-        self.meter.charge(self.role, generate_s(self.cost, prompts, cached, lengths))
+            work.append(seqs)
+        self.meter.charge(self.role, work)
         return out
 
     def score(self, contexts, continuations):
         out = super().score(contexts, continuations)
-        prompts, cached = [], []
+        work = []
         for ctx, cont in zip(contexts, continuations):
             key = tuple(ctx) + tuple(cont)
-            cached.append(self.cache.cached(key, sim_tokens))
-            prompts.append(sim_tokens(key))
+            work.append([(sim_tokens(key) - self.cache.cached(key, sim_tokens), 1, sim_tokens(key))])
             self.cache.add(key)
-        self.meter.charge(self.role, prefill_s(self.cost, prompts, cached))
+        self.meter.charge(self.role, work)
         return out
 
 
 class SimReward(TableReward):
     """The table reward shifted per problem (a hash of its text): hard problems get lower rewards."""
 
-    def __init__(self, rewards, meter, cost: CostModel, **kw):
+    def __init__(self, rewards, meter, **kw):
         super().__init__(rewards, **kw)
-        self.meter, self.cost, self.cache = meter, cost, PrefixCache()
+        self.meter, self.cache = meter, PrefixCache()
         self.kind = {t.strip(): k for k, t in enumerate(kw.get("texts") or TEXTS)}
 
     @staticmethod
@@ -258,22 +218,21 @@ class SimReward(TableReward):
     def reward(self, requests):
         base = super().reward(requests)
         out = [float(min(1.0, max(0.0, b + self.shift(r.problem)))) for b, r in zip(base, requests)]
-        prompts, cached = [], []
+        work = []
         for r in requests:
             kinds = tuple(self.kind[s.strip()] for s in r.steps)
             key = (r.problem, *kinds)
             tokens = lambda k: PROMPT_TOKENS + sum(STEP_TOKENS[x] for x in k[1:])  # noqa: E731
-            cached.append(self.cache.cached(key, tokens))
-            prompts.append(tokens(key))
+            work.append([(tokens(key) - self.cache.cached(key, tokens), 1, tokens(key))])
             self.cache.add(key)
-        self.meter.charge("reward", prefill_s(self.cost, prompts, cached))
+        self.meter.charge("reward", work)
         return out
 
 
 def sim_engines(meter: Meter) -> Engines:
-    return Engines(small=SimGenerator("small", PI_S, meter, COST_MODELS["small"], eos_step=0, texts=TEXTS),
-                   big=SimGenerator("big", PI_B, meter, COST_MODELS["big"], eos_step=0, texts=TEXTS),
-                   reward=SimReward(REWARD, meter, COST_MODELS["reward"], texts=TEXTS))
+    return Engines(small=SimGenerator("small", PI_S, meter, eos_step=0, texts=TEXTS),
+                   big=SimGenerator("big", PI_B, meter, eos_step=0, texts=TEXTS),
+                   reward=SimReward(REWARD, meter, texts=TEXTS))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -286,13 +245,14 @@ METHODS = {  # the papers' settings (conf/experiment/paper_*.yaml) at n = 16, be
 }
 
 
-MODES = ("lockstep", "cohorts", "async")
+MODES = ("lockstep", "cohorts", "async", "continuous")
 
 
 def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, cohorts: int = 1,
-            serial: bool = False, max_steps: int = 45, plain_cfg: bool = True) -> dict:
+            max_steps: int = 45, plain_cfg: bool = True) -> dict:
     """One run of the step loop. batch_size is the problems in flight: lock-step's round, the cohorts' total
-    (`cohorts` of ceil(batch_size / cohorts) problems each), or async's max_in_flight."""
+    (`cohorts` of ceil(batch_size / cohorts) problems each), or async's max_in_flight. `continuous` is the async
+    runtime on engines that batch continuously across calls."""
     from omegaconf import OmegaConf
 
     from gsi.config.schema import compose_config  # Hydra's compose API
@@ -312,14 +272,14 @@ def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, c
         sched = dict(batch_size=batch_size, max_in_flight=batch_size)
     meter = Meter()
     engines = sim_engines(meter)
-    executor = VirtualExecutor(engines, meter, serial=serial)
+    executor = VirtualExecutor(engines, meter, continuous=mode == "continuous")
     ctx = StepContext(seed=0, max_step_tokens=512, max_steps=max_steps, window=100_000)  # stops: EOS or max_steps
     method_obj = build_method(method_cfg, engines, ctx)
     states = [ProblemState(index=i, id=f"p{i}", problem=f"problem {i}", reference="1", prompt_ids=[10_000 + i],
                            context=[10_000 + i]) for i in range(problems)]
     finished: list[float] = []  # virtual time of each problem's end
     t0 = time.perf_counter()
-    step_all(states, method_obj, ctx, mode=mode, executor=executor,
+    step_all(states, method_obj, ctx, mode="async" if mode == "continuous" else mode, executor=executor,
              on_finish=lambda s, t: finished.append(executor.now), **sched)
     real = time.perf_counter() - t0
     wall = executor.now
@@ -329,8 +289,8 @@ def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, c
     in_flight = sched["max_in_flight"]
     drain_start = sorted(finished)[problems - in_flight] if problems > in_flight else 0.0
     busiest = use["busiest_role"]
-    steady_busy = sum(max(0.0, min(e, drain_start) - s) for s, e in executor.intervals[busiest])
-    return {"method": method, "mode": mode, "cohorts": cohorts, "serial": serial, "problems": problems, "n": n,
+    steady_busy = sum(max(0.0, min(e, drain_start) - s) for s, e in executor.sim[busiest].intervals)
+    return {"method": method, "mode": mode, "cohorts": cohorts, "problems": problems, "n": n,
             "batch_size": batch_size, "wall_s": wall, "busy_s": executor.busy, "busy_fraction": use["busy_fraction"],
             "wall_over_busiest": use["wall_over_busiest"], "busiest": use["busiest_role"],
             "wall_over_sum": use["wall_over_sum"], "engine_calls": executor.calls, "drain_s": wall - drain_start,
@@ -343,17 +303,14 @@ def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, c
 
 
 def variants(method: str, args) -> list[tuple]:
-    """(mode, cohorts, serial, problems in flight) of the rows of one method: lock-step and async first (the
+    """(mode, cohorts, problems in flight) of the rows of one method: lock-step, async and continuous first (the
     issue's targets), then today's overlap (k cohorts sharing the same problems in flight: smaller calls)."""
     out = []
     for b in args.batch_size:
-        if args.serial and method == "gsi":
-            out.append(("lockstep", 1, True, b))
-        out.append(("lockstep", 1, False, b))
-        if "async" in args.modes:
-            out.append(("async", 1, False, b))
+        out.append(("lockstep", 1, b))
+        out += [(m, 1, b) for m in ("async", "continuous") if m in args.modes]
     if "cohorts" in args.modes:
-        out += [("cohorts", k, False, b) for b in args.batch_size for k in args.cohorts]
+        out += [("cohorts", k, b) for b in args.batch_size for k in args.cohorts]
     return out
 
 
@@ -363,19 +320,18 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--batch-size", type=int, nargs="+", default=[64, 128], help="problems in flight, one row each")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--modes", nargs="+", default=["async", "cohorts"], choices=["async", "cohorts"],
+    ap.add_argument("--modes", nargs="+", default=["async", "continuous"], choices=["async", "continuous", "cohorts"],
                     help="rows besides lock-step (the reference, always run)")
     ap.add_argument("--cohorts", nargs="+", type=int, default=[2])
-    ap.add_argument("--serial", action="store_true", help="also GSI's lock-step with one engine call at a time")
     ap.add_argument("--max-steps", type=int, default=45)
     ap.add_argument("--json")
     args = ap.parse_args()
 
     rows = []
     for method in args.methods:
-        for mode, k, serial, batch in variants(method, args):
+        for mode, k, batch in variants(method, args):
             row = run_one(method, problems=args.problems, n=args.n, batch_size=batch, mode=mode, cohorts=k,
-                          serial=serial, max_steps=args.max_steps)
+                          max_steps=args.max_steps)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in ("busy_s",)}), file=sys.stderr, flush=True)
             if args.json:  # after every row: a long run that is stopped keeps what it measured
@@ -387,7 +343,7 @@ def main() -> None:
 
 def lockstep_wall(rows, r) -> float | None:
     for x in rows:
-        if (x["method"], x["mode"], x["batch_size"], x["serial"]) == (r["method"], "lockstep", r["batch_size"], False):
+        if (x["method"], x["mode"], x["batch_size"]) == (r["method"], "lockstep", r["batch_size"]):
             return x["wall_s"]
     return None
 
@@ -399,13 +355,13 @@ def markdown(rows) -> str:
            "wall / busiest | wall / sum of roles | wall / lock-step's | async targets (≤ 1.05, ≤ 0.80) |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        sched = {"cohorts": f"cohorts (today's overlap), {r['cohorts']} cohorts", "async": "async (new)",
-                 "lockstep": "lock-step" + (", one call at a time" if r["serial"] else "")}[r["mode"]]
+        sched = {"cohorts": f"cohorts (the former overlap), {r['cohorts']} cohorts", "async": "async, whole calls",
+                 "continuous": "async, continuous batching", "lockstep": "lock-step"}[r["mode"]]
         f = r["busy_fraction"]
         ref = lockstep_wall(rows, r)
         vs = r["wall_s"] / ref if ref else None
         target = ""
-        if r["mode"] == "async":
+        if r["mode"] in ("async", "continuous"):
             target = ("met" if r["wall_over_busiest"] <= 1.05 and vs is not None and vs <= 0.80 else "not met")
         out.append(f"| {r['method']} | {sched} | {r['batch_size']} | {r['wall_s']:.0f} s | {100 * f['small']:.0f}% | "
                    f"{100 * f['big']:.0f}% | {100 * f['reward']:.0f}% | {r['wall_over_busiest']:.2f} "

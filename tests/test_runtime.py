@@ -58,14 +58,32 @@ class RecordingExecutor(Executor):
 
     def submit(self, role, kind, calls):
         self.log.append({"role": role, "kind": kind, "size": len(calls),
-                         "busy": {r for r, _, _ in self.inflight}})
+                         "busy": {r for r, *_ in self.inflight}})
         try:
-            self.inflight.append((role, run_batch(self.engines, role, kind, calls), None))
+            self.inflight.append((role, len(self.log), None, run_batch(self.engines, role, kind, calls), None))
         except Exception as exc:  # noqa: BLE001 - handed back like the thread executor does
-            self.inflight.append((role, None, exc))
+            self.inflight.append((role, len(self.log), None, None, exc))
+        return len(self.log)
 
     def wait_any(self):
-        return self.inflight.pop(0)
+        return self.inflight.pop(0)[1:]
+
+
+class ContinuousExecutor(RecordingExecutor):
+    """Continuous batching, deterministically: every role takes calls while others are in flight, and the
+    requests come back one at a time, newest call first and each call's requests last to first (the order an
+    iteration-level engine may end them in: short requests of a late call before long ones of an early call)."""
+
+    def concurrent(self, role):
+        return True
+
+    def wait_any(self):
+        role, ticket, _, results, exc = self.inflight[-1]
+        if exc is not None or len(results) == 1:
+            self.inflight.pop()
+            return ticket, None if exc else [0], results, exc
+        self.inflight[-1] = (role, ticket, None, results[:-1], None)
+        return ticket, [len(results) - 1], results[-1:], None
 
 
 def run_table(method_cfg, *, mode, problems=40, batch_size=12, max_in_flight=None, engines=None, executor=None):
@@ -90,8 +108,9 @@ def test_every_policy_gives_lockstep_results(name):
     ref, order, ref_engines = run_table(METHODS[name], mode="lockstep")
     assert len({len(s.steps) for s in ref}) > 2  # uneven problem lengths
     orders = []
-    for mode, in_flight in (("async", 5), ("async", 40), ("cohorts", 24)):
-        got, got_order, engines = run_table(METHODS[name], mode=mode, max_in_flight=in_flight)
+    for mode, in_flight, executor in (("async", 5, None), ("async", 40, None), ("cohorts", 24, None),
+                                      ("async", 40, ContinuousExecutor)):
+        got, got_order, engines = run_table(METHODS[name], mode=mode, max_in_flight=in_flight, executor=executor)
         orders.append(got_order)
         assert [record(s) for s in got] == [record(s) for s in ref], (mode, in_flight)
         for role in ("small", "big", "reward"):  # the engines did the same work, in other batches
@@ -246,3 +265,85 @@ def test_a_stop_request_lets_the_steps_under_way_finish_then_stops(mode):
                  executor=ex)
     assert not ex.inflight and finished and all(s.done for s in finished)
     assert sorted(steps_done) == sorted(started)  # every step that started, ended
+
+
+@pytest.mark.parametrize("name", ["beam_lookahead", "beam", "dvts"])
+def test_lockstep_scores_each_round_in_one_prm_call(name):
+    """Lock-step holds the PRM while some problems still roll out: candidates that finish at once are scored with
+    the others' rollouts, one PRM call per round (lookahead took two: 41 calls where 21 were made before)."""
+    log, rounds = [], []
+
+    def recording(engines):
+        ex = RecordingExecutor(engines)
+        log.append(ex.log)
+        return ex
+
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=WINDOW)
+    method = build_method(OmegaConf.structured(METHODS[name]), engines, ctx)
+    step_all(states(24), method, ctx, batch_size=24, mode="lockstep", on_finish=lambda s, t: None,
+             on_round=rounds.append, executor=recording(engines))
+    prm_calls = [c for c in log[0] if c["role"] == "reward"]
+    assert len(rounds) > 2 and len(prm_calls) == len(rounds)
+
+
+def test_continuous_batching_submits_to_a_busy_role_and_hands_back_requests_one_by_one():
+    log = []
+
+    def recording(engines):
+        ex = ContinuousExecutor(engines)
+        log.append(ex.log)
+        return ex
+
+    run_table(METHODS["gsi"], mode="async", problems=24, batch_size=8, executor=recording)
+    assert any(c["role"] in c["busy"] for c in log[0])  # a role's next call joined its running one
+    run_table(METHODS["gsi"], mode="lockstep", problems=24, batch_size=8, executor=recording)
+    assert not any(c["role"] in c["busy"] for c in log[1])  # lock-step: one call per role and phase
+
+
+def test_threads_send_concurrent_calls_to_roles_that_take_them():
+    """Roles whose engines take concurrent calls (the remote servers) get a call per batch of arrivals, in
+    threads, while their running calls go on; the records are lock-step's."""
+    import threading
+
+    from gsi.runtime.scheduler import ThreadExecutor
+
+    ref = run_table(METHODS["gsi"], mode="lockstep")[0]
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    gate, overlapped = threading.Barrier(2, timeout=0.2), []
+    small_generate = engines.small.generate
+
+    def generate(requests, **kw):  # two calls of pi_S meet here at least once if they overlap
+        try:
+            gate.wait()
+            overlapped.append(True)
+        except threading.BrokenBarrierError:
+            gate.reset()
+        return small_generate(requests, **kw)
+
+    engines.small.generate = generate
+    for role in engines.roles().values():
+        role.concurrent_calls = True
+    got = run_table(METHODS["gsi"], mode="async", max_in_flight=40, engines=engines,
+                    executor=lambda e: ThreadExecutor(e))[0]
+    assert [record(s) for s in got] == [record(s) for s in ref]
+    assert overlapped  # two pi_S calls ran at once
+
+
+def test_busy_time_counts_overlapping_calls_once():
+    import time
+
+    from gsi.engines.base import RoleStats
+
+    stats = RoleStats()
+    start = time.perf_counter()
+    with stats.timed(1):
+        time.sleep(0.01)
+        inner = time.perf_counter()
+        with stats.timed(2):  # a concurrent call within the first
+            time.sleep(0.01)
+        inner = time.perf_counter() - inner
+        busy = stats.busy_s
+    outer = time.perf_counter() - start
+    assert busy == 0.0  # the inner call's end: the role is still busy
+    assert inner + 0.01 <= stats.busy_s <= outer and (stats.calls, stats.requests) == (2, 3)

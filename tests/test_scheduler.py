@@ -106,7 +106,9 @@ def test_unknown_scheduler_mode_is_refused():
 def test_scheduler_config_is_typed(make_cfg):
     cfg = make_cfg("model=tiny", "hardware=cpu", "scheduler.mode=cohorts", "scheduler.max_in_flight=3")
     assert cfg.scheduler.mode == "cohorts" and cfg.scheduler.max_in_flight == 3
-    assert make_cfg("model=tiny", "hardware=cpu").scheduler.mode == "async"  # the default
+    assert make_cfg("model=tiny", "hardware=cpu").scheduler.mode == "lockstep"  # the CPU preset's default
+    assert make_cfg("model=tiny", "hardware=gpu3").scheduler.mode == "async"  # the default elsewhere
+    assert make_cfg("model=tiny", "hardware=cpu", "hardware.scheduler_mode=async").scheduler.mode == "async"
     with pytest.raises(Exception, match="scheduler.mode"):
         make_cfg("model=tiny", "hardware=cpu", "scheduler.mode=sideways")
 
@@ -194,8 +196,9 @@ def test_summary_and_results_table_show_each_roles_busy_fraction(tmp_path, capsy
 
 
 def test_simulated_gpu_clock_accounts_time_exactly():
-    """bench/simgpu.py's virtual-time executor: serial lock-step wall = the sum of the roles' busy times; async and
-    cohorts walls are at least the busiest role's, below the sum; the same choices under every policy."""
+    """bench/simgpu.py's virtual-time executor: every wall is at least the busiest role's busy time and below the
+    sum; async overlaps the roles, continuous batching is faster still; the same choices
+    under every policy."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("simgpu", ROOT / "bench" / "simgpu.py")
@@ -203,13 +206,34 @@ def test_simulated_gpu_clock_accounts_time_exactly():
     sys.modules["simgpu"] = sim  # (its dataclasses look their module up)
     spec.loader.exec_module(sim)
     kw = dict(problems=12, n=4, max_steps=6)
-    serial = sim.run_one("gsi", batch_size=6, mode="lockstep", serial=True, **kw)
-    assert serial["wall_s"] == pytest.approx(sum(serial["busy_s"].values()))
     lockstep = sim.run_one("gsi", batch_size=6, mode="lockstep", **kw)
-    assert lockstep["wall_s"] < serial["wall_s"]  # the PRM and pi_B score the drafts at once
     runs = [sim.run_one("gsi", batch_size=6, mode="async", **kw),
+            sim.run_one("gsi", batch_size=6, mode="continuous", **kw),
             sim.run_one("gsi", batch_size=12, mode="cohorts", cohorts=2, **kw)]
-    for r in runs:
+    for r in [lockstep, *runs]:
         assert max(r["busy_s"].values()) - 1e-9 <= r["wall_s"] < sum(r["busy_s"].values()), r["mode"]
     assert runs[0]["wall_s"] < lockstep["wall_s"]  # pi_S drafts for some problems while pi_B scores others'
-    assert {r["fingerprint"] for r in [serial, lockstep, *runs]} == {serial["fingerprint"]}
+    assert runs[1]["wall_s"] < runs[0]["wall_s"]  # decodes no longer wait for a call's longest sample
+    assert runs[1]["engine_calls"]["big"] > runs[0]["engine_calls"]["big"]  # requests joined running calls
+    assert {r["fingerprint"] for r in [lockstep, *runs]} == {lockstep["fingerprint"]}
+
+
+def test_iteration_engine_batches_arrivals_into_the_running_decode():
+    """bench/simengine.py: a request that arrives while another decodes joins the next iteration (it ends
+    before the long one does), and each iteration costs the cost model's time for what it ran."""
+    sys.path.insert(0, str(ROOT))
+    from bench.simengine import QWEN_7B, IterationEngine
+
+    e = IterationEngine(QWEN_7B)
+    e.add(0.0, "long", [(100, 50, 100)], call_overhead=False)
+    first = e.peek()
+    assert first == pytest.approx(QWEN_7B.step_overhead_s + QWEN_7B.weight_read_s + 100 / QWEN_7B.prefill_tok_s
+                                  + QWEN_7B.seq_s)
+    assert e.commit() == []
+    e.add(first, "short", [(10, 2, 10)], call_overhead=False)
+    ended = []
+    while e.peek() is not None:
+        ended += e.commit()
+    assert ended == ["short", "long"]
+    # "long": its prompt's iteration, then 49 decode iterations (2 of them beside "short"), one after another
+    assert len(e.intervals) == 50 and e.busy == pytest.approx(e.t)

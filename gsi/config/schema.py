@@ -121,6 +121,14 @@ class Placement(Choice):
     remote = "remote"  # every role on a vLLM server (hardware.remote: a URL per role; python -m gsi.cluster.serve)
 
 
+# The runtime's policy (gsi/runtime/scheduler.py). `async` is a Python keyword, hence the functional form.
+SchedulerMode = Choice("SchedulerMode", [
+    ("async", "async"),  # problems advance as their own calls return; each role's waiting calls merged per call
+    ("lockstep", "lockstep"),  # a step barrier over batch_size problems: the reference
+    ("cohorts", "cohorts"),  # max_in_flight // batch_size cohorts with their own barrier (a benchmark row)
+])
+
+
 @dataclass
 class HardwareConfig:
     name: str = MISSING
@@ -141,6 +149,9 @@ class HardwareConfig:
     # Roles served by a vLLM server instead of an in-process engine: {role: URL} (gsi/engines/remote.py). Any
     # placement may name some roles here; placement=remote names all three.
     remote: Dict[str, str] = field(default_factory=dict)
+    # scheduler.mode's default on this hardware: lockstep where the three engines share a few CPU cores (async's
+    # concurrent, smaller calls are 1.4x slower there: docs/benchmarks.md), async elsewhere.
+    scheduler_mode: SchedulerMode = SchedulerMode["async"]
     # Launcher hints (SLURM): CPUs and memory per task.
     cpus_per_task: int = 8
     mem_gb: int = 64
@@ -288,17 +299,9 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
 
-# The runtime's policy (gsi/runtime/scheduler.py). `async` is a Python keyword, hence the functional form.
-SchedulerMode = Choice("SchedulerMode", [
-    ("async", "async"),  # problems advance as their own calls return; each role's waiting calls merged per call
-    ("lockstep", "lockstep"),  # a step barrier over batch_size problems: the reference
-    ("cohorts", "cohorts"),  # max_in_flight // batch_size cohorts with their own barrier (a benchmark row)
-])
-
-
 @dataclass
 class SchedulerConfig:
-    mode: SchedulerMode = SchedulerMode["async"]
+    mode: SchedulerMode = "${hardware.scheduler_mode}"  # type: ignore[assignment] - the preset's choice
     # Problems in flight (`async`; `cohorts`: max_in_flight // batch_size cohorts of batch_size); null: batch_size,
     # sized to the engines' batch.
     max_in_flight: Optional[int] = None

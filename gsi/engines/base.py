@@ -7,6 +7,7 @@ big share a tokenizer, and nothing is re-tokenised between roles.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -40,6 +41,9 @@ class RewardRequest:
     steps: Sequence[str]  # accepted steps and, last, the step to score; a trailing delimiter is not a step
 
 
+_STATS_LOCK = threading.Lock()
+
+
 @dataclass
 class RoleStats:
     """Token and time accounting for one role (compute.py turns it into FLOPs)."""
@@ -58,15 +62,30 @@ class RoleStats:
     def as_dict(self) -> dict:
         return {**asdict(self), "prefilled_tokens": self.prefilled_tokens}
 
+    def add(self, *, prompt: int = 0, cached: int = 0, generated: int = 0) -> None:
+        """Count one request's tokens (under a lock: a role that takes concurrent calls counts from threads)."""
+        with _STATS_LOCK:
+            self.prompt_tokens += prompt
+            self.cached_tokens += cached
+            self.generated_tokens += generated
+
     @contextmanager
     def timed(self, requests: int):
-        start = time.perf_counter()
+        """One engine call. busy_s is the union of the calls' spans: a remote role takes calls while others run
+        (continuous batching in its server), and time when two run is busy once."""
+        with _STATS_LOCK:
+            if not getattr(self, "_active", 0):
+                self._since = time.perf_counter()
+            self._active = getattr(self, "_active", 0) + 1
         try:
             yield
         finally:
-            self.busy_s += time.perf_counter() - start
-            self.calls += 1
-            self.requests += requests
+            with _STATS_LOCK:
+                self._active -= 1
+                if self._active == 0:
+                    self.busy_s += time.perf_counter() - self._since
+                self.calls += 1
+                self.requests += requests
 
 
 class Generator(ABC):

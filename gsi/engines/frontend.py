@@ -84,6 +84,10 @@ class Pooled:
 class StepGenerator(Generator):
     """A policy at a fixed temperature behind a transport. See the module docstring."""
 
+    # Whether the runtime may call it while a call runs (a server that batches concurrent requests; the
+    # transport then passes a lock that locks nothing): gsi.runtime.scheduler's continuous batching.
+    concurrent_calls = False
+
     def __init__(self, role: str, tokenizer, *, delimiter: str, eos_token_ids: Sequence[int],
                  prefix_caching: bool = True, lock: threading.Lock | None = None):
         self.role = role
@@ -162,9 +166,7 @@ class StepGenerator(Generator):
                 if lp is None:
                     raise self._failure(f"returned no log-prob for sampled token {tok} at {pos}")
                 total += lp
-            self.stats.prompt_tokens += ctx_len
-            self.stats.cached_tokens += out.cached
-            self.stats.generated_tokens += len(out.token_ids)
+            self.stats.add(prompt=ctx_len, cached=out.cached, generated=len(out.token_ids))
             token_lists.append(out.token_ids)
             results[k].append((out.token_ids, total))
         texts = iter(self.tokenizer.batch_decode([list(ids) for ids in token_lists], skip_special_tokens=True,
@@ -210,8 +212,7 @@ class StepGenerator(Generator):
             if out is None:
                 failed.append(item)
                 continue
-            self.stats.prompt_tokens += len(ctx) + len(cont)
-            self.stats.cached_tokens += out.cached
+            self.stats.add(prompt=len(ctx) + len(cont), cached=out.cached)
             # Entries at positions 1..cached are uninitialised memory (vllm-facts §3): position len(ctx) is the
             # first one read, so it must be past them.
             if out.cached >= len(ctx):
@@ -234,6 +235,8 @@ class StepGenerator(Generator):
 
 class PRMRewardModel(RewardModel):
     """A PRM behind a transport; the adapter decides input layout and read-out."""
+
+    concurrent_calls = False  # as StepGenerator's
 
     def __init__(self, adapter: PRMAdapter, max_model_len: int, *, lock: threading.Lock | None = None):
         self.adapter = adapter
@@ -268,8 +271,7 @@ class PRMRewardModel(RewardModel):
         with self._lock, self.stats.timed(len(live)):
             outputs = self._pool(inputs)
         for k, out, x in zip(live, outputs, inputs):
-            self.stats.prompt_tokens += len(x.token_ids)
-            self.stats.cached_tokens += out.cached
+            self.stats.add(prompt=len(x.token_ids), cached=out.cached)
             rows = out.rows
             if rows.dim() == 1:
                 rows = rows.unsqueeze(-1)

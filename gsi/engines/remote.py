@@ -30,6 +30,8 @@ and a rerun resumes (gsi.run).
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -130,12 +132,16 @@ def _check_scale(client: _Client, temperature: float | None) -> None:
 
 
 class RemoteGenerator(StepGenerator):
-    """A policy on a vLLM server; the same requests and read-out as gsi.engines.vllm.VLLMGenerator (the front end)."""
+    """A policy on a vLLM server; the same requests and read-out as gsi.engines.vllm.VLLMGenerator (the front end).
+    Calls may overlap: the server batches concurrent requests continuously (the runtime's async policy sends a
+    role's requests as they arrive)."""
+
+    concurrent_calls = True
 
     def __init__(self, role: str, url: str, tokenizer, *, temperature: float, delimiter: str,
                  eos_token_ids: Sequence[int], prefix_caching: bool = True):
         super().__init__(role, tokenizer, delimiter=delimiter, eos_token_ids=eos_token_ids,
-                         prefix_caching=prefix_caching)
+                         prefix_caching=prefix_caching, lock=contextlib.nullcontext())
         self.client = _Client(role, url)
         self.temperature = float(temperature)
         self.unencodable = 0  # teacher-forced answers the server could not encode (garbage floats), resent
@@ -218,12 +224,15 @@ def _cached(out: dict) -> int:
 
 
 class RemoteRewardModel(PRMRewardModel):
-    """A PRM on a vLLM pooling server (`/pooling`, token ids in, rows out); the adapter as in process."""
+    """A PRM on a vLLM pooling server (`/pooling`, token ids in, rows out); the adapter as in process. Calls may
+    overlap, as RemoteGenerator's."""
+
+    concurrent_calls = True
 
     def __init__(self, url: str, adapter: PRMAdapter):
         self.client = _Client("reward", url)
         model, max_model_len = _models(self.client)
-        super().__init__(adapter, max_model_len)
+        super().__init__(adapter, max_model_len, lock=contextlib.nullcontext())
         self.info = ServerInfo(self.client.url, model, self.max_model_len)
 
     def close(self) -> None:

@@ -77,7 +77,7 @@ class BeamSearch(Method):
         tree = self._tree(s)
         # Every kept beam of every group proposes M next steps, all at once.
         beams = [(g, beam) for g, grp in enumerate(tree["groups"]) for beam in grp["kept"]]
-        proposed = await gather(*(self._propose(beam) for _, beam in beams))
+        proposed = await self._propose([beam for _, beam in beams])
 
         children: list[list[tuple[Branch, float]]] = [[] for _ in tree["groups"]]  # per group, in slot order
         for (g, beam), (cs, rs) in zip(beams, proposed):
@@ -102,16 +102,24 @@ class BeamSearch(Method):
         if not any(grp["kept"] for grp in tree["groups"]):
             self._finish(s, tree)
 
-    async def _propose(self, beam: Branch) -> tuple[list, list[float]]:
-        """M next steps of `beam` from the policy and the PRM's reward of each (of its rollout, with lookahead)."""
-        cands = await self.sample(self.policy.role, beam, self.cfg.width)
+    async def _propose(self, beams: list[Branch]) -> list[tuple[list, list[float]]]:
+        """M next steps of each beam from the policy and the PRM's reward of each (of its rollout, with
+        lookahead). In phases over all the problem's beams (sample, roll out, score), so that its requests to one
+        role go out together: with the lock-step driver's hold, one PRM call per round, as before the runtime was
+        asynchronous (scoring each beam's or candidate's rollout as soon as it ended took twice as many)."""
+        cands = await gather(*(self.sample(self.policy.role, beam, self.cfg.width) for beam in beams))
         if not self.cfg.lookahead:
-            return cands, await self.rewards(beam, cands)
-        return cands, await gather(*(self._rollout_reward(beam, i, c) for i, c in enumerate(cands)))
+            return list(zip(cands, await gather(*(self.rewards(b, cs) for b, cs in zip(beams, cands)))))
+        rolls = await gather(*(gather(*(self._rollout(b, i, c) for i, c in enumerate(cs)))
+                               for b, cs in zip(beams, cands)))
+        rewards = await gather(*(gather(*(self.rewards(roll, [last], steps=[x.text for x in roll.steps[:-1]],
+                                                       context=roll.context[:len(roll.context) - len(last.token_ids)])
+                                          for roll, last in rs)) for rs in rolls))
+        return [(cs, [r for (r,) in rs]) for cs, rs in zip(cands, rewards)]
 
-    async def _rollout_reward(self, beam: Branch, i: int, cand) -> float:
-        """Roll candidate `cand` of `beam` on `lookahead` greedy steps; the PRM's reward for the rollout's last step
-        (given everything before it) is the candidate's. The rollout is then dropped."""
+    async def _rollout(self, beam: Branch, i: int, cand) -> tuple[Branch, object]:
+        """Roll candidate `cand` of `beam` on `lookahead` greedy steps: the rollout and its last step, whose PRM
+        reward (given everything before it) is the candidate's. The rollout is then dropped."""
         roll = beam.child(f"{beam.track}.{i}", StepRecord(text=cand.text, token_ids=tuple(cand.token_ids),
                                                           source=self.cfg.policy, accepted=None))
         last = cand
@@ -129,9 +137,7 @@ class BeamSearch(Method):
             roll.extend(last.token_ids)
             done = stop_reason_after(roll, last, max_steps=self.ctx.max_steps + self.cfg.lookahead,
                                      room=self.ctx.room(len(roll.context))) is not None
-        before = len(roll.context) - len(last.token_ids)
-        (r,) = await self.rewards(roll, [last], steps=[x.text for x in roll.steps[:-1]], context=roll.context[:before])
-        return r
+        return roll, last
 
     def _select(self, s, g, grp, cands, rnd) -> list[dict]:
         """Keep the K best of this group's candidates; finished ones go to the pool. Returns trace rows."""

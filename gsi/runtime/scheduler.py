@@ -1,20 +1,25 @@
 """The runtime: drives many problems' programs (a method's `async def step(s)`) and batches their engine calls.
 
 Each problem in flight loops `while not done: check room; await method.step(s)`. The driver runs every runnable
-program until it waits on calls (gsi/runtime/calls.py); then, for every role whose engine is idle and has
-waiting calls, it issues ONE engine call with all of them (of one kind), through an executor that runs each
-role's call in its own thread. When a call returns, its programs resume. So roles work at once (pi_S drafts for
-problem A while pi_B scores for problem B) and each call is as large as the waiting work. Everything but the
-engine calls runs in the calling thread: `on_finish` and `on_round` need no lock.
+program until it waits on calls (gsi/runtime/calls.py); then it submits, per role, the waiting calls (of one
+kind) as one engine call through an `Executor`: the thread executor runs each call in a thread of its own. When
+requests return, their programs resume. So roles work at once (pi_S drafts for problem A while pi_B scores for
+problem B) and each call is as large as the waiting work. Everything but the engine calls runs in the calling
+thread: `on_finish` and `on_round` need no lock.
 
-Policies (`scheduler.mode`), one driver:
-- `async` (the default): up to `max_in_flight` problems (default batch_size), each advancing as soon as its own
-  calls return; a finished problem's slot is refilled from the queue at once; a role's waiting calls from all
-  problems are merged into its next call.
+Policies (`scheduler.mode`; its default is the hardware preset's `scheduler_mode`: lockstep on the CPU, async
+elsewhere), one driver:
+- `async`: up to `max_in_flight` problems (default batch_size), each advancing as soon as its own calls return; a
+  finished problem's slot is refilled from the queue at once. A role's waiting calls from all problems are merged
+  into its next call when its engine is idle; a role whose engine takes concurrent calls (the remote roles: the
+  vLLM server batches continuously; `Executor.concurrent`) gets them at once instead, joining its running decode,
+  and an executor may hand a call's requests back one by one as each ends (bench/simgpu.py's iteration-level
+  engines do): continuous batching across problems.
 - `lockstep`: a step barrier over `batch_size` problems: every problem of the round takes its step before any
-  takes the next; finished problems leave and the next ones join at the round boundary. The engine calls are the
-  classic lock-step ones (one per role and phase). A method with state shared across problems
-  (`needs_lockstep`: RSD's run-wide patience) always runs this way; its `end_round(states)` ends each round.
+  takes the next; finished problems leave and the next ones join at the round boundary. A phase's calls go out
+  together when none is in flight, one call per role and phase (a role that problems still rolling out could
+  bring requests to waits for them: `_hold`). A method with state shared across problems (`needs_lockstep`:
+  RSD's run-wide patience) always runs this way; its `end_round(states)` ends each round.
 - `cohorts`: max(1, max_in_flight // batch_size) cohorts of batch_size problems, each with its own barrier, and
   one cohort's calls per engine call (the former `overlap` scheduler, kept as a benchmark row).
 
@@ -25,11 +30,12 @@ problems finish, and timings, differ). tests/test_runtime.py checks this for eve
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
-from collections import deque
-from typing import Callable, Iterable
+from collections import Counter, deque
+from typing import Callable, Hashable, Iterable
 
 from gsi.methods.base import Method, StepContext
 from gsi.runtime.calls import Call, run_batch
@@ -40,32 +46,52 @@ MODES = (ASYNC, LOCKSTEP, COHORTS)
 
 
 class Executor:
-    """Runs engine calls for the driver: at most one call per role at a time (the driver sees to it)."""
+    """Runs engine calls for the driver. `submit` hands it one call (a batch of requests of one batch key) and
+    returns a ticket; `wait_any` blocks until some of the calls' requests end and says which.
 
-    def submit(self, role: str, kind: str, calls: list[Call]) -> None:
+    A whole-call executor (`concurrent(role)` False, the default) gets at most one call per role at a time (the
+    driver sees to it) and hands back each call whole. A role for which `concurrent(role)` is True takes calls
+    while others run (continuous batching: vLLM's AsyncLLM, the HTTP server, bench/simgpu.py's iteration-level
+    engine), and the executor may hand back a call's requests in parts, each when it ends; under `async` the
+    driver then submits a role's waiting requests at once instead of waiting for its engine to be idle."""
+
+    def concurrent(self, role: str) -> bool:
+        return False
+
+    def submit(self, role: str, kind: str, calls: list[Call]) -> Hashable:
         raise NotImplementedError
 
-    def wait_any(self) -> tuple[str, list | None, BaseException | None]:
-        """Block until a submitted call ends: (role, its results, None) or (role, None, the exception)."""
+    def wait_any(self) -> tuple[Hashable, list[int] | None, list | None, BaseException | None]:
+        """(ticket, positions, results, None): the results of those positions of that call (positions None: all
+        of it, in order); or (ticket, None, None, the exception)."""
         raise NotImplementedError
 
 
 class ThreadExecutor(Executor):
     """Each call in a thread of its own; the caller waits with a timeout so that the main thread still runs its
-    signal handlers (Ctrl-C, SIGTERM) meanwhile."""
+    signal handlers (Ctrl-C, SIGTERM) meanwhile. A role whose engine sets `concurrent_calls` (the remote roles:
+    the vLLM server batches concurrent HTTP requests continuously) takes several calls at once."""
 
     def __init__(self, engines):
         self.engines = engines
         self.finished: queue.Queue = queue.Queue()
+        self.tickets = itertools.count()
 
-    def submit(self, role: str, kind: str, calls: list[Call]) -> None:
+    def concurrent(self, role: str) -> bool:
+        roles = self.engines.roles() if self.engines is not None else {}
+        return bool(getattr(roles.get(role), "concurrent_calls", False))
+
+    def submit(self, role: str, kind: str, calls: list[Call]) -> int:
+        ticket = next(self.tickets)
+
         def work():
             try:
-                self.finished.put((role, run_batch(self.engines, role, kind, calls), None))
+                self.finished.put((ticket, None, run_batch(self.engines, role, kind, calls), None))
             except BaseException as exc:  # noqa: BLE001 - handed to the driver, which raises it
-                self.finished.put((role, None, exc))
+                self.finished.put((ticket, None, None, exc))
 
         threading.Thread(target=work, name=f"gsi-{role}", daemon=True).start()
+        return ticket
 
     def wait_any(self):
         while True:
@@ -83,6 +109,7 @@ class _Program:
         self.coro = None
         self.answers: list = []
         self.missing = 0
+        self.roles: set[str] = set()  # the roles it waits on
         self.as_list = False
 
 
@@ -99,15 +126,17 @@ class _Group:
 
 class _Driver:
     def __init__(self, method: Method, ctx: StepContext, *, group_size: int, groups: int, merge: bool,
-                 executor: Executor, on_finish, on_round):
+                 phased: bool, concurrent: bool, executor: Executor, on_finish, on_round):
         self.method, self.ctx, self.executor = method, ctx, executor
         self.merge, self.on_finish, self.on_round = merge, on_finish, on_round
+        self.phased, self.concurrent = phased, concurrent
         self.groups = [_Group(g, group_size) for g in range(groups)]
         self.queue: deque[ProblemState] = deque()
         self.started: dict[int, float] = {}
         self.ready: list[tuple[_Program, object]] = []
         self.waiting: dict[str, list[tuple[Call, _Program, int]]] = {r: [] for r in ROLES}
-        self.busy: dict[str, list[tuple[Call, _Program, int]]] = {}
+        self.busy: dict = {}  # ticket -> [role, its (call, program, position) entries, requests not yet back]
+        self.in_flight: Counter = Counter()  # calls in flight per role
         self.seq = 0
         # Set when starting a step raised (run.py's stop guard after SIGINT/SIGTERM): no step starts any more,
         # the steps under way finish (their finished problems are saved), then it is raised.
@@ -125,11 +154,11 @@ class _Driver:
                     if self.ready:
                         continue
                     break
-                role, results, exc = self.executor.wait_any()
-                entries = self.busy.pop(role)
+                ticket, positions, results, exc = self.executor.wait_any()
                 if exc is not None:
+                    self._settle(ticket, None)
                     raise exc
-                self._deliver(entries, results)
+                self._deliver(ticket, positions, results)
             if self.stopping is not None:
                 raise self.stopping
             stuck = [p.state.id for g in self.groups for p in g.members]
@@ -223,42 +252,81 @@ class _Driver:
             self.ready.append((p, []))
             return
         p.answers, p.missing = [None] * len(calls), len(calls)
+        p.roles = {getattr(call, "role", None) for call in calls}
         for k, call in enumerate(calls):
             if not isinstance(call, Call):
                 raise TypeError(f"method {getattr(self.method, 'name', self.method)!r} awaited {call!r}: a step "
                                 "may only await gsi.runtime.calls calls (or coroutines that do)")
             self.waiting[call.role].append((call, p, k))
 
-    def _deliver(self, entries, results) -> None:
-        if len(results) != len(entries):
-            raise RuntimeError(f"an engine returned {len(results)} results for {len(entries)} requests")
-        for (call, p, k), value in zip(entries, results):
+    def _deliver(self, ticket, positions, results) -> None:
+        entries = self.busy[ticket][1]
+        at = range(len(entries)) if positions is None else positions
+        if len(results) != len(at):
+            raise RuntimeError(f"an engine returned {len(results)} results for {len(at)} requests")
+        for i, value in zip(at, results):
+            call, p, k = entries[i]
             p.answers[k] = value
             p.missing -= 1
             if p.missing == 0:
+                p.roles = set()
                 self.ready.append((p, p.answers if p.as_list else p.answers[0]))
+        self._settle(ticket, len(at))
+
+    def _settle(self, ticket, count: int | None) -> None:
+        """`count` more of the call's requests are back (None: all of them, or it failed)."""
+        entry = self.busy[ticket]
+        entry[2] = 0 if count is None else entry[2] - count
+        if entry[2] <= 0:
+            del self.busy[ticket]
+            self.in_flight[entry[0]] -= 1
 
     # -- engine calls ---------------------------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        """One call for every idle role with waiting calls: all of them that share the oldest one's kind (and,
-        for cohorts, its cohort)."""
-        for role in ROLES:
-            waiting = self.waiting[role]
-            if role in self.busy or not waiting:
-                continue
-            first, fp, _ = waiting[0]
-            key, gid = first.batch_key, fp.group.gid
-            take = [e for e in waiting if e[0].batch_key == key and (self.merge or e[1].group.gid == gid)]
-            self.waiting[role] = [e for e in waiting if not (e[0].batch_key == key
-                                                               and (self.merge or e[1].group.gid == gid))]
-            self.busy[role] = take
-            self.executor.submit(role, first.kind, [c for c, _, _ in take])
+        """Submit the waiting calls: per role, all of them that share the oldest one's kind (and, for cohorts, its
+        cohort) in one call, when the role's engine is idle; under `async` with a role that takes concurrent calls
+        (continuous batching), every waiting call at once. Lock-step submits a phase's calls together, when none
+        is in flight, and holds back a role that some problems could still bring requests to (`_hold`)."""
+        if self.phased and self.busy:
+            return
+        roles = [r for r in ROLES if self.waiting[r]
+                 and (not self.in_flight[r] or (self.concurrent and self.executor.concurrent(r)))]
+        if self.phased:
+            roles = self._hold(roles)
+        for role in roles:
+            while self.waiting[role]:
+                waiting = self.waiting[role]
+                first, fp, _ = waiting[0]
+                key, gid = first.batch_key, fp.group.gid
+                mine = [e[0].batch_key == key and (self.merge or e[1].group.gid == gid) for e in waiting]
+                take = [e for e, m in zip(waiting, mine) if m]
+                self.waiting[role] = [e for e, m in zip(waiting, mine) if not m]
+                ticket = self.executor.submit(role, first.kind, [c for c, _, _ in take])
+                self.busy[ticket] = [role, take, len(take)]
+                self.in_flight[role] += 1
+                if not (self.concurrent and self.executor.concurrent(role)):
+                    break
+
+    def _hold(self, roles: list[str]) -> list[str]:
+        """Lock-step: a role whose waiting problems wait on it alone is held while another role has requests from
+        problems that do not wait on it, since those may still bring it requests: one call per role and phase
+        (beam search's lookahead: candidates that finish at once are scored with the others' rollouts, not in a
+        PRM call of their own). If that would hold every role, the first in pipeline order (pi_S, pi_B, the PRM)
+        goes: a step scores what it generated."""
+        go = []
+        for r in roles:
+            alone = all(p.roles == {r} for _, p, _ in self.waiting[r])
+            others = any(r not in p.roles for o in roles if o != r for _, p, _ in self.waiting[o])
+            if not (alone and others):
+                go.append(r)
+        return go or roles[:1]
 
     def _drain(self) -> None:
         """After a failure: let the calls in flight end (their engines stay usable), then the error is raised."""
         while self.busy:
-            role, _, _ = self.executor.wait_any()
-            self.busy.pop(role, None)
+            ticket, positions, results, exc = self.executor.wait_any()
+            if ticket in self.busy:
+                self._settle(ticket, None if exc is not None or positions is None else len(positions))
 
 
 def step_all(states: Iterable[ProblemState], method: Method, ctx: StepContext, *, batch_size: int,
@@ -274,9 +342,10 @@ def step_all(states: Iterable[ProblemState], method: Method, ctx: StepContext, *
     _check_at_least_1("scheduler.max_in_flight", in_flight, "problems stepped at once")
     if getattr(method, "needs_lockstep", False):
         mode = LOCKSTEP
-    shape = {ASYNC: dict(group_size=1, groups=in_flight, merge=True),
-             LOCKSTEP: dict(group_size=batch_size, groups=1, merge=True),
-             COHORTS: dict(group_size=batch_size, groups=max(1, in_flight // batch_size), merge=False)}[mode]
+    shape = {ASYNC: dict(group_size=1, groups=in_flight, merge=True, phased=False, concurrent=True),
+             LOCKSTEP: dict(group_size=batch_size, groups=1, merge=True, phased=True, concurrent=False),
+             COHORTS: dict(group_size=batch_size, groups=max(1, in_flight // batch_size), merge=False,
+                           phased=False, concurrent=False)}[mode]
     executor = executor or ThreadExecutor(getattr(method, "engines", None))
     _Driver(method, ctx, executor=executor, on_finish=on_finish, on_round=on_round, **shape).run(states)
 
