@@ -91,23 +91,6 @@ def local_labels(encode, p: arith.ArithProblem, steps: list[str], x) -> list[tup
     return out
 
 
-def _prefix_labels_numbers(enc: NumberEncoder, p, steps, x):
-    verdicts = arith.check_steps(p, steps)
-    out, prev, start = [], p.start, x.prompt_len
-    for k, (s, end) in enumerate(zip(steps, x.step_ends)):
-        correct = arith.correct_step(p, k, prev)
-        m = arith._STEP.match(s)
-        if m and k < len(p.ops):
-            prev = int(m.group(4))
-        want, ok = enc.encode(correct) if correct is not None else [], True
-        for j, t in enumerate(x.token_ids[start:end]):
-            ok = ok and j < len(want) and t == want[j]
-            out.append((start + j, ok, 1.0))
-        out.append((end, verdicts[k], 1.0))
-        start = end + 1
-    return out
-
-
 def previous_token_head(att, heads: int, head_dim: int, scale: float, theta_base: float = 10000.0) -> None:
     """Make an attention layer attend to the previous position: zero q/k weights, q bias sqrt(scale) on every RoPE
     pair's first half, k bias that pair rotated by one position's angle, so every pair's score peaks at d = 1."""
@@ -188,7 +171,8 @@ def main() -> None:
         x = enc.prm(p.text, steps)
         if a.labels == "local":
             return x.token_ids, local_labels(encode, p, steps, x)
-        labels = _prefix_labels_numbers(enc, p, steps, x) if a.numbers else step_labels(tok, p, steps, x)
+        labels = (step_labels(tok, p, steps, x, encode=enc.encode, token_weight=1.0) if a.numbers
+                  else step_labels(tok, p, steps, x))
         return x.token_ids, labels
 
     train = arith.generate(2400, seed=4321, min_ops=2, max_ops=6, split="train")

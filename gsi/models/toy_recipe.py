@@ -99,14 +99,19 @@ class Encoder:
         return self.adapter.build(RewardRequest(problem=problem, steps=steps))
 
 
-def step_labels(tok, problem: arith.ArithProblem, steps: list[str], x) -> list[tuple[int, bool, float]]:
+def step_labels(tok, problem: arith.ArithProblem, steps: list[str], x, *, encode=None,
+                token_weight: float = TOKEN_LABEL_WEIGHT) -> list[tuple[int, bool, float]]:
     """The PRM's training labels for one solution laid out as `x` (Encoder.prm): (position, label, weight).
 
     At each step's delimiter (where the token_classification adapter reads the score), the checker's verdict,
     weight 1. At every token of the step before it, whether the step written so far is a prefix of the correct
     step (the problem's next operation applied to what the previous step wrote), weight TOKEN_LABEL_WEIGHT: so the
     PRM learns to flag the first token that departs, and the delimiter's label is the minimum over the step.
+    `encode` (text -> ids; the tokenizer's by default) and `token_weight` let bench/toy_prm_probe.py try other
+    number tokenisations and weights with the same labels.
     """
+    if encode is None:
+        encode = lambda text: tok.encode(text, add_special_tokens=False)  # noqa: E731
     verdicts = arith.check_steps(problem, steps)
     out, prev, start = [], problem.start, x.prompt_len
     for k, (step, end) in enumerate(zip(steps, x.step_ends)):
@@ -114,11 +119,11 @@ def step_labels(tok, problem: arith.ArithProblem, steps: list[str], x) -> list[t
         m = arith._STEP.match(step)
         if m and k < len(problem.ops):
             prev = int(m.group(4))
-        want = tok.encode(correct, add_special_tokens=False) if correct is not None else []
+        want = encode(correct) if correct is not None else []
         ok = True
         for j, t in enumerate(x.token_ids[start:end]):
             ok = ok and j < len(want) and t == want[j]
-            out.append((start + j, ok, TOKEN_LABEL_WEIGHT))
+            out.append((start + j, ok, token_weight))
         out.append((end, verdicts[k], 1.0))
         start = end + 1
     return out
