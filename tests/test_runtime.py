@@ -86,6 +86,18 @@ class ContinuousExecutor(RecordingExecutor):
         return ticket, [len(results) - 1], results[-1:], None
 
 
+def recorders(cls):
+    """An executor factory for `run_table` that keeps each executor's call log, in order of creation."""
+    logs = []
+
+    def make(engines):
+        ex = cls(engines)
+        logs.append(ex.log)
+        return ex
+
+    return logs, make
+
+
 def run_table(method_cfg, *, mode, problems=40, batch_size=12, max_in_flight=None, engines=None, executor=None):
     engines = engines or table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
     ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=WINDOW, trace=True)
@@ -122,13 +134,7 @@ def test_every_policy_gives_lockstep_results(name):
 
 
 def test_async_merges_several_problems_into_one_call_while_another_role_works():
-    log = []
-
-    def recording(engines):
-        ex = RecordingExecutor(engines)
-        log.append(ex.log)
-        return ex
-
+    log, recording = recorders(RecordingExecutor)
     run_table(METHODS["gsi"], mode="async", problems=24, batch_size=8, executor=recording)
     run_table(METHODS["gsi"], mode="lockstep", problems=24, batch_size=8, executor=recording)
     async_log, lock_log = log
@@ -271,13 +277,7 @@ def test_a_stop_request_lets_the_steps_under_way_finish_then_stops(mode):
 def test_lockstep_scores_each_round_in_one_prm_call(name):
     """Lock-step holds the PRM while some problems still roll out: candidates that finish at once are scored with
     the others' rollouts, one PRM call per round (lookahead took two: 41 calls where 21 were made before)."""
-    log, rounds = [], []
-
-    def recording(engines):
-        ex = RecordingExecutor(engines)
-        log.append(ex.log)
-        return ex
-
+    (log, recording), rounds = recorders(RecordingExecutor), []
     engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
     ctx = StepContext(seed=7, max_step_tokens=8, max_steps=6, window=WINDOW)
     method = build_method(OmegaConf.structured(METHODS[name]), engines, ctx)
@@ -288,13 +288,7 @@ def test_lockstep_scores_each_round_in_one_prm_call(name):
 
 
 def test_continuous_batching_submits_to_a_busy_role_and_hands_back_requests_one_by_one():
-    log = []
-
-    def recording(engines):
-        ex = ContinuousExecutor(engines)
-        log.append(ex.log)
-        return ex
-
+    log, recording = recorders(ContinuousExecutor)
     run_table(METHODS["gsi"], mode="async", problems=24, batch_size=8, executor=recording)
     assert any(c["role"] in c["busy"] for c in log[0])  # a role's next call joined its running one
     run_table(METHODS["gsi"], mode="lockstep", problems=24, batch_size=8, executor=recording)
