@@ -249,10 +249,12 @@ MODES = ("lockstep", "cohorts", "async", "continuous")
 
 
 def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, cohorts: int = 1,
-            max_steps: int = 45, plain_cfg: bool = True) -> dict:
+            max_steps: int = 45, plain_cfg: bool = True, shared_device: bool = False) -> dict:
     """One run of the step loop. batch_size is the problems in flight: lock-step's round, the cohorts' total
     (`cohorts` of ceil(batch_size / cohorts) problems each), or async's max_in_flight. `continuous` is the async
-    runtime on engines that batch continuously across calls."""
+    runtime on engines that batch continuously across calls. `shared_device`: the three roles share one device
+    (placement gpu1, or the CPU), so the runtime runs one engine call at a time across them (hardware.device_calls
+    = 1); the roles' cost models stay their own."""
     from omegaconf import OmegaConf
 
     from gsi.config.schema import compose_config  # Hydra's compose API
@@ -272,6 +274,8 @@ def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, c
         sched = dict(batch_size=batch_size, max_in_flight=batch_size)
     meter = Meter()
     engines = sim_engines(meter)
+    if shared_device:
+        engines.shared_devices = dict.fromkeys(ROLES, "gpu0")
     executor = VirtualExecutor(engines, meter, continuous=mode == "continuous")
     ctx = StepContext(seed=0, max_step_tokens=512, max_steps=max_steps, window=100_000)  # stops: EOS or max_steps
     method_obj = build_method(method_cfg, engines, ctx)
@@ -290,7 +294,7 @@ def run_one(method: str, *, problems: int, n: int, batch_size: int, mode: str, c
     drain_start = sorted(finished)[problems - in_flight] if problems > in_flight else 0.0
     busiest = use["busiest_role"]
     steady_busy = sum(max(0.0, min(e, drain_start) - s) for s, e in executor.sim[busiest].intervals)
-    return {"method": method, "mode": mode, "cohorts": cohorts, "problems": problems, "n": n,
+    return {"method": method, "mode": mode, "cohorts": cohorts, "shared_device": shared_device, "problems": problems, "n": n,
             "batch_size": batch_size, "wall_s": wall, "busy_s": executor.busy, "busy_fraction": use["busy_fraction"],
             "wall_over_busiest": use["wall_over_busiest"], "busiest": use["busiest_role"],
             "wall_over_sum": use["wall_over_sum"], "engine_calls": executor.calls, "drain_s": wall - drain_start,
@@ -324,6 +328,8 @@ def main() -> None:
                     help="rows besides lock-step (the reference, always run)")
     ap.add_argument("--cohorts", nargs="+", type=int, default=[2])
     ap.add_argument("--max-steps", type=int, default=45)
+    ap.add_argument("--shared-device", action="store_true",
+                    help="the three roles on one device: one engine call at a time across them (every row)")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -331,7 +337,7 @@ def main() -> None:
     for method in args.methods:
         for mode, k, batch in variants(method, args):
             row = run_one(method, problems=args.problems, n=args.n, batch_size=batch, mode=mode, cohorts=k,
-                          max_steps=args.max_steps)
+                          max_steps=args.max_steps, shared_device=args.shared_device)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in ("busy_s",)}), file=sys.stderr, flush=True)
             if args.json:  # after every row: a long run that is stopped keeps what it measured
@@ -357,6 +363,8 @@ def markdown(rows) -> str:
     for r in rows:
         sched = {"cohorts": f"cohorts (the former overlap), {r['cohorts']} cohorts", "async": "async, whole calls",
                  "continuous": "async, continuous batching", "lockstep": "lock-step"}[r["mode"]]
+        if r.get("shared_device"):
+            sched += ", one shared device"
         f = r["busy_fraction"]
         ref = lockstep_wall(rows, r)
         vs = r["wall_s"] / ref if ref else None

@@ -66,7 +66,12 @@ def compose(overrides):
     return compose_config(*overrides)
 
 
-def measure(cfg, engines, problems, *, batch_size: int, label: str, mode: str = "lockstep") -> dict:
+def measure(cfg, engines, problems, *, batch_size: int, label: str, mode: str = "lockstep",
+            device_calls: int | None = None) -> dict:
+    """One run of the runtime; `device_calls` overrides the engines' hardware.device_calls for it (calls at once
+    on the device the roles share: 1 is the runtime's rule on the CPU, 3 lets the three roles' calls overlap)."""
+    if device_calls is not None:
+        engines.device_calls = device_calls
     ctx = step_context(cfg, engines)
     method = build_method(cfg.method, engines, ctx)
     states = initial_states(cfg, engines, problems)
@@ -79,7 +84,7 @@ def measure(cfg, engines, problems, *, batch_size: int, label: str, mode: str = 
     delta = {r: {k: after[r][k] - before[r][k] for k in after[r]} for r in after}
     params = engines.params
     return {
-        "label": label, "mode": mode, "wall_s": wall, "problems": len(states),
+        "label": label, "mode": mode, "device_calls": engines.device_calls, "wall_s": wall, "problems": len(states),
         "steps": sum(len(s.steps) for s in states),
         "busy_s": sum(d["busy_s"] for d in delta.values()), "roles": delta, "peak_rss_gb": mem.peak / 2**30,
         "flops": sum(2.0 * params.get(r, 0) * (d["prefilled_tokens"] + d["generated_tokens"]) for r, d in delta.items()),
@@ -137,6 +142,8 @@ def main():
     ap.add_argument("--skip-loop", action="store_true", help="only our scheduler (for the n / steps scans)")
     ap.add_argument("--modes", nargs="+", default=["lockstep", "async"], choices=["lockstep", "async", "cohorts"],
                     help="the runtime's policies for (a), run one after the other on the same engines")
+    ap.add_argument("--device-calls", type=int, nargs="+", default=[None],
+                    help="hardware.device_calls per run of (a), each with every --modes (default: the preset's)")
     ap.add_argument("--prefix-cache", choices=["on", "off", "both"], default="on",
                     help="both: the same runs on engines with and without prefix caching, one after the other")
     ap.add_argument("--json", type=Path, help="also write every measured row here")
@@ -163,13 +170,17 @@ def main():
                 for steps in args.max_steps:
                     cfg = compose(base + cache + [f"dataset.limit={args.problems}", f"method.n={n}",
                                                   f"generation.max_steps={steps}"])
-                    runs = [(cfg.batch_size, mode, f"(a) {mode}, batch {cfg.batch_size}") for mode in args.modes]
+                    preset = int(cfg.hardware.device_calls)
+                    runs = [(cfg.batch_size, mode, calls, f"(a) {mode}, batch {cfg.batch_size}"
+                             + ("" if calls in (None, preset) else f", device_calls {calls}"))
+                            for calls in args.device_calls for mode in args.modes]
                     if not args.skip_loop:
-                        runs.append((1, "lockstep", "(b) per-problem loop"))
+                        runs.append((1, "lockstep", None, "(b) per-problem loop"))
                     rows = []
-                    for batch, mode, label in runs:
+                    for batch, mode, calls, label in runs:
                         load = os.getloadavg()[0]
-                        row = measure(cfg, engines, problems, batch_size=batch, label=label, mode=mode)
+                        row = measure(cfg, engines, problems, batch_size=batch, label=label, mode=mode,
+                                      device_calls=preset if calls is None else calls)
                         row.update(caching=caching, n=n, max_steps=steps, load_before=load,
                                    load_after=os.getloadavg()[0])
                         print(f"[{caching} n={n} steps={steps}] {label}: {row['wall_s']:.1f} s, "

@@ -341,3 +341,62 @@ def test_busy_time_counts_overlapping_calls_once():
     outer = time.perf_counter() - start
     assert busy == 0.0  # the inner call's end: the role is still busy
     assert inner + 0.01 <= stats.busy_s <= outer and (stats.calls, stats.requests) == (2, 3)
+
+
+def shared_engines(calls: int = 1):
+    """Table engines whose three roles share one device (as on the CPU or gpu1), `calls` engine calls at once."""
+    engines = table_engines(PI_S, PI_B, R, eos_step=0, texts=TEXTS)
+    engines.shared_devices, engines.device_calls = dict.fromkeys(("small", "big", "reward"), "cpu"), calls
+    return engines
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_roles_on_one_device_take_turns_merging_their_requests_into_lockstep_sized_calls(name):
+    """One call at a time across roles on a shared device; while it runs, every role's requests wait and go out
+    merged, oldest step first: with every problem in flight, async makes lock-step's calls, one at a time, and
+    every policy keeps lock-step's records."""
+    (log, recording) = recorders(RecordingExecutor)
+    ref = run_table(METHODS[name], mode="lockstep", batch_size=40, executor=recording)[0]
+    for mode, in_flight in (("async", 40), ("lockstep", None), ("async", 5)):
+        got = run_table(METHODS[name], mode=mode, batch_size=40, max_in_flight=in_flight, engines=shared_engines(),
+                        executor=recording)[0]
+        assert [record(s) for s in got] == [record(s) for s in ref], mode
+        assert not any(c["busy"] for c in log[-1]), mode  # never two calls at once
+    own, shared_async, shared_lockstep = log[:3]
+    calls = lambda log: [(c["role"], c["kind"], c["size"]) for c in log]  # noqa: E731
+    assert sorted(calls(shared_async)) == sorted(calls(own)) == sorted(calls(shared_lockstep))
+
+
+def test_a_shared_device_runs_device_calls_at_once():
+    log, recording = recorders(RecordingExecutor)
+    run_table(METHODS["gsi"], mode="async", batch_size=40, max_in_flight=40, engines=shared_engines(2),
+              executor=recording)
+    assert max(len(c["busy"]) for c in log[0]) == 1  # two calls at once, never three
+
+
+@pytest.mark.parametrize("placement,remote,shared", [
+    ("cpu", {}, ["small", "big", "reward"]),
+    ("gpu1", {}, ["small", "big", "reward"]),
+    ("gpu3", {}, []),  # a GPU per role
+    ("cpu", {"reward": "http://prm:8000"}, ["small", "big"]),  # a server's device is its own
+    ("gpu1", {"big": "http://b:8000", "reward": "http://r:8000"}, []),  # one role left shares with no one
+])
+def test_roles_share_a_device_by_placement(make_cfg, placement, remote, shared):
+    from gsi.engines.placement import shared_devices
+
+    cfg = make_cfg("model=tiny", f"hardware={placement}",
+                   *[f"+hardware.remote.{r}={u}" for r, u in remote.items()])
+    assert sorted(shared_devices(cfg.hardware)) == sorted(shared)
+    assert len(set(shared_devices(cfg.hardware).values())) <= 1
+
+
+def test_device_calls_below_1_is_refused_naming_the_key(make_cfg):
+    from gsi.engines.placement import check_hardware
+
+    errors = []
+    check_hardware(make_cfg("model=tiny", "hardware=cpu", "hardware.device_calls=0").hardware, errors,
+                   check_devices=False)
+    assert any("hardware.device_calls=0" in e for e in errors)
+    errors = []
+    check_hardware(make_cfg("model=tiny", "hardware=cpu").hardware, errors, check_devices=False)
+    assert not errors

@@ -149,6 +149,9 @@ class HardwareConfig:
     # Roles served by a vLLM server instead of an in-process engine: {role: URL} (gsi/engines/remote.py). Any
     # placement may name some roles here; placement=remote names all three.
     remote: Dict[str, str] = field(default_factory=dict)
+    # Engine calls that run at once on a device two or more roles share (cpu; gpu1; gsi.engines.placement's
+    # shared_devices): while one runs, every role's requests wait and merge into that role's next call.
+    device_calls: int = 1
     # scheduler.mode's default on this hardware: lockstep where the three engines share a few CPU cores (async's
     # concurrent, smaller calls are 1.4x slower there: docs/benchmarks.md), async elsewhere.
     scheduler_mode: SchedulerMode = SchedulerMode["async"]

@@ -135,6 +135,10 @@ class Engines:
     closers: list = field(default_factory=list)
     # Non-embedding parameter count per role (FLOPs = 2 * params * tokens); filled by the registry.
     params: dict = field(default_factory=dict)
+    # {role: device} for the roles that share a device with another role (gsi.engines.placement.shared_devices),
+    # and how many engine calls may run on such a device at once (hardware.device_calls): the runtime's rule.
+    shared_devices: dict = field(default_factory=dict)
+    device_calls: int = 1
 
     def roles(self) -> dict:
         return {"small": self.small, "big": self.big, "reward": self.reward}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 
 from gsi.roles import ROLES
 from gsi.config.access import get as _get
@@ -78,6 +79,22 @@ def placement_devices(hw) -> dict[str, list[int]]:
     if placement == "gpu1":
         return {"small": [0], "big": [0], "reward": [0]}
     return {}
+
+
+def shared_devices(hw) -> dict[str, str]:
+    """{role: device} for the in-process roles that share their device with another role: every one on the CPU
+    (the engines share its cores), every one on gpu1, none on gpu3 (a GPU per role) nor for a remote role (its
+    server's device is its own). The runtime runs at most `hardware.device_calls` engine calls at once on such a
+    device (gsi.runtime.scheduler): concurrent calls there add no compute, only smaller calls that slow each other
+    (docs/benchmarks.md, "On the CPU")."""
+    remote = remote_roles(hw)
+    if placement_name(hw) == "cpu":
+        device = {r: "cpu" for r in ROLES}
+    else:
+        device = {r: f"cuda:{min(d)}" for r, d in placement_devices(hw).items()}
+    device = {r: d for r, d in device.items() if r not in remote}
+    count = Counter(device.values())
+    return {r: d for r, d in device.items() if count[d] > 1}
 
 
 def remote_roles(hw) -> dict[str, str]:
@@ -150,6 +167,10 @@ def check_hardware(hw, errors: list[str], *, check_devices: bool) -> None:
                               f"{visible} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
             elif visible is not None and visible < gpus:
                 errors.append(f"hardware.gpus={gpus} but this process sees only {visible} GPUs")
+    calls = _get(hw, "device_calls", 1)
+    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+        errors.append(f"hardware.device_calls={calls!r}: must be an integer >= 1 (engine calls at once on a device "
+                      "that roles share)")
     if placement == "cpu" and float(_get(hw, "cpu_kvcache_gb", 1.0)) <= 0:
         errors.append("hardware.cpu_kvcache_gb must be > 0")
 

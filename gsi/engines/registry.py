@@ -24,7 +24,8 @@ from gsi.data.prompts import system_prompt as full_system_prompt
 from gsi.engines.base import Engines
 from gsi.config.access import get as _get
 from gsi.engines.launch import shutdown_llms, start_llms
-from gsi.engines.placement import cpu_inprocess, prepare_process_env, remote_roles, start_parallel
+from gsi.engines.placement import (cpu_inprocess, prepare_process_env, remote_roles, shared_devices,
+                                   start_parallel)
 from gsi.engines.plan import model_params, validate
 from gsi.engines.remote import RemoteGenerator, RemoteRewardModel
 from gsi.engines.resolve import check_hub_models, eos_ids
@@ -98,7 +99,8 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
     order = [llms[r] for r in ROLES if r in llms]
     clients = [e.close for e in (generators["small"], generators["big"], reward) if hasattr(e, "client")]
     engines = Engines(small=generators["small"], big=generators["big"], reward=reward, tokenizer=shared,
-                      closers=[lambda: shutdown_llms(order), *clients], params=params)
+                      closers=[lambda: shutdown_llms(order), *clients], params=params,
+                      shared_devices=shared_devices(hw), device_calls=int(_get(hw, "device_calls", 1)))
     # A caller that never closes them still gets an explicit shutdown before the interpreter tears down (vLLM's
     # own exit-time cleanup is what prints "terminate called without an active exception").
     atexit.register(_close_at_exit, weakref.ref(engines))

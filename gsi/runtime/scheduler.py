@@ -3,12 +3,19 @@
 Each problem in flight loops `while not done: check room; await method.step(s)`. The driver runs every runnable
 program until it waits on calls (gsi/runtime/calls.py); then it submits, per role, the waiting calls (of one
 kind) as one engine call through an `Executor`: the thread executor runs each call in a thread of its own. When
-requests return, their programs resume. So roles work at once (pi_S drafts for problem A while pi_B scores for
-problem B) and each call is as large as the waiting work. Everything but the engine calls runs in the calling
-thread: `on_finish` and `on_round` need no lock.
+requests return, their programs resume. So roles on devices of their own work at once (pi_S drafts for problem A
+while pi_B scores for problem B) and each call is as large as the waiting work. Everything but the engine calls
+runs in the calling thread: `on_finish` and `on_round` need no lock.
 
-Policies (`scheduler.mode`; its default is the hardware preset's `scheduler_mode`: lockstep on the CPU, async
-elsewhere), one driver:
+Roles that share a device (every in-process role on the CPU, or on one GPU under gpu1: the engines'
+`shared_devices`, gsi.engines.placement) run at most `hardware.device_calls` (1) engine calls at once on it, under
+every policy: concurrent calls there add no compute, they only slow each other and come out smaller. While the
+device works, every role's requests wait, and the next call is the waiting group (a role and batch key) that holds
+the problem whose current step started first, then the largest: problems that fell behind (GSI's fallbacks to
+pi_B) finish their step and join the others' next call, so calls stay as large as lock-step's
+(docs/benchmarks.md, "On the CPU").
+
+Policies (`scheduler.mode`, default `async` on every hardware), one driver:
 - `async`: up to `max_in_flight` problems (default batch_size), each advancing as soon as its own calls return; a
   finished problem's slot is refilled from the queue at once. A role's waiting calls from all problems are merged
   into its next call when its engine is idle; a role whose engine takes concurrent calls (the remote roles: the
@@ -46,7 +53,7 @@ MODES = (ASYNC, LOCKSTEP, COHORTS)
 
 
 class Executor:
-    """Runs engine calls for the driver. `submit` hands it one call (a batch of requests of one batch key) and
+    """Runs engine calls for `engines` (gsi.engines.base.Engines) for the driver. `submit` hands it one call (a batch of requests of one batch key) and
     returns a ticket; `wait_any` blocks until some of the calls' requests end and says which.
 
     A whole-call executor (`concurrent(role)` False, the default) gets at most one call per role at a time (the
@@ -55,8 +62,19 @@ class Executor:
     engine), and the executor may hand back a call's requests in parts, each when it ends; under `async` the
     driver then submits a role's waiting requests at once instead of waiting for its engine to be idle."""
 
+    engines = None
+
     def concurrent(self, role: str) -> bool:
         return False
+
+    def device(self, role: str) -> Hashable | None:
+        """The device `role` shares with other roles (None: a device of its own): on it, at most `device_calls()`
+        engine calls run at once, whichever roles they are for. The engines say (gsi.engines.placement's
+        `shared_devices`, set by the registry)."""
+        return (getattr(self.engines, "shared_devices", None) or {}).get(role)
+
+    def device_calls(self) -> int:
+        return int(getattr(self.engines, "device_calls", 1))
 
     def submit(self, role: str, kind: str, calls: list[Call]) -> Hashable:
         raise NotImplementedError
@@ -110,6 +128,7 @@ class _Program:
         self.answers: list = []
         self.missing = 0
         self.roles: set[str] = set()  # the roles it waits on
+        self.step_at = 0  # when its current step started (the driver's count of started steps)
         self.as_list = False
 
 
@@ -137,6 +156,8 @@ class _Driver:
         self.waiting: dict[str, list[tuple[Call, _Program, int]]] = {r: [] for r in ROLES}
         self.busy: dict = {}  # ticket -> [role, its (call, program, position) entries, requests not yet back]
         self.in_flight: Counter = Counter()  # calls in flight per role
+        self.on_device: Counter = Counter()  # calls in flight per device (None: the roles' own devices)
+        self.steps = itertools.count()  # the order in which problems' steps start (`_next_on_device`)
         self.seq = 0
         # Set when starting a step raised (run.py's stop guard after SIGINT/SIGTERM): no step starts any more,
         # the steps under way finish (their finished problems are saved), then it is raised.
@@ -199,6 +220,7 @@ class _Driver:
                     continue
                 try:
                     p.coro = self.method.step(p.state)
+                    p.step_at = next(self.steps)
                 except Exception as exc:  # noqa: BLE001 - a stop request (run.py's guard): raised once idle
                     self.stopping = exc
                     break
@@ -280,32 +302,70 @@ class _Driver:
         if entry[2] <= 0:
             del self.busy[ticket]
             self.in_flight[entry[0]] -= 1
+            self.on_device[self.executor.device(entry[0])] -= 1
 
     # -- engine calls ---------------------------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        """Submit the waiting calls: per role, all of them that share the oldest one's kind (and, for cohorts, its
-        cohort) in one call, when the role's engine is idle; under `async` with a role that takes concurrent calls
+        """Submit the waiting calls: per role, all of them that share a batch key (and, for cohorts, a cohort) in
+        one call, when the role's engine is idle; under `async` with a role that takes concurrent calls
         (continuous batching), every waiting call at once. Lock-step submits a phase's calls together, when none
-        is in flight, and holds back a role that some problems could still bring requests to (`_hold`)."""
+        is in flight, and holds back a role that some problems could still bring requests to (`_hold`). Roles
+        that share a device run at most `device_calls` calls on it at once (`_next_on_device` picks them)."""
         if self.phased and self.busy:
             return
         roles = [r for r in ROLES if self.waiting[r]
                  and (not self.in_flight[r] or (self.concurrent and self.executor.concurrent(r)))]
         if self.phased:
             roles = self._hold(roles)
+        shared = [r for r in roles if self.executor.device(r) is not None]
         for role in roles:
+            if role in shared:
+                continue
             while self.waiting[role]:
-                waiting = self.waiting[role]
-                first, fp, _ = waiting[0]
-                key, gid = first.batch_key, fp.group.gid
-                mine = [e[0].batch_key == key and (self.merge or e[1].group.gid == gid) for e in waiting]
-                take = [e for e, m in zip(waiting, mine) if m]
-                self.waiting[role] = [e for e, m in zip(waiting, mine) if not m]
-                ticket = self.executor.submit(role, first.kind, [c for c, _, _ in take])
-                self.busy[ticket] = [role, take, len(take)]
-                self.in_flight[role] += 1
+                self._submit(role, self._groups(role)[0])
                 if not (self.concurrent and self.executor.concurrent(role)):
                     break
+        while shared:
+            picked = self._next_on_device(shared)
+            if picked is None:
+                break
+            role, take = picked
+            self._submit(role, take)
+            if not (self.waiting[role] and self.concurrent and self.executor.concurrent(role)):
+                shared.remove(role)
+
+    def _groups(self, role: str) -> list[list[tuple[Call, _Program, int]]]:
+        """The role's waiting calls by what can share one engine call (batch key; cohort unless merged), in the
+        order of each group's oldest call."""
+        groups: dict = {}
+        for e in self.waiting[role]:
+            groups.setdefault((e[0].batch_key, None if self.merge else e[1].group.gid), []).append(e)
+        return list(groups.values())
+
+    def _next_on_device(self, roles: list[str]):
+        """The next call on a shared device with a free slot, as (role, its calls), or None. Oldest step first:
+        the group holding the problem whose current step started earliest (so problems that fell behind, e.g.
+        GSI's fallbacks to pi_B, finish their step and join the others' next call instead of trailing them in
+        calls of their own), then the largest group, then pipeline order. While the device works, every role's
+        requests wait and are merged into that role's next call: the calls stay as large as lock-step's."""
+        limit = self.executor.device_calls()
+        best = None
+        for role in roles:
+            if self.on_device[self.executor.device(role)] >= limit:
+                continue
+            for take in self._groups(role):
+                rank = (min(p.step_at for _, p, _ in take), -len(take), ROLES.index(role))
+                if best is None or rank < best[0]:
+                    best = (rank, role, take)
+        return None if best is None else best[1:]
+
+    def _submit(self, role: str, take: list[tuple[Call, _Program, int]]) -> None:
+        taken = {id(e[0]) for e in take}
+        self.waiting[role] = [e for e in self.waiting[role] if id(e[0]) not in taken]
+        ticket = self.executor.submit(role, take[0][0].kind, [c for c, _, _ in take])
+        self.busy[ticket] = [role, take, len(take)]
+        self.in_flight[role] += 1
+        self.on_device[self.executor.device(role)] += 1
 
     def _hold(self, roles: list[str]) -> list[str]:
         """Lock-step: a role whose waiting problems wait on it alone is held while another role has requests from
