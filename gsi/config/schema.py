@@ -152,9 +152,6 @@ class HardwareConfig:
     # Engine calls that run at once on a device two or more roles share (cpu; gpu1; gsi.engines.placement's
     # shared_devices): while one runs, every role's requests wait and merge into that role's next call.
     device_calls: int = 1
-    # scheduler.mode's default on this hardware: lockstep where the three engines share a few CPU cores (async's
-    # concurrent, smaller calls are 1.4x slower there: docs/benchmarks.md), async elsewhere.
-    scheduler_mode: SchedulerMode = SchedulerMode["async"]
     # Launcher hints (SLURM): CPUs and memory per task.
     cpus_per_task: int = 8
     mem_gb: int = 64
@@ -304,7 +301,8 @@ class LoggerConfig:
 
 @dataclass
 class SchedulerConfig:
-    mode: SchedulerMode = "${hardware.scheduler_mode}"  # type: ignore[assignment] - the preset's choice
+    # async on every hardware; lockstep is the reference (tests, benchmarks), cohorts the former overlap (a row).
+    mode: SchedulerMode = SchedulerMode["async"]
     # Problems in flight (`async`; `cohorts`: max_in_flight // batch_size cohorts of batch_size); null: batch_size,
     # sized to the engines' batch.
     max_in_flight: Optional[int] = None
