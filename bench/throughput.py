@@ -84,7 +84,8 @@ def measure(cfg, engines, problems, *, batch_size: int, label: str, mode: str = 
     delta = {r: {k: after[r][k] - before[r][k] for k in after[r]} for r in after}
     params = engines.params
     return {
-        "label": label, "mode": mode, "device_calls": engines.device_calls, "wall_s": wall, "problems": len(states),
+        "label": label, "mode": mode, "device_calls": engines.device_calls, "wall_s": wall,
+        "problems": len(states),
         "steps": sum(len(s.steps) for s in states),
         "busy_s": sum(d["busy_s"] for d in delta.values()), "roles": delta, "peak_rss_gb": mem.peak / 2**30,
         "flops": sum(2.0 * params.get(r, 0) * (d["prefilled_tokens"] + d["generated_tokens"]) for r, d in delta.items()),

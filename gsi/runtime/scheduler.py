@@ -53,8 +53,9 @@ MODES = (ASYNC, LOCKSTEP, COHORTS)
 
 
 class Executor:
-    """Runs engine calls for `engines` (gsi.engines.base.Engines) for the driver. `submit` hands it one call (a batch of requests of one batch key) and
-    returns a ticket; `wait_any` blocks until some of the calls' requests end and says which.
+    """Runs engine calls on `engines` (gsi.engines.base.Engines) for the driver. `submit` hands it one call (a
+    batch of requests of one batch key) and returns a ticket; `wait_any` blocks until some of the calls' requests
+    end and says which.
 
     A whole-call executor (`concurrent(role)` False, the default) gets at most one call per role at a time (the
     driver sees to it) and hands back each call whole. A role for which `concurrent(role)` is True takes calls
