@@ -393,6 +393,9 @@ def test_roles_share_a_device_by_placement(make_cfg, placement, remote, shared):
 def test_device_calls_below_1_is_refused_naming_the_key(make_cfg):
     from gsi.engines.placement import check_hardware
 
+    with pytest.raises(ValueError, match="hardware.device_calls=0"):  # the runtime, before anything waits forever
+        run_table(METHODS["gsi"], mode="async", engines=shared_engines(0))
+
     errors = []
     check_hardware(make_cfg("model=tiny", "hardware=cpu", "hardware.device_calls=0").hardware, errors,
                    check_devices=False)

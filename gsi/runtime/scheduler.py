@@ -408,6 +408,7 @@ def step_all(states: Iterable[ProblemState], method: Method, ctx: StepContext, *
              COHORTS: dict(group_size=batch_size, groups=max(1, in_flight // batch_size), merge=False,
                            phased=False, concurrent=False)}[mode]
     executor = executor or ThreadExecutor(getattr(method, "engines", None))
+    _check_at_least_1("hardware.device_calls", executor.device_calls(), "engine calls at once on a shared device")
     _Driver(method, ctx, executor=executor, on_finish=on_finish, on_round=on_round, **shape).run(states)
 
 
