@@ -44,7 +44,7 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
     samples (near 0 for a PRM that checks); build_s and fingerprint from the build.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(THREADS)
     paths = toy_paths()
@@ -53,7 +53,7 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
     problems = arith.generate(n, seed=seed, min_ops=MIN_OPS, max_ops=MAX_OPS, split="test")
     small = AutoModelForCausalLM.from_pretrained(paths["small"]).eval()
     big = AutoModelForCausalLM.from_pretrained(paths["big"]).eval()
-    prm = AutoModelForTokenClassification.from_pretrained(paths["reward"]).eval()
+    prm = AutoModelForCausalLM.from_pretrained(paths["reward"]).eval()  # the verifier (lm_verifier adapter)
     out = {"n": n}
     for role, model in (("small", small), ("big", big)):
         sols = sample(model, enc, [p.text for p in problems], greedy=True)

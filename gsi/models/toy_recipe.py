@@ -46,7 +46,7 @@ from gsi.engines.rewards import make_adapter
 from gsi.models.tiny import DELIMITER, cache_root
 from gsi.roles import ROLES  # noqa: F401 - the recipe names the roles it builds
 
-TOY_VERSION = "v3"  # bump when anything here or in toy_train.py changes what is built
+TOY_VERSION = "v4"  # bump when anything here or in toy_train.py changes what is built
 SEED = 4321
 SYSTEM_PROMPT = ""  # no system turn: a shorter context, so attention finds the digits sooner
 MIN_OPS, MAX_OPS = 2, 6  # the training problems' difficulty range (= conf/dataset/arith.yaml's defaults)
@@ -55,15 +55,14 @@ MIN_OPS, MAX_OPS = 2, 6  # the training problems' difficulty range (= conf/datas
 SHAPES = {
     "small": (64, 2, 1, 1, 256),
     "big": (128, 3, 2, 1, 512),
-    "reward": (128, 3 + 2, 2, 1, 512),  # the big run's 3 layers + 2 that compare and gather (see _train_reward)
+    "reward": (128, 3, 2, 1, 512),  # the big run's final weights (a verifier LM, see toy_train.build)
 }
 # Optimiser steps (batch BATCH), peak learning rate (cosine decay).
 TRAIN = {
     "small": (600, 3e-3),
     "big": (1500, 3e-3),
-    "reward": (300, 3e-3),
 }
-BIG_SNAPSHOT = 400  # pi_B is the big run's weights at this step; the PRM reads the same run's final weights
+BIG_SNAPSHOT = 400  # pi_B is the big run's weights at this step; the PRM is the same run's final weights
 # One thread: the same reduction order, so the same weights, on every run; and on a loaded machine two threads
 # spin-wait for each other (seen here at load 9-19: 2-5 s per training step with two threads, about 1 s with one).
 THREADS = 1
@@ -83,7 +82,8 @@ class Encoder:
 
     def __init__(self, tok):
         self.tok = tok
-        self.adapter = make_adapter("token_classification", tok, delimiter=DELIMITER, system_prompt=SYSTEM_PROMPT)
+        # the PRM's layout is the generators' (the lm_verifier adapter, conf/model/toy.yaml)
+        self.adapter = make_adapter("lm_verifier", tok, delimiter=DELIMITER, system_prompt=SYSTEM_PROMPT)
         self.delim = tok.encode(DELIMITER, add_special_tokens=False)
 
     def prompt(self, problem: str) -> list[int]:
