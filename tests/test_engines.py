@@ -173,6 +173,28 @@ def test_placement_engine_arguments(make_cfg, monkeypatch):
     assert placement.start_parallel(plan, list(specs.values())) == (not placement.cpu_inprocess())
 
 
+@pytest.mark.toy
+def test_a_verifier_reward_is_a_generator_engine(make_cfg):
+    """model=toy's PRM is a causal LM (lm_verifier): its engine, in process or served, is a generate runner with
+    the temperature extension (set to T = 1 by gsi.cluster.serve), chunked prefill off on the CPU, no pooler.
+    Builds the toy models on first use."""
+    pytest.importorskip("vllm", reason="vLLM is not importable")
+    from gsi.cluster.serve import server_command
+    from gsi.engines.specs import engine_specs
+
+    cfg = make_cfg("model=toy", "hardware=cpu")
+    plan = validate(cfg)
+    assert plan.adapter == "lm_verifier"
+    (spec,) = engine_specs(cfg, plan, roles=("reward",))
+    assert "runner" not in spec.kwargs and "pooler_config" not in spec.kwargs
+    assert spec.kwargs["worker_extension_cls"] == "gsi.engines.worker.TemperatureExtension"
+    assert spec.kwargs["enable_chunked_prefill"] is False
+    cmd, _ = server_command(cfg, "reward", "127.0.0.1", 8003)
+    assert "--runner" not in cmd and cmd[cmd.index("--worker-extension-cls") + 1].endswith("TemperatureExtension")
+    with pytest.raises(ConfigError, match=r"model\.reward\.adapter='token_classification'"):
+        validate(_edit(cfg, **{"model.reward.adapter": "token_classification"}), check_devices=False)
+
+
 def test_hub_ids_and_paths():
     assert not looks_local("Qwen/Qwen2.5-Math-7B-Instruct")
     assert looks_local("/abs/model") and looks_local("./rel") and looks_local("~/m") and looks_local("a/b/c")

@@ -72,6 +72,34 @@ def toy_engines():
         engines.close()
 
 
+def test_engine_verifier_equals_the_evaluations(toy_engines):
+    """The reward role (vLLM, gsi.engines.verifier, one request per step) gives the scores gsi.models.toy.evaluate
+    measures with transformers (gsi.models.toy_eval.prm_scores, one forward pass), so the two cannot drift: on
+    held-out problems' correct solutions and their corruptions, every step."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from gsi.data import arith
+    from gsi.engines.base import RewardRequest
+    from gsi.models.toy import toy_paths
+    from gsi.models.toy_eval import prm_scores
+    from gsi.models.toy_recipe import Encoder
+
+    torch.set_num_threads(1)
+    verifier = AutoModelForCausalLM.from_pretrained(toy_paths()["reward"]).eval()
+    enc = Encoder(toy_engines.tokenizer)
+    rng, solutions = random.Random(5), []
+    for p in arith.generate(6, seed=5, min_ops=2, max_ops=6, split="test"):
+        solutions += [(p.text, p.steps()), (p.text, arith.corrupt(p, rng)[0])]
+    reqs = [RewardRequest(text, steps[: k + 1]) for text, steps in solutions for k in range(len(steps))]
+    got = toy_engines.reward.reward(reqs)
+    want = [s for text, steps in solutions for s in prm_scores(verifier, enc, text, steps)]
+    assert got == pytest.approx(want, abs=2e-3)
+    assert min(want) < 0.1 and max(want) > 0.9  # the steps span the scale: a real comparison
+
+
 @pytest.fixture(scope="module")
 def runs(toy_engines, tmp_path_factory):
     """Run a configuration once per module: name -> (summary, {problem id: record}, run folder)."""

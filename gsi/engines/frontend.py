@@ -9,7 +9,8 @@
 - `score`: teacher forcing, the prompt log-probs of context + continuation. The prefix cache is read when allowed,
   but vLLM leaves the cached positions' prompt log-probs uninitialised (vllm-facts §3): only positions after the
   cached ones are read, and a request with `cached >= len(context)`, or whose entries are not finite log-probs of
-  the expected tokens, is resent without the prefix cache.
+  the expected tokens, is resent without the prefix cache. `token_logprobs` gives the same terms token by token
+  (a verifier PRM reads their minimum: gsi.engines.verifier).
 - `reward`: the adapter (gsi.engines.rewards) builds the PRM's input and reads its rows; a request with no
   non-empty step gets EMPTY_STEP_REWARD without a model call; a score outside [0, 1] is an error.
 

@@ -79,7 +79,8 @@ def train_lm(model, examples, steps: int, peak_lr: float, seed: int, desc: str, 
 
 
 def build(base: Path) -> None:
-    """Train the three models and write them (tokenizer, weights, build.json, COMPLETE) to `base`, atomically."""
+    """Train pi_S and the big run (pi_B its snapshot, the verifier PRM its end) and write the three models
+    (tokenizer, weights, build.json, COMPLETE) to `base`, atomically."""
     import torch
     from transformers import Qwen2ForCausalLM
 
