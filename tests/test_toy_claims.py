@@ -23,8 +23,8 @@ GSI > RSD and GSI >= soft BoN pi_S + 10 have power 1.0 at 100 problems, the pi_B
 claims 1.0 at 20 (their runs at 40; the fallback-off run is exact, not statistical: it needs only steps under the
 threshold). Those powers were measured on the v3 build, whose PRM did not check; on the v4 build (a verifier PRM whose
 scores sit near 0 or 1) GSI's acceptance moves with its threshold only through the tilt's pi_B/pi_S term: 88.0% at
-0.3 against 86.1% at 0.9 on 40 problems (p = 0.054), so its two runs are back at 200; RSD's does not move at all
-(a strict xfail). DVTS > greedy pi_S (power 0.655 at 200) and the rising weighted vote (0.95 at 200) are weak effects:
+0.3 against 86.1% at 0.9 on 40 problems (p = 0.054), so its two runs are back at 200 (86.0% against 84.4%,
+p = 0.002); RSD's does not move at all (a strict xfail). DVTS > greedy pi_S (power 0.655 at 200) and the rising weighted vote (0.95 at 200) are weak effects:
 their runs (dvts, greedy_small, pool) stay at 200, as does beam (its strict xfail pairs with greedy_small). A claim
 between runs of different sizes is tested on the problems both ran (dataset.limit takes the first N, so that is the
 smaller run's). GSI_TOY_CLAIM_PROBLEMS=N runs everything at N instead. The toy models are built on first use
