@@ -28,7 +28,7 @@ p = 0.002); RSD's does not move at all (a strict xfail). DVTS > greedy pi_S (pow
 their runs (dvts, greedy_small, pool) stay at 200, as does beam (its strict xfail pairs with greedy_small). A claim
 between runs of different sizes is tested on the problems both ran (dataset.limit takes the first N, so that is the
 smaller run's). GSI_TOY_CLAIM_PROBLEMS=N runs everything at N instead. The toy models are built on first use
-(gsi/models/toy.py, then cached); the README's toy section lists what these tests printed at 200.
+(gsi/models/toy.py, then cached); the README's toy section lists what these tests printed (v4 build, default sizes).
 """
 
 from __future__ import annotations
