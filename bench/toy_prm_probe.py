@@ -6,11 +6,12 @@ copy whose every step is wrong with probability 1/2, so the step index carries n
 gsi.models.toy.evaluate measures it) and the AUC of the per-token labels on held-out twins.
 
     python bench/toy_prm_probe.py --steps 600 --lr 1e-3 --layers 3                  # from scratch
-    python bench/toy_prm_probe.py --init v3 --layers 5 --prev-head 40 --window 8 --labels local --lr 3e-3
+    python bench/toy_prm_probe.py --init final --layers 5 --prev-head 40 --window 8 --labels local --lr 3e-3
 
 Recipes (the README's toy section has what each gave):
-- --init scratch | v3: random weights, or the v3 build's PRM backbone (its embeddings and 3 layers, the big run's
-  final weights, an LM at ~98% greedy) under --layers - 3 new layers, frozen for --freeze-steps steps;
+- --init scratch | final: random weights, or the big run's final weights (the build's reward model, the verifier
+  LM at ~98% greedy: its embeddings and 3 layers; the v3 build's PRM backbone) under --layers - 3 new layers,
+  frozen for --freeze-steps steps;
 - --labels prefix | local: per-token labels "the step so far is a prefix of the correct step" (the v3 build's), or
   "this token is what correct arithmetic on the written prefix gives" (local to one token: the LM's next-token
   check), beside the checker's verdict at each step's delimiter (where the token_classification adapter reads);
@@ -20,7 +21,8 @@ Recipes (the README's toy section has what each gave):
 - --window K: layer 4's attention starts on the last K positions (a step's tokens, read from its delimiter);
 - --numbers: a toy tokenizer with one token per number (47, not 4 7) instead of the toy models' digits.
 
-The tokenizer is the v3 build's (`python -m gsi.models.toy` builds it); one torch thread, fixed seeds.
+The tokenizer is the toy build's (`python -m gsi.models.toy` builds it); one torch thread, fixed seeds. The
+trained PRM was dropped from the build for a verifier LM (gsi.engines.verifier): this probe keeps the record of why.
 """
 
 from __future__ import annotations
@@ -39,11 +41,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gsi.data import arith  # noqa: E402
-from gsi.models.tiny import cache_root  # noqa: E402
 from gsi.models.toy_eval import auc  # noqa: E402
-from gsi.models.toy_recipe import Encoder, step_labels  # noqa: E402
-
-V3 = "toy-v3"
+from gsi.models.toy_recipe import Encoder, step_labels, toy_dir  # noqa: E402
 
 
 class NumberEncoder:
@@ -137,7 +136,7 @@ def positional_head(att, heads: int, head_dim: int, scores, theta_base: float = 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--init", choices=("scratch", "v3"), default="scratch")
+    ap.add_argument("--init", choices=("scratch", "final"), default="scratch")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--heads", type=int, default=2)
@@ -159,7 +158,7 @@ def main() -> None:
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForTokenClassification
 
     torch.set_num_threads(1)
-    tok = AutoTokenizer.from_pretrained(cache_root() / V3 / "small")
+    tok = AutoTokenizer.from_pretrained(toy_dir() / "small")
     if a.numbers:
         enc = NumberEncoder()
         encode, vocab = enc.encode, len(enc.VOCAB)
@@ -191,10 +190,10 @@ def main() -> None:
                       num_labels=1)
     model = Qwen2ForTokenClassification(cfg)
     backbone = []
-    if a.init == "v3":
+    if a.init == "final":
         from safetensors.torch import load_file
 
-        state = {k[len("model."):]: v for k, v in load_file(cache_root() / V3 / "reward" / "model.safetensors").items()
+        state = {k[len("model."):]: v for k, v in load_file(toy_dir() / "reward" / "model.safetensors").items()
                  if k.startswith("model.") and k != "model.norm.weight"}
         state = {k: v for k, v in state.items() if not k.startswith("layers.") or int(k.split(".")[1]) < 3}
         model.model.load_state_dict(state, strict=False)

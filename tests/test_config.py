@@ -151,3 +151,17 @@ def test_cli_prints_composed_config():
     cfg = OmegaConf.create(proc.stdout)
     assert cfg.method.name == "gsi" and cfg.dataset.name == "olympiad"
     assert cfg.dataset.hub_path == "Hothan/OlympiadBench"
+
+
+def test_reward_adapter_names_the_verifier_and_refuses_a_typo():
+    """model.reward.adapter accepts every adapter gsi.engines.rewards defines, lm_verifier (model=toy's) among them,
+    and refuses any other naming the key (before any model is loaded)."""
+    from gsi.config.schema import compose_config
+    from gsi.config.validate import problems
+
+    assert compose_config("model=toy").model.reward.adapter == "lm_verifier"
+    assert not [p for p in problems(compose_config("model=toy")) if "adapter" in p]
+    assert not [p for p in problems(compose_config("model=tiny", "model.reward.adapter=lm_verifier"))
+                if "adapter" in p]
+    bad = [p for p in problems(compose_config("model=toy", "model.reward.adapter=lm_verifyer")) if "adapter" in p]
+    assert len(bad) == 1 and "model.reward.adapter='lm_verifyer'" in bad[0] and "lm_verifier" in bad[0]

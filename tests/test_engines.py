@@ -22,6 +22,7 @@ from gsi.engines.registry import build_engines
 from gsi.engines.resolve import ConfigError, looks_local
 from gsi.engines.rewards import (
     QWEN_MATH_SYSTEM_PROMPT,
+    LMVerifierAdapter,
     QwenPRMAdapter,
     SkyworkPRMAdapter,
     TokenClassificationAdapter,
@@ -172,6 +173,28 @@ def test_placement_engine_arguments(make_cfg, monkeypatch):
     assert placement.start_parallel(plan, list(specs.values())) == (not placement.cpu_inprocess())
 
 
+@pytest.mark.toy
+def test_a_verifier_reward_is_a_generator_engine(make_cfg):
+    """model=toy's PRM is a causal LM (lm_verifier): its engine, in process or served, is a generate runner with
+    the temperature extension (set to T = 1 by gsi.cluster.serve), chunked prefill off on the CPU, no pooler.
+    Builds the toy models on first use."""
+    pytest.importorskip("vllm", reason="vLLM is not importable")
+    from gsi.cluster.serve import server_command
+    from gsi.engines.specs import engine_specs
+
+    cfg = make_cfg("model=toy", "hardware=cpu")
+    plan = validate(cfg)
+    assert plan.adapter == "lm_verifier"
+    (spec,) = engine_specs(cfg, plan, roles=("reward",))
+    assert "runner" not in spec.kwargs and "pooler_config" not in spec.kwargs
+    assert spec.kwargs["worker_extension_cls"] == "gsi.engines.worker.TemperatureExtension"
+    assert spec.kwargs["enable_chunked_prefill"] is False
+    cmd, _ = server_command(cfg, "reward", "127.0.0.1", 8003)
+    assert "--runner" not in cmd and cmd[cmd.index("--worker-extension-cls") + 1].endswith("TemperatureExtension")
+    with pytest.raises(ConfigError, match=r"model\.reward\.adapter='token_classification'"):
+        validate(_edit(cfg, **{"model.reward.adapter": "token_classification"}), check_devices=False)
+
+
 def test_hub_ids_and_paths():
     assert not looks_local("Qwen/Qwen2.5-Math-7B-Instruct")
     assert looks_local("/abs/model") and looks_local("./rel") and looks_local("~/m") and looks_local("a/b/c")
@@ -282,7 +305,8 @@ def test_skywork_input_matches_prepare_input(tiny_tokenizer):
     assert adapter.score_rows([[0.0], [math.log(4.0)]]) == pytest.approx(0.8)
 
 
-@pytest.mark.parametrize("adapter_cls", [TokenClassificationAdapter, SkyworkPRMAdapter, QwenPRMAdapter])
+@pytest.mark.parametrize("adapter_cls", [TokenClassificationAdapter, SkyworkPRMAdapter, QwenPRMAdapter,
+                                         LMVerifierAdapter])
 def test_prm_inputs_are_stable_prefixes(adapter_cls, tiny_tokenizer, qwen_like_tokenizer):
     tok = qwen_like_tokenizer if adapter_cls is QwenPRMAdapter else tiny_tokenizer
     adapter = adapter_cls(tok, delimiter=DELIM, system_prompt="Be brief.")
@@ -311,6 +335,78 @@ def test_token_classification_layout(tiny_tokenizer):
     assert adapter.score_rows([[1.0, 1.0 + math.log(3.0)]]) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="non-empty step"):
         adapter.build(RewardRequest("Q?", ["\n\n"]))
+
+
+def test_lm_verifier_layout_and_read_out(tiny_tokenizer):
+    """A causal-LM verifier reads the generators' layout (token_classification's) and scores the last step by its
+    least likely own token: the delimiter after the step is forced but not read."""
+    adapter = LMVerifierAdapter(tiny_tokenizer, delimiter=DELIM, system_prompt="Sys.")
+    req = RewardRequest("Q?", ["One.\n\n", "Two."])
+    x = adapter.build(req)
+    assert x.token_ids == TokenClassificationAdapter(tiny_tokenizer, delimiter=DELIM, system_prompt="Sys.").build(
+        req).token_ids
+    start = adapter.scored_start(x)
+    assert start == x.step_ends[0] + 1
+    assert tiny_tokenizer.decode(x.token_ids[start:]) == "Two." + DELIM
+    assert adapter.scored_start(adapter.build(RewardRequest("Q?", ["One."]))) == x.prompt_len
+    sep = len(adapter.separator_ids())
+    own = [math.log(0.9), math.log(0.3), math.log(0.8)]
+    assert adapter.score_rows(own + [math.log(1e-6)] * sep) == pytest.approx(0.3)  # the delimiter is not read
+    with pytest.raises(ValueError, match="own tokens"):
+        adapter.score_rows([0.0] * sep)
+    # a causal LM can only be a verifier: auto picks it, an explicit adapter is checked against config.json
+    assert resolve_adapter_name("auto", ["Qwen2ForCausalLM"]) == "lm_verifier"
+    assert resolve_adapter_name("lm_verifier", ["GPTNeoXForCausalLM"]) == "lm_verifier"
+    with pytest.raises(ValueError, match="model.reward.adapter='lm_verifier'"):
+        resolve_adapter_name("lm_verifier", ["Qwen2ForTokenClassification"])
+
+
+def test_verifier_reward_is_the_least_likely_token_of_the_last_step(tiny_tokenizer):
+    """gsi.engines.verifier over a fake teacher-forcing transport whose log-prob of token t is known: one request
+    per reward, context = prompt and earlier steps, continuation = the last step and its delimiter; the reward is
+    exp(min over the step's own tokens); empty requests cost no call; the tokens sent are the reward role's stats."""
+    from gsi.engines.frontend import EMPTY_STEP_REWARD, StepGenerator, TeacherForced
+    from gsi.engines.verifier import VerifierRewardModel
+
+    def logp(t: int) -> float:
+        return -0.01 * (t % 97)
+
+    class Fake(StepGenerator):
+        temperature = 1.0
+        max_model_len = 4096
+
+        def __init__(self):
+            super().__init__("reward", tiny_tokenizer, delimiter=DELIM, eos_token_ids=[tiny_tokenizer.eos_token_id])
+            self.sent = []
+
+        def _sample(self, samples, *, greedy):
+            raise AssertionError("a verifier never samples")
+
+        def _teacher_force(self, prompts, *, use_cache):
+            self.sent += [list(p) for p in prompts]
+            return [TeacherForced(0, lambda pos, p=p: logp(p[pos])) for p in prompts]
+
+        def _failure(self, message):
+            return RuntimeError(message)
+
+    adapter = LMVerifierAdapter(tiny_tokenizer, delimiter=DELIM, system_prompt="")
+    fake = Fake()
+    model = VerifierRewardModel(fake, adapter)
+    reqs = [RewardRequest("Q?", ["One two.\n\n", "Three four five."]), RewardRequest("Q?", ["\n\n"]),
+            RewardRequest("Q?", ["Six."])]
+    got = model.reward(reqs)
+    want = []
+    for r in (reqs[0], reqs[2]):
+        x = adapter.build(r)
+        step = x.token_ids[adapter.scored_start(x): len(x.token_ids) - len(adapter.separator_ids())]
+        want.append(math.exp(min(logp(t) for t in step)))
+    assert got == pytest.approx([want[0], EMPTY_STEP_REWARD, want[1]]) and len(set(want)) == 2
+    assert fake.sent == [adapter.build(reqs[0]).token_ids, adapter.build(reqs[2]).token_ids]
+    assert model.stats.prompt_tokens == sum(map(len, fake.sent)) == sum(
+        model.input_length(r.problem, r.steps) for r in (reqs[0], reqs[2]))
+    with pytest.raises(ValueError, match="T=1.0"):
+        fake.temperature = 0.7
+        VerifierRewardModel(fake, adapter)
 
 
 # ---------------------------------------------------------------------------------------------------------------

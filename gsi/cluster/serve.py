@@ -13,7 +13,8 @@ engine_specs), plus what a remote role needs (gsi/engines/remote.py):
   SamplingParams (seeds, `prompt_logprobs`, `skip_reading_prefix_cache=False`).
 - `--enable-prompt-tokens-details`: each answer reports its prefix-cache hits (cached_tokens).
 - `--generation-config vllm`, prefix caching, on the CPU no chunked prefill (seeded requests, vllm-facts §4),
-  the PRM's runner and pooler (`--runner pooling --pooler-config ...`).
+  the PRM's runner and pooler (`--runner pooling --pooler-config ...`); a verifier PRM (`lm_verifier`) is served
+  like a generator, at T = 1 (gsi.engines.verifier).
 It prints `GSI_<ROLE>_URL=<url>` once the server answers (and writes it to `url_file`, for SLURM jobs that wait for
 it), then serves until stopped (SIGINT/SIGTERM stop the server too). The `vllm` console script fails on the CPU
 build; the server runs as `python -m vllm.entrypoints.openai.api_server`.
@@ -34,6 +35,7 @@ from gsi.config.schema import compose_config
 from gsi.engines.plan import validate
 from gsi.engines.rewards import ADAPTERS
 from gsi.engines.specs import engine_specs
+from gsi.engines.verifier import VERIFIER_TEMPERATURE
 
 ROOT = Path(__file__).resolve().parents[2]
 OWN_KEYS = ("role", "port", "host", "url_file")
@@ -74,7 +76,7 @@ def server_command(cfg, role: str, host: str, port: int) -> tuple[list[str], dic
     pooler = kw.pop("pooler_config", None)
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model, "--host", host,
            "--port", str(port), "--enable-scale-out", "--enable-prompt-tokens-details"]
-    if role != "reward":
+    if role != "reward" or ADAPTERS[plan.adapter].runner == "generate":
         kw["worker_extension_cls"] = "gsi.engines.worker.TemperatureExtension"
     for key, value in kw.items():
         if isinstance(value, bool):
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         wait_until_up(proc, local_url)
         if role != "reward":
             set_temperature(local_url, float(cfg.generation.temperature))
+        elif ADAPTERS[validate(cfg, check_devices=False).adapter].runner == "generate":
+            set_temperature(local_url, VERIFIER_TEMPERATURE)  # a verifier PRM reads its own distribution
         print(f"GSI_{role.upper()}_URL={url}", flush=True)
         if own.get("url_file"):
             path = Path(own["url_file"])

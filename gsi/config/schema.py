@@ -98,7 +98,8 @@ class RoleModelConfig:
 @dataclass
 class RewardModelConfig(RoleModelConfig):
     # Which PRM adapter turns (problem, steps) into a score: auto (from the architecture), qwen_prm,
-    # token_classification, skywork_prm, ...
+    # token_classification, skywork_prm, lm_verifier (a causal LM teacher-forcing the step; gsi.engines.rewards
+    # names them all, gsi.config.validate refuses any other)
     adapter: str = "auto"
     # The system prompt the PRM was trained with (None: the adapter's default).
     system_prompt: Optional[str] = None

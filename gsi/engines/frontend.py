@@ -9,7 +9,8 @@
 - `score`: teacher forcing, the prompt log-probs of context + continuation. The prefix cache is read when allowed,
   but vLLM leaves the cached positions' prompt log-probs uninitialised (vllm-facts §3): only positions after the
   cached ones are read, and a request with `cached >= len(context)`, or whose entries are not finite log-probs of
-  the expected tokens, is resent without the prefix cache.
+  the expected tokens, is resent without the prefix cache. `token_logprobs` gives the same terms token by token
+  (a verifier PRM reads their minimum: gsi.engines.verifier).
 - `reward`: the adapter (gsi.engines.rewards) builds the PRM's input and reads its rows; a request with no
   non-empty step gets EMPTY_STEP_REWARD without a model call; a score outside [0, 1] is an error.
 
@@ -176,9 +177,15 @@ class StepGenerator(Generator):
 
     # -- teacher forcing -----------------------------------------------------------------------------------------
     def score(self, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]) -> list[float]:
+        return [float(sum(lps)) for lps in self.token_logprobs(contexts, continuations)]
+
+    def token_logprobs(self, contexts: Sequence[Sequence[int]],
+                       continuations: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Teacher forcing, token by token: log pi(t | context, earlier tokens) for each continuation token (the
+        terms of `score`; a verifier PRM reads their minimum, gsi.engines.verifier)."""
         if len(contexts) != len(continuations):
             raise ValueError(f"{self.role}.score: {len(contexts)} contexts but {len(continuations)} continuations")
-        results: list[float | None] = [None] * len(contexts)
+        results: list[list[float] | None] = [None] * len(contexts)
         todo = []
         for k, (ctx, cont) in enumerate(zip(contexts, continuations)):
             ctx = [int(t) for t in ctx]
@@ -186,14 +193,14 @@ class StepGenerator(Generator):
             if not ctx:
                 raise ValueError(f"{self.role}.score: request {k} has an empty context")
             if not cont:
-                results[k] = 0.0
+                results[k] = []
                 continue
             if len(ctx) + len(cont) > self.max_model_len:
                 raise ValueError(f"{self.role}.score: request {k} has {len(ctx) + len(cont)} tokens, more than "
                                  f"max_model_len {self.max_model_len}")
             todo.append((k, ctx, cont))
         if not todo:
-            return [float(r) for r in results]
+            return results
         with self._lock, self.stats.timed(len(todo)):
             failed = self._score_pass(todo, results, use_cache=self._reads_prefix_cache())
             if failed:
@@ -202,7 +209,7 @@ class StepGenerator(Generator):
                 if still:
                     raise self._failure(f"returned no valid prompt log-probs for {len(still)} requests even without "
                                         "the prefix cache")
-        return [float(r) for r in results]
+        return results
 
     def _score_pass(self, todo, results, *, use_cache: bool):
         outputs = self._teacher_force([ctx + cont for _, ctx, cont in todo], use_cache=use_cache)
@@ -219,17 +226,17 @@ class StepGenerator(Generator):
                 failed.append(item)
                 continue
             prompt = ctx + cont
-            total = 0.0
+            lps = []
             for pos in range(len(ctx), len(prompt)):
                 lp = out.logprob_at(pos)
                 if lp is None or lp != lp or lp > 1e-4:  # a garbage entry: wrong id, NaN, or a positive "log-prob"
-                    total = None
+                    lps = None
                     break
-                total += lp
-            if total is None:
+                lps.append(float(lp))
+            if lps is None:
                 failed.append(item)
                 continue
-            results[k] = total
+            results[k] = lps
         return failed
 
 

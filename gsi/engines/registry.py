@@ -8,7 +8,8 @@ This is where the parts meet: the checks (gsi.engines.plan: `validate` fails fas
 engine starts, with a `ConfigError` naming every offending key; gsi.engines.resolve: hub models that cannot load),
 the placement (gsi.engines.placement), the engines' arguments and start (gsi.engines.specs, gsi.engines.launch),
 and for each role its transport: in process (gsi.engines.vllm) or a vLLM server (gsi.engines.remote,
-`hardware.remote`), both under the same front end (gsi.engines.frontend).
+`hardware.remote`), both under the same front end (gsi.engines.frontend); a verifier PRM (`lm_verifier`) is a
+generator engine under gsi.engines.verifier.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from gsi.engines.placement import (cpu_inprocess, prepare_process_env, remote_ro
 from gsi.engines.plan import model_params, validate
 from gsi.engines.remote import RemoteGenerator, RemoteRewardModel
 from gsi.engines.resolve import check_hub_models, eos_ids
-from gsi.engines.rewards import make_adapter
+from gsi.engines.rewards import ADAPTERS, make_adapter
 from gsi.engines.specs import engine_specs, needs_custom_models
+from gsi.engines.verifier import VERIFIER_TEMPERATURE, VerifierRewardModel
 from gsi.engines.vllm import VLLMGenerator, VLLMRewardModel
 from gsi.engines.worker import register_custom_models
 
@@ -80,11 +82,22 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
                 eos_token_ids=eos, prefix_caching=caching, lock=lock)
         reward_cfg = _get(model, "reward")
         system_prompt = _get(reward_cfg, "system_prompt")
-        if system_prompt is None and plan.adapter == "token_classification":
+        if system_prompt is None and ADAPTERS[plan.adapter].reads_generator_prompt:
             # a generic PRM reads the same rendered context as the generators (methods.md, "Problem prompt x")
             system_prompt = full_system_prompt(_get(model, "system_prompt"), _get(_get(cfg, "dataset"), "instruction"))
         adapter = make_adapter(plan.adapter, tokenizers["reward"], delimiter=delimiter, system_prompt=system_prompt)
-        if "reward" in remote:
+        if adapter.runner == "generate":
+            # a verifier LM: the reward role teacher-forces steps on a generator engine (gsi.engines.verifier)
+            eos = eos_ids(plan.models["reward"], tokenizers["reward"])
+            if "reward" in remote:
+                forcer = RemoteGenerator("reward", remote["reward"], tokenizers["reward"],
+                                         temperature=VERIFIER_TEMPERATURE, delimiter=delimiter, eos_token_ids=eos,
+                                         prefix_caching=caching)
+            else:
+                forcer = VLLMGenerator("reward", llms["reward"], tokenizers["reward"], temperature=VERIFIER_TEMPERATURE,
+                                       delimiter=delimiter, eos_token_ids=eos, prefix_caching=caching, lock=lock)
+            reward = VerifierRewardModel(forcer, adapter)
+        elif "reward" in remote:
             reward = RemoteRewardModel(remote["reward"], adapter)
         else:
             reward = VLLMRewardModel(llms["reward"], adapter, prefix_caching=caching, lock=lock)
@@ -97,7 +110,8 @@ def build_engines(cfg, *, parallel: bool | None = None, timings: dict | None = N
     log.info("engines up in %.1fs (%s): %s", t2 - t1, "parallel" if parallel else "serial",
              {r: round(s, 1) for r, s in seconds.items()})
     order = [llms[r] for r in ROLES if r in llms]
-    clients = [e.close for e in (generators["small"], generators["big"], reward) if hasattr(e, "client")]
+    clients = [e.close for e in (generators["small"], generators["big"], getattr(reward, "forcer", reward))
+               if hasattr(e, "client")]
     engines = Engines(small=generators["small"], big=generators["big"], reward=reward, tokenizer=shared,
                       closers=[lambda: shutdown_llms(order), *clients], params=params,
                       shared_devices=shared_devices(hw), device_calls=int(_get(hw, "device_calls", 1)))

@@ -23,6 +23,11 @@ Adapters, chosen by `model.reward.adapter` (`auto`: from config.json's `architec
   logits)[1] at the last tag. The card's trailing `<|im_end|>\\n` is left out: it comes after the last tag and
   cannot change any tag's score (causal model), so the input ends with the last tag, and the engine uses ALL
   pooling (last row = last tag) instead of vLLM's default STEP pooling, for which vLLM turns prefix caching off.
+- `lm_verifier`: a causal LM (`*ForCausalLM`) as a verifier, e.g. the toy world's PRM (the big run's final
+  weights, gsi/models/toy_train.py). Input as `token_classification`'s; served by vLLM's generate runner and
+  teacher-forced (`prompt_logprobs`, the prefix cache as the generators' `score`: gsi.engines.verifier). Score:
+  exp(lowest log-prob of the last step's own tokens), i.e. the probability of the first token the verifier would
+  not have written; the delimiter after the step is sent but not read.
 - `skywork_prm`: Skywork/Skywork-o1-Open-PRM-Qwen-2.5-{1.5B,7B} (`Qwen2ForPrmModel`: a Qwen2 backbone with a
   scalar value head, as the RSD code serves it). Input as Skywork's `prepare_input`: BOS + problem + "\\n", then
   each step's own tokens followed by the step-token id (the last id of the delimiter's encoding). Score:
@@ -86,6 +91,12 @@ class PRMAdapter(ABC):
     uses_prefix_cache: bool = True
     # PoolerConfig overrides for the engine (vllm.LLM(pooler_config=...)), or None for the model's default.
     vllm_pooler_config: dict | None = None
+    # vLLM runner of the reward engine: "pooling" (a scoring head), or "generate" (a verifier LM, teacher-forced
+    # by gsi.engines.verifier).
+    runner: str = "pooling"
+    # Whether the PRM reads the generators' rendered context (their system prompt; methods.md, "Problem prompt x")
+    # when model.reward.system_prompt is unset: a generic PRM trained on that layout, not a published one.
+    reads_generator_prompt: bool = False
 
     def __init__(self, tokenizer, *, delimiter: str = "\n\n", system_prompt: str | None = None,
                  max_model_len: int | None = None):
@@ -199,6 +210,7 @@ class TokenClassificationAdapter(PRMAdapter):
     name = "token_classification"
     architectures = ("Qwen2ForTokenClassification", "LlamaForTokenClassification", "MistralForTokenClassification",
                      "Qwen3ForTokenClassification")
+    reads_generator_prompt = True
 
     def separator_ids(self) -> list[int]:
         return self.encode_text(self.delimiter)
@@ -270,8 +282,36 @@ class SkyworkPRMAdapter(PRMAdapter):
         return _sigmoid(float(row[0]))
 
 
+class LMVerifierAdapter(PRMAdapter):
+    """A causal LM as a verifier (the toy world's PRM): the generators' layout, each step followed by the
+    delimiter's tokens, teacher-forced (gsi.engines.verifier). A step's reward is the lowest probability the LM
+    gives any of the step's own tokens: it flags the first token the verifier would not have written. The
+    delimiter after the step is forced (so the next step's request extends this one in the prefix cache) but not
+    read: after the last step the LM expects EOS, not a delimiter, and that says nothing about the step."""
+
+    name = "lm_verifier"
+    architectures = ("Qwen2ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen3ForCausalLM")
+    runner = "generate"
+    reads_generator_prompt = True
+
+    def separator_ids(self) -> list[int]:
+        return self.encode_text(self.delimiter)
+
+    def scored_start(self, x: PRMInput) -> int:
+        """Where the last step's ids begin in x.token_ids: the teacher-forced continuation is x.token_ids[start:]."""
+        return x.step_ends[-2] + 1 if len(x.step_ends) > 1 else x.prompt_len
+
+    def score_rows(self, rows) -> float:
+        """rows: the log-probs of the last step's ids and its separator's, in order (the continuation's)."""
+        vals = [float(v) for v in rows]
+        own = vals[: len(vals) - len(self.separator_ids())]
+        if not own:
+            raise ValueError(f"lm_verifier: no log-prob for the step's own tokens (got {len(vals)} values)")
+        return math.exp(min(own))
+
+
 ADAPTERS: dict[str, type[PRMAdapter]] = {
-    cls.name: cls for cls in (TokenClassificationAdapter, QwenPRMAdapter, SkyworkPRMAdapter)
+    cls.name: cls for cls in (TokenClassificationAdapter, QwenPRMAdapter, SkyworkPRMAdapter, LMVerifierAdapter)
 }
 
 
@@ -288,10 +328,13 @@ def adapter_for_architectures(architectures: Sequence[str]) -> str | None:
         for name, cls in ADAPTERS.items():
             if arch in cls.architectures:
                 return name
-    # A token-classification head on another backbone: the generic adapter reads it the same way.
+    # A token-classification head on another backbone: the generic adapter reads it the same way; a causal LM
+    # can only be a verifier.
     for arch in architectures:
         if arch.endswith("ForTokenClassification"):
             return TokenClassificationAdapter.name
+        if arch.endswith("ForCausalLM"):
+            return LMVerifierAdapter.name
     return None
 
 
@@ -317,8 +360,8 @@ def resolve_adapter_name(adapter: str, architectures: Sequence[str] | None) -> s
                              f"{ {n: list(c.architectures) for n, c in ADAPTERS.items()} }")
         return detected
     known = ADAPTERS[adapter].architectures
-    generic_ok = adapter == TokenClassificationAdapter.name and any(
-        a.endswith("ForTokenClassification") for a in architectures)
+    suffix = {TokenClassificationAdapter.name: "ForTokenClassification", LMVerifierAdapter.name: "ForCausalLM"}
+    generic_ok = adapter in suffix and any(a.endswith(suffix[adapter]) for a in architectures)
     if not generic_ok and not any(a in known for a in architectures):
         raise ValueError(f"model.reward.adapter={adapter!r} expects an architecture in {list(known)}, but the reward "
                          f"model's config.json says {list(architectures)}")

@@ -4,7 +4,8 @@ server's command line, so a server gets exactly what an in-process engine gets.
 
 - Generators carry the worker extension that puts the temperature inside the engine (gsi.engines.worker); the
   reward engine is a pooling runner with its adapter's pooler config, and the custom-models extension when its
-  architecture is one vLLM lacks (Skywork's PRM, gsi.engines.skywork).
+  architecture is one vLLM lacks (Skywork's PRM, gsi.engines.skywork); a verifier PRM (`lm_verifier`) is a
+  generator engine like the policies (gsi.engines.verifier).
 - `generation_config="vllm"`: no hidden sampling defaults from the model's generation_config.json.
 - On the CPU the generators run with chunked prefill off: a seeded request whose prefill is split across scheduler
   steps kills the engine (vllm-facts §4), so each prompt must fit `max_num_batched_tokens`.
@@ -77,7 +78,7 @@ def engine_specs(cfg, plan: Plan, roles=ROLES) -> list[EngineSpec]:
             kw["max_model_len"] = int(_get(mcfg, "max_model_len"))
         if _get(mcfg, "revision") and not rm.local:  # pins the hub download (weights and tokenizer)
             kw["revision"] = kw["tokenizer_revision"] = str(_get(mcfg, "revision"))
-        if role == "reward":
+        if role == "reward" and ADAPTERS[plan.adapter].runner == "pooling":
             kw["runner"] = "pooling"
             if needs_custom_models(plan):
                 kw["worker_extension_cls"] = CUSTOM_MODELS_EXTENSION
@@ -91,7 +92,7 @@ def engine_specs(cfg, plan: Plan, roles=ROLES) -> list[EngineSpec]:
         env: dict[str, str] = {}
         if placement == "cpu":
             kw["kv_cache_memory_bytes"] = int(float(_get(hw, "cpu_kvcache_gb", 1.0)) * (1 << 30))
-            if role != "reward":
+            if kw.get("runner") != "pooling":
                 kw["enable_chunked_prefill"] = False  # seeded requests must not have their prefill split
         else:
             kw["gpu_memory_utilization"] = frac[role]

@@ -1,6 +1,6 @@
 """The toy world's three trained models (`model=toy`): small Qwen2 models with real, separated skill on
 `dataset=arith` (gsi/data/arith.py, 2-6 operations), built in code from fixed seeds on first use and cached like the
-tiny models. Measured numbers: the README's toy section (`python -m gsi.models.toy --eval 200 --json`).
+tiny models; the PRM is a verifier LM (the big run's end, read by the `lm_verifier` adapter). Measured numbers: the README's toy section (`python -m gsi.models.toy --eval 200 --json`).
 
 The recipe (sizes, seeds, data layout, PRM labels): gsi/models/toy_recipe.py; training and the build:
 gsi/models/toy_train.py; measurements: gsi/models/toy_eval.py. Built once into GSI_CACHE_DIR/toy-<TOY_VERSION>
@@ -36,7 +36,8 @@ def toy_paths(root: Path | None = None) -> dict[str, Path]:
 def evaluate(n: int = 200, seed: int = 0) -> dict:
     """The toy world's skill on n held-out problems of the default difficulty range (transformers, no engines).
 
-    greedy_small, greedy_big: greedy accuracy (and by number of operations); prm_auc_paired: the PRM's AUC on
+    greedy_small, greedy_big: greedy accuracy (and by number of operations); the PRM's scores are the verifier's
+    (gsi.models.toy_eval.prm_scores, what the engine's lm_verifier reward gives); prm_auc_paired: its AUC on
     held-out twins (each problem's correct solution and a corrupted one, the step that goes wrong against the
     correct step at the same index: the index carries nothing); prm_auc_samples: its AUC against the checker on
     pi_S's own sampled steps (T = 0.7), with the one-sided Mann-Whitney p that correct steps do not score higher;
@@ -44,7 +45,7 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
     samples (near 0 for a PRM that checks); build_s and fingerprint from the build.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(THREADS)
     paths = toy_paths()
@@ -53,7 +54,7 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
     problems = arith.generate(n, seed=seed, min_ops=MIN_OPS, max_ops=MAX_OPS, split="test")
     small = AutoModelForCausalLM.from_pretrained(paths["small"]).eval()
     big = AutoModelForCausalLM.from_pretrained(paths["big"]).eval()
-    prm = AutoModelForTokenClassification.from_pretrained(paths["reward"]).eval()
+    prm = AutoModelForCausalLM.from_pretrained(paths["reward"]).eval()  # the verifier (lm_verifier adapter)
     out = {"n": n}
     for role, model in (("small", small), ("big", big)):
         sols = sample(model, enc, [p.text for p in problems], greedy=True)

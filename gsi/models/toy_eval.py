@@ -1,5 +1,5 @@
-"""Measuring the toy models with transformers (no engines): sampled solutions, greedy accuracy, the PRM's step
-scores and their AUC against the checker. The build uses `sample` too (PRM_SAMPLES).
+"""Measuring the toy models with transformers (no engines): sampled solutions, greedy accuracy, the verifier PRM's
+step scores and their AUC against the checker.
 """
 
 from __future__ import annotations
@@ -41,12 +41,23 @@ def accuracy(model, enc: Encoder, problems: list[arith.ArithProblem]) -> float:
 
 
 def prm_scores(model, enc: Encoder, problem: str, steps: list[str]) -> list[float]:
+    """The verifier PRM's reward of every step (a causal LM, the `lm_verifier` adapter's read-out): what
+    gsi.engines.verifier computes with vLLM, one request per step, here in one transformers forward pass over the
+    whole solution (causal: step k's log-probs do not depend on the steps after it; tests/test_toy.py checks
+    that the two agree)."""
     import torch
 
     x = enc.prm(problem, steps)
+    ids = torch.tensor([x.token_ids])
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([x.token_ids])).logits[0, :, 0]
-    return torch.sigmoid(logits[x.step_ends]).tolist()
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+    # token_logp[pos] = log p(token at pos | tokens before it)
+    token_logp = [0.0] + logp.gather(1, ids[0, 1:, None])[:, 0].tolist()
+    scores, start = [], x.prompt_len
+    for end in x.step_ends:
+        scores.append(enc.adapter.score_rows(token_logp[start : end + 1]))
+        start = end + 1
+    return scores
 
 
 def auc(scores: list[float], labels: list[bool]) -> float:

@@ -1,18 +1,20 @@
 """What the toy world's models are (gsi.models.toy builds and measures them): sizes, seeds, training data
-and its layout, the PRM's labels. Changing anything here, or in gsi/models/toy_train.py, changes what is built:
-bump TOY_VERSION.
+and its layout (and the trained-PRM labels that bench/toy_prm_probe.py still probes). Changing anything here, or
+in gsi/models/toy_train.py, changes what is built: bump TOY_VERSION.
 
 - small (pi_S): 1 head, 2 layers, hidden 64 (205k parameters), trained 600 steps: it carries and borrows but
   slips often, and more often the longer the problem.
 - big (pi_B): 2 heads, 3 layers, hidden 128 (885k parameters): the snapshot after BIG_SNAPSHOT = 400 of a
   1,500-step run. The run's end is near-perfect (98% greedy on 2-6 operations at 1,000 steps); the snapshot has
   headroom (72% at 350 steps, 80% at 450, measured on 200 held-out problems), so the methods can beat it.
-- reward: a `Qwen2ForTokenClassification` PRM (one label, read by the `token_classification` adapter at each
-  step's delimiter): the big run's final embeddings and 3 layers, frozen, under 2 new layers and a head, trained
-  on twins (each training problem's correct solution and a copy whose every step is wrong with probability 1/2,
-  so the step index carries nothing) with the checker's verdict at each delimiter and, on every token before it,
-  whether the step so far is a prefix of the correct step. It does NOT yet check the arithmetic: measured on
-  held-out twins its AUC stays near 0.5 (see the README's toy section for the recipes tried and their figures).
+- reward: a verifier LM, the same 1,500-step run's final weights (885k parameters, ~98% greedy), read by the
+  `lm_verifier` adapter (gsi.engines.verifier): a step's reward is the lowest probability it gives any token of the
+  step, teacher-forced on the problem and the steps before it, i.e. the probability of the first token it would
+  not have written. As in the papers, the PRM comes from pi_B's family (Qwen2.5-Math-PRM-7B is fine-tuned from
+  Qwen2.5-Math-7B) and is stronger than pi_B; it is not pi_B's own log-prob (other weights, 72% -> 98%), so GSI's
+  tilt does not count pi_B twice. No PRM is trained: ten recipes for a trained token-classification PRM stayed at
+  AUC 0.49-0.63 on held-out twins (README, toy section; bench/toy_prm_probe.py reproduces them), while the final
+  LM's next-token prediction already holds the check.
 
 Every model is trained on exactly what it sees at inference: the chat-rendered problem (gsi.data.prompts.render_prompt
 with SYSTEM_PROMPT, the same string as conf/model/toy.yaml's system_prompt: empty, so no system turn) followed by
@@ -36,7 +38,6 @@ COMPLETE (and build.json, with the build time). Two builds on this machine give 
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 from gsi.data import arith
@@ -46,7 +47,7 @@ from gsi.engines.rewards import make_adapter
 from gsi.models.tiny import DELIMITER, cache_root
 from gsi.roles import ROLES  # noqa: F401 - the recipe names the roles it builds
 
-TOY_VERSION = "v3"  # bump when anything here or in toy_train.py changes what is built
+TOY_VERSION = "v4"  # bump when anything here or in toy_train.py changes what is built
 SEED = 4321
 SYSTEM_PROMPT = ""  # no system turn: a shorter context, so attention finds the digits sooner
 MIN_OPS, MAX_OPS = 2, 6  # the training problems' difficulty range (= conf/dataset/arith.yaml's defaults)
@@ -55,22 +56,21 @@ MIN_OPS, MAX_OPS = 2, 6  # the training problems' difficulty range (= conf/datas
 SHAPES = {
     "small": (64, 2, 1, 1, 256),
     "big": (128, 3, 2, 1, 512),
-    "reward": (128, 3 + 2, 2, 1, 512),  # the big run's 3 layers + 2 that compare and gather (see _train_reward)
+    "reward": (128, 3, 2, 1, 512),  # the big run's final weights (a verifier LM, see toy_train.build)
 }
 # Optimiser steps (batch BATCH), peak learning rate (cosine decay).
 TRAIN = {
     "small": (600, 3e-3),
     "big": (1500, 3e-3),
-    "reward": (300, 3e-3),
 }
-BIG_SNAPSHOT = 400  # pi_B is the big run's weights at this step; the PRM reads the same run's final weights
+BIG_SNAPSHOT = 400  # pi_B is the big run's weights at this step; the PRM is the same run's final weights
 # One thread: the same reduction order, so the same weights, on every run; and on a loaded machine two threads
 # spin-wait for each other (seen here at load 9-19: 2-5 s per training step with two threads, about 1 s with one).
 THREADS = 1
 BATCH = 32
 N_TRAIN = 2_400  # distinct training problems (of ~2,700 on the training side for 2..6 operations)
-PRM_PROBLEMS = 2_000  # training problems whose correct and corrupted solutions ("twins") teach the PRM
-PRM_SAMPLES = 0  # pi_S samples labelled by the checker for the PRM (0: twins alone)
+# The trained-PRM labels below (step_labels) are not part of the build any more: bench/toy_prm_probe.py
+# uses them to reproduce the failed recipes (README, toy section).
 TOKEN_LABEL_WEIGHT = 1.0  # weight of the per-token labels beside the one at each step's delimiter
 
 
@@ -83,7 +83,8 @@ class Encoder:
 
     def __init__(self, tok):
         self.tok = tok
-        self.adapter = make_adapter("token_classification", tok, delimiter=DELIMITER, system_prompt=SYSTEM_PROMPT)
+        # the PRM's layout is the generators' (the lm_verifier adapter, conf/model/toy.yaml)
+        self.adapter = make_adapter("lm_verifier", tok, delimiter=DELIMITER, system_prompt=SYSTEM_PROMPT)
         self.delim = tok.encode(DELIMITER, add_special_tokens=False)
 
     def prompt(self, problem: str) -> list[int]:
@@ -101,7 +102,8 @@ class Encoder:
 
 def step_labels(tok, problem: arith.ArithProblem, steps: list[str], x, *, encode=None,
                 token_weight: float = TOKEN_LABEL_WEIGHT) -> list[tuple[int, bool, float]]:
-    """The PRM's training labels for one solution laid out as `x` (Encoder.prm): (position, label, weight).
+    """A trained PRM's labels for one solution laid out as `x` (Encoder.prm): (position, label, weight); for
+    bench/toy_prm_probe.py.
 
     At each step's delimiter (where the token_classification adapter reads the score), the checker's verdict,
     weight 1. At every token of the step before it, whether the step written so far is a prefix of the correct
@@ -148,12 +150,3 @@ def tokenizer_docs() -> list[str]:
     for p in arith.generate(2_000, seed=SEED, min_ops=1, max_ops=6, split="train"):
         docs.append(f"system\nuser\n{p.text}\nassistant\n{p.solution}")
     return docs
-
-
-def twins(problems, rng: random.Random):
-    """Each problem's correct solution and a corrupted one whose every step is wrong with probability 1/2: at
-    every step index about as many steps are wrong as right, so the index says nothing about the label and only
-    checking the step tells them apart."""
-    for p in problems:
-        yield p, p.steps()
-        yield p, arith.corrupt_each(p, rng)[0]

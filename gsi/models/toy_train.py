@@ -17,10 +17,8 @@ from pathlib import Path
 
 from gsi.data import arith
 from gsi.models.tiny import build_tokenizer, fingerprint
-from gsi.models.toy_eval import sample
-from gsi.models.toy_recipe import (BATCH, BIG_SNAPSHOT, MAX_OPS, MIN_OPS, N_TRAIN, PRM_PROBLEMS, PRM_SAMPLES, SEED,
-                                   SHAPES, THREADS, TRAIN, Encoder, model_config, step_labels,
-                                   tokenizer_docs, twins)
+from gsi.models.toy_recipe import (BATCH, BIG_SNAPSHOT, MAX_OPS, MIN_OPS, N_TRAIN, SEED, THREADS, TRAIN, Encoder,
+                                   model_config, tokenizer_docs)
 
 
 def _batches(n_items: int, n_steps: int, batch: int, seed: int):
@@ -80,44 +78,9 @@ def train_lm(model, examples, steps: int, peak_lr: float, seed: int, desc: str, 
     return snapshot
 
 
-def train_prm(model, examples, steps: int, peak_lr: float, seed: int, trainable=lambda name: True):
-    """examples: (token ids, [(position, label, weight)]); weighted BCE on the one logit at those positions.
-    Only the parameters whose name `trainable` accepts are updated."""
-    import torch
-    from tqdm import tqdm
-
-    params = []
-    for name, p in model.named_parameters():
-        p.requires_grad_(bool(trainable(name)))
-        if p.requires_grad:
-            params.append(p)
-    opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.01, betas=(0.9, 0.98))
-    model.train()
-    bar = tqdm(_batches(len(examples), steps, BATCH, seed), total=steps, desc="reward", mininterval=2.0)
-    for k, idx in enumerate(bar):
-        ids = _pad([examples[i][0] for i in idx], 0)
-        mask = _pad([[1] * len(examples[i][0]) for i in idx], 0)
-        rows, cols, target, weight = [], [], [], []
-        for b, i in enumerate(idx):
-            for pos, lab, w in examples[i][1]:
-                rows.append(b), cols.append(pos), target.append(float(lab)), weight.append(w)
-        for g in opt.param_groups:
-            g["lr"] = _lr(k, steps, peak_lr)
-        logits = model(input_ids=ids, attention_mask=mask).logits[..., 0]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits[torch.tensor(rows), torch.tensor(cols)], torch.tensor(target), weight=torch.tensor(weight))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    model.eval()
-
-
 def build(base: Path) -> None:
-    """Train the three models and write them (tokenizer, weights, build.json, COMPLETE) to `base`, atomically."""
+    """Train pi_S and the big run (pi_B its snapshot, the verifier PRM its end) and write the three models
+    (tokenizer, weights, build.json, COMPLETE) to `base`, atomically."""
     import torch
     from transformers import Qwen2ForCausalLM
 
@@ -126,7 +89,7 @@ def build(base: Path) -> None:
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     tmp = Path(tempfile.mkdtemp(prefix=".toy-build-", dir=base.parent))
-    print(f"building the toy models into {base} (once; about 5 min on 2 idle cores)", flush=True)
+    print(f"building the toy models into {base} (once; 562 s measured on 2 cores shared at load 5-22)", flush=True)
     try:
         tok = build_tokenizer(tmp / "_tokenizer", extra_docs=tokenizer_docs())
         enc = Encoder(tok)
@@ -136,12 +99,14 @@ def build(base: Path) -> None:
         torch.manual_seed(SEED)
         models["small"] = Qwen2ForCausalLM(model_config("small", tok))
         train_lm(models["small"], examples, *TRAIN["small"], SEED + 10, desc="small")
-        # One big run: pi_B is its snapshot at BIG_SNAPSHOT steps (headroom for the methods), the PRM reads its
-        # final weights (it knows more arithmetic than pi_B, as the papers' PRMs are as large as pi_B or larger).
+        # One big run: pi_B is its snapshot at BIG_SNAPSHOT steps (headroom for the methods); the PRM is the run's
+        # final weights as they are, a verifier LM (the `lm_verifier` reward adapter: a step's reward is the lowest
+        # probability it gives any token of the step). As in the papers, the PRM comes from pi_B's family and
+        # knows more arithmetic than pi_B; no PRM training at all (the README's toy section says why).
         torch.manual_seed(SEED + 1)
         run = Qwen2ForCausalLM(model_config("big", tok))
         models["big"] = train_lm(run, examples, *TRAIN["big"], SEED + 10, desc="big", snapshot_at=BIG_SNAPSHOT)
-        models["reward"] = _train_reward(tok, enc, train, run, models["small"])
+        models["reward"] = run
         _save(tmp, tok, models, t0)
         if base.exists():
             shutil.rmtree(base)
@@ -152,40 +117,6 @@ def build(base: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _train_reward(tok, enc, train, backbone, small):
-    """The PRM: the big run's embeddings and 3 layers, frozen, under 2 new layers and a one-logit head.
-
-    Why 2 more layers (measured, see the README's toy section): to check a written digit the PRM must compare it
-    with the digit the arithmetic calls for, which the backbone works out only in its last layer at the token
-    before; a 3-layer PRM has no layer left to read that prediction at the next position and compare, and none
-    to gather a step's comparisons at its delimiter. Measured: this does not suffice within the build's budget
-    (the loss stays at the base rate; the README's toy section has the figures), so the PRM does not check yet.
-    """
-    import torch
-    from transformers import Qwen2ForTokenClassification
-
-    rng = random.Random(SEED + 20)
-    prm_examples = []
-    for p, steps in twins(train[:PRM_PROBLEMS], rng):
-        x = enc.prm(p.text, steps)
-        prm_examples.append((x.token_ids, step_labels(tok, p, steps, x)))
-    pool = train[:PRM_SAMPLES]
-    for p, steps in zip(pool, sample(small, enc, [q.text for q in pool], greedy=False, seed=SEED + 21)):
-        if steps:
-            x = enc.prm(p.text, steps)
-            prm_examples.append((x.token_ids, step_labels(tok, p, steps, x)))
-    torch.manual_seed(SEED + 2)
-    cfg = model_config("reward", tok)
-    cfg.num_labels = 1
-    prm = Qwen2ForTokenClassification(cfg)
-    missing, unexpected = prm.model.load_state_dict(backbone.model.state_dict(), strict=False)
-    n_old = SHAPES["big"][1]
-    assert not unexpected and all(k.startswith("layers.") and int(k.split(".")[1]) >= n_old for k in missing)
-    new = tuple(f"model.layers.{i}." for i in range(n_old, cfg.num_hidden_layers)) + ("model.norm.", "score.")
-    train_prm(prm, prm_examples, *TRAIN["reward"], SEED + 12, trainable=lambda name: name.startswith(new))
-    return prm
-
-
 def _save(tmp: Path, tok, models, t0: float) -> None:
     import torch
     from transformers import GenerationConfig
@@ -194,9 +125,8 @@ def _save(tmp: Path, tok, models, t0: float) -> None:
         out = tmp / role
         model.to(torch.float32).save_pretrained(out, safe_serialization=True)
         tok.save_pretrained(out)
-        if role != "reward":
-            GenerationConfig(eos_token_id=[tok.eos_token_id], pad_token_id=tok.pad_token_id,
-                             do_sample=True, temperature=0.7).save_pretrained(out)
+        GenerationConfig(eos_token_id=[tok.eos_token_id], pad_token_id=tok.pad_token_id,
+                         do_sample=True, temperature=0.7).save_pretrained(out)
     shutil.rmtree(tmp / "_tokenizer")
     info = {"fingerprint": fingerprint(tmp), "build_s": round(time.perf_counter() - t0, 1),
             "load_avg": os.getloadavg()[0], "params": {r: sum(p.numel() for p in m.parameters())
