@@ -19,6 +19,9 @@ Fixtures (all session-scoped; reuse them instead of starting engines or composin
   They are also the reference for runs in other processes (test_remote's servers, test_run's killed run.py): a
   run on them gives what a run on fresh engines of the same config gives. A test that starts engines or run.py
   processes of its own says so in its docstring.
+- `prm_standins` -> {"qwen_prm", "skywork_prm"}: tiny stand-ins of the PRM architectures with adapters of their own
+  and their started vLLM engines (tests/prm_standins.py), started ONCE per session (two engines, in parallel) for
+  test_engines and test_paper_settings, and closed after the last selected test that uses them (see RELEASED_EARLY).
 
 The tiny models are built on first use into $GSI_CACHE_DIR (default ~/.cache/gsi); export GSI_CACHE_DIR to share
 one build between checkouts.
@@ -72,3 +75,42 @@ def tiny_engines(tiny_cfg):
         yield engines
     finally:
         engines.close()
+
+
+# Session fixtures whose engines no later test needs: closed right after the last selected test that uses them
+# instead of at the session's end, so that the memory is free for the tests after them (test_remote's servers skip
+# below 8 GiB available, test_run's run.py processes start three engines each). Each fixture registers its closer
+# in _RELEASE while it is up.
+RELEASED_EARLY = ("prm_standins",)
+_LAST_USER: dict = {}
+_RELEASE: dict = {}
+
+
+def pytest_collection_finish(session):
+    for item in session.items:  # the selected tests, in the order they run
+        for name in RELEASED_EARLY:
+            if name in getattr(item, "fixturenames", ()):
+                _LAST_USER[name] = item
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    for name, last in _LAST_USER.items():
+        if item is last and name in _RELEASE:
+            _RELEASE.pop(name)()
+
+
+@pytest.fixture(scope="session")
+def prm_standins(tiny_cfg, tmp_path_factory):
+    if not vllm_available():
+        pytest.skip("vLLM is not importable in this environment (install the CPU build: scripts/setup.sh)")
+    from prm_standins import start_standins
+
+    standins, close = start_standins(tiny_cfg, tmp_path_factory.mktemp("prm_standins"))
+    _RELEASE["prm_standins"] = close
+    try:
+        yield standins
+    finally:
+        if _RELEASE.pop("prm_standins", None):
+            close()
+

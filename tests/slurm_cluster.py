@@ -181,19 +181,22 @@ PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         out = self.run("sinfo", "-h", "-N", "-n", self.node, "-o", "%T", check=False)
         return out.stdout.strip().rstrip("*~#$@+") if out.returncode == 0 else ""
 
-    def job_ids(self) -> list[str]:
-        out = self.run("squeue", "-h", "-o", "%i", check=False)
+    def job_ids(self, name: str | None = None) -> list[str]:
+        """The ids of the cluster's jobs (of those named `name`, when given)."""
+        out = self.run("squeue", "-h", "-o", "%i", *([f"--name={name}"] if name else []), check=False)
         return out.stdout.split() if out.returncode == 0 else []
 
-    def cancel_all(self, timeout: float = 60) -> None:
-        """Cancel every job of this cluster (it is ours alone) and wait until none is left running."""
-        ids = self.job_ids()
+    def cancel_all(self, timeout: float = 60, *, name: str | None = None) -> None:
+        """Cancel every job of this cluster (it is ours alone), or only those named `name` (jobs of other tests may
+        be running beside them), and wait until none of them is left running."""
+        ids = self.job_ids(name)
         if not ids:
             return
         self.run("scancel", *{i.split("_")[0] for i in ids}, check=False)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = self.run("squeue", "-h", "-t", "PD,R,CG,CF,S,RQ,RS,SO", "-o", "%i", check=False)
+            out = self.run("squeue", "-h", "-t", "PD,R,CG,CF,S,RQ,RS,SO", "-o", "%i",
+                           *([f"--name={name}"] if name else []), check=False)
             if out.returncode != 0 or not out.stdout.strip():
                 return
             time.sleep(1)

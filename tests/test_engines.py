@@ -31,6 +31,8 @@ from gsi.engines.rewards import (
 )
 from gsi.models.tiny import tiny_paths
 
+from prm_standins import fake_prm_reference
+
 ROOT = Path(__file__).resolve().parents[1]
 DELIM = "\n\n"
 
@@ -685,119 +687,45 @@ def test_stats_count_tokens(tiny_engines, contexts):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The other PRM adapters end to end on vLLM, with tiny stand-ins of their architectures (two more engine starts,
-# in parallel, with the tiny test engines' small KV cache)
+# The other PRM adapters end to end on vLLM, with tiny stand-ins of their architectures (tests/prm_standins.py)
 # ---------------------------------------------------------------------------------------------------------------
-def _fake_prm(out: Path, kind: str):
-    """A tiny checkpoint with Qwen2.5-Math-PRM's (`qwen_prm`) or Skywork-PRM's (`skywork_prm`) architecture and
-    head, on the tiny reward model's backbone; returns (weights, config) for a reference forward."""
-    import torch
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoTokenizer
-
-    shutil.copytree(tiny_paths()["reward"], out)
-    cfg = json.loads((out / "config.json").read_text())
-    w = load_file(out / "model.safetensors")
-    for k in ("score.weight", "score.bias"):
-        w.pop(k, None)
-    g = torch.Generator().manual_seed(7)
-    h = cfg["hidden_size"]
-    if kind == "qwen_prm":
-        tok = AutoTokenizer.from_pretrained(out)
-        tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<extra_0>"]})
-        tok.save_pretrained(out)
-        vocab = 576  # room for <extra_0>
-        emb = w["model.embed_tokens.weight"]
-        extra = torch.randn(vocab - emb.shape[0], h, generator=g)
-        extra[:, 0] = 4.0
-        w["model.embed_tokens.weight"] = torch.cat([emb, extra])
-        w["score.0.weight"] = torch.randn(h, h, generator=g) / h ** 0.5
-        w["score.0.bias"] = torch.randn(h, generator=g) * 0.1
-        w["score.2.weight"] = torch.randn(2, h, generator=g) * 2 / h ** 0.5
-        w["score.2.bias"] = torch.zeros(2)
-        cfg.update(architectures=["Qwen2ForProcessRewardModel"], num_labels=2, vocab_size=vocab,
-                   id2label={"0": "LABEL_0", "1": "LABEL_1"}, label2id={"LABEL_0": 0, "LABEL_1": 1})
-    else:
-        w["lm_head.weight"] = torch.randn(cfg["vocab_size"], h, generator=g)
-        w["v_head.summary.weight"] = torch.randn(1, h, generator=g) * 1.5 / h ** 0.5
-        w["v_head.summary.bias"] = torch.tensor([0.3])
-        cfg["architectures"] = ["Qwen2ForPrmModel"]
-        cfg.pop("id2label", None)
-        cfg.pop("label2id", None)
-    (out / "config.json").write_text(json.dumps(cfg))
-    save_file({k: v.contiguous() for k, v in w.items()}, out / "model.safetensors")
-    return w, cfg
-
-
-def _fake_prm_reference(w, cfg, kind: str, ids) -> float:
-    import torch
-    from transformers import Qwen2Config, Qwen2Model
-
-    backbone = Qwen2Model(Qwen2Config(**{k: v for k, v in cfg.items() if k != "architectures"})).eval()
-    backbone.load_state_dict({k[len("model."):]: v for k, v in w.items() if k.startswith("model.")})
-    with torch.no_grad():
-        hidden = backbone(torch.tensor([ids])).last_hidden_state[0, -1].double()
-        if kind == "qwen_prm":
-            x = torch.relu(hidden @ w["score.0.weight"].double().T + w["score.0.bias"].double())
-            logits = x @ w["score.2.weight"].double().T + w["score.2.bias"].double()
-            return float(torch.softmax(logits, -1)[1])
-        value = hidden @ w["v_head.summary.weight"].double()[0] + w["v_head.summary.bias"].double()[0]
-        return float(torch.sigmoid(value))
-
-
 @pytest.mark.vllm
-def test_qwen_and_skywork_prm_adapters_on_vllm(tiny_cfg, tmp_path):
-    """Starts two PRM engines of its own (Qwen- and Skywork-architecture fakes on the tiny reward backbone, in
-    parallel), closed at its end."""
+def test_qwen_and_skywork_prm_adapters_on_vllm(prm_standins):
+    """On the session's two PRM stand-in engines (conftest `prm_standins`: Qwen- and Skywork-architecture fakes on
+    the tiny reward backbone), against a transformers forward of the same weights."""
     from transformers import AutoTokenizer
 
-    from gsi.engines.launch import shutdown_llms, start_llms
-    from gsi.engines.specs import engine_specs, needs_custom_models
+    from gsi.engines.specs import needs_custom_models
     from gsi.engines.vllm import VLLMRewardModel
-    from gsi.engines.worker import register_custom_models
 
-    fakes, specs, plans = {}, [], {}
-    for kind in ("qwen_prm", "skywork_prm"):
-        folder = tmp_path / kind
-        fakes[kind] = _fake_prm(folder, kind)
-        cfg = _edit(tiny_cfg, **{"model.reward.path": str(folder), "model.reward.adapter": "auto"})
-        plan = validate(cfg, check_devices=False)
-        assert plan.adapter == kind  # auto-detected from config.json
-        plans[kind] = plan
-        (spec,) = engine_specs(cfg, plan, roles=("reward",))
-        spec.role = kind
-        specs.append(spec)
+    for kind, standin in prm_standins.items():
+        assert standin.plan.adapter == kind  # auto-detected from config.json
+    plans = {kind: standin.plan for kind, standin in prm_standins.items()}
     assert needs_custom_models(plans["skywork_prm"]) and not needs_custom_models(plans["qwen_prm"])
-    register_custom_models()
-    llms, _ = start_llms(specs)
-    try:
-        reqs = [RewardRequest(PROBLEMS[0], ["We add.\n\n", "So the sum is $5$.\n\n"]),
-                RewardRequest(PROBLEMS[0], ["We add."]),
-                RewardRequest(PROBLEMS[1], ["$x = 7$.", "\n\n", "Done.\n\n"])]
-        for kind in ("qwen_prm", "skywork_prm"):
-            folder = tmp_path / kind
-            adapter = (QwenPRMAdapter if kind == "qwen_prm" else SkyworkPRMAdapter)(
-                AutoTokenizer.from_pretrained(folder), delimiter=DELIM)
-            model = VLLMRewardModel(llms[kind], adapter)
-            got = model.reward(reqs)
-            w, cfg = fakes[kind]
-            want = [_fake_prm_reference(w, cfg, kind, adapter.build(r).token_ids) for r in reqs]
-            assert got == pytest.approx(want, abs=1e-5), kind
-            assert len(set(round(v, 5) for v in got)) == len(got)
-            # the next step's request re-reads its prefix from the cache (both adapters use ALL pooling)
-            long = ["We add the numbers one by one and " * 12 + "get five.\n\n"]
-            model.reward([RewardRequest(PROBLEMS[0], long)])
-            before = model.stats.cached_tokens
-            nxt = RewardRequest(PROBLEMS[0], long + ["So the sum is $5$."])
-            assert model.reward([nxt]) == pytest.approx(
-                [_fake_prm_reference(w, cfg, kind, adapter.build(nxt).token_ids)], abs=1e-5)
-            assert model.stats.cached_tokens - before >= 128, kind
-            # the prefix cache changes no reward (1e-4; token_classification: test_reward_reads_the_prefix_cache)
-            cached = model.reward(reqs + [nxt])
-            model.prefix_caching = False
-            try:
-                assert model.reward(reqs + [nxt]) == pytest.approx(cached, abs=1e-4), kind
-            finally:
-                model.prefix_caching = True
-    finally:
-        shutdown_llms(list(llms.values()))
+    reqs = [RewardRequest(PROBLEMS[0], ["We add.\n\n", "So the sum is $5$.\n\n"]),
+            RewardRequest(PROBLEMS[0], ["We add."]),
+            RewardRequest(PROBLEMS[1], ["$x = 7$.", "\n\n", "Done.\n\n"])]
+    for kind, standin in prm_standins.items():
+        adapter = (QwenPRMAdapter if kind == "qwen_prm" else SkyworkPRMAdapter)(
+            AutoTokenizer.from_pretrained(standin.folder), delimiter=DELIM)
+        model = VLLMRewardModel(standin.llm, adapter)
+        got = model.reward(reqs)
+        w, cfg = standin.weights, standin.config
+        want = [fake_prm_reference(w, cfg, kind, adapter.build(r).token_ids) for r in reqs]
+        assert got == pytest.approx(want, abs=1e-5), kind
+        assert len(set(round(v, 5) for v in got)) == len(got)
+        # the next step's request re-reads its prefix from the cache (both adapters use ALL pooling)
+        long = ["We add the numbers one by one and " * 12 + "get five.\n\n"]
+        model.reward([RewardRequest(PROBLEMS[0], long)])
+        before = model.stats.cached_tokens
+        nxt = RewardRequest(PROBLEMS[0], long + ["So the sum is $5$."])
+        assert model.reward([nxt]) == pytest.approx(
+            [fake_prm_reference(w, cfg, kind, adapter.build(nxt).token_ids)], abs=1e-5)
+        assert model.stats.cached_tokens - before >= 128, kind
+        # the prefix cache changes no reward (1e-4; token_classification: test_reward_reads_the_prefix_cache)
+        cached = model.reward(reqs + [nxt])
+        model.prefix_caching = False
+        try:
+            assert model.reward(reqs + [nxt]) == pytest.approx(cached, abs=1e-4), kind
+        finally:
+            model.prefix_caching = True

@@ -10,7 +10,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from omegaconf import OmegaConf
 
 import gsi.data as data
 
@@ -117,34 +116,22 @@ def test_gpu6_tp4_places_the_72b_target_on_four_gpus(make_cfg):
 # End to end on vLLM: paper_rsd_original with the tiny generators and a tiny Skywork-PRM stand-in
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def skywork_standin(tiny_engines, tiny_cfg, tmp_path_factory):
-    """tiny_engines' small and big models with a Skywork-architecture PRM (Qwen2ForPrmModel, value head) on the
-    tiny reward backbone (tests/test_engines.py `_fake_prm`), started as one more tiny engine."""
-    from test_engines import _fake_prm
+def skywork_standin(tiny_engines, prm_standins):
+    """tiny_engines' small and big models with the session's Skywork-architecture PRM stand-in (Qwen2ForPrmModel,
+    value head, on the tiny reward backbone: conftest `prm_standins`, tests/prm_standins.py) as the reward role."""
+    from transformers import AutoTokenizer
 
     from gsi.engines.base import Engines
-    from gsi.engines.launch import shutdown_llms, start_llms
-    from gsi.engines.plan import validate
     from gsi.engines.rewards import make_adapter
-    from gsi.engines.specs import engine_specs, needs_custom_models
+    from gsi.engines.specs import needs_custom_models
     from gsi.engines.vllm import VLLMRewardModel
-    from gsi.engines.worker import register_custom_models
 
-    folder = tmp_path_factory.mktemp("skywork") / "prm"
-    _fake_prm(folder, "skywork_prm")
-    cfg = OmegaConf.merge(tiny_cfg, {"model": {"reward": {"path": str(folder), "adapter": "skywork_prm"}}})
-    tokenizers: dict = {}
-    plan = validate(cfg, check_devices=False, tokenizers=tokenizers)
-    assert plan.adapter == "skywork_prm" and needs_custom_models(plan)
-    register_custom_models()
-    llms, _ = start_llms(engine_specs(cfg, plan, roles=("reward",)))
-    try:
-        adapter = make_adapter("skywork_prm", tokenizers["reward"], delimiter="\n\n")
-        reward = VLLMRewardModel(llms["reward"], adapter)
-        yield folder, Engines(small=tiny_engines.small, big=tiny_engines.big, reward=reward,
-                              tokenizer=tiny_engines.tokenizer, params=dict(tiny_engines.params))
-    finally:
-        shutdown_llms(list(llms.values()))
+    standin = prm_standins["skywork_prm"]
+    assert standin.plan.adapter == "skywork_prm" and needs_custom_models(standin.plan)
+    adapter = make_adapter("skywork_prm", AutoTokenizer.from_pretrained(standin.folder), delimiter="\n\n")
+    reward = VLLMRewardModel(standin.llm, adapter)
+    return standin.folder, Engines(small=tiny_engines.small, big=tiny_engines.big, reward=reward,
+                                   tokenizer=tiny_engines.tokenizer, params=dict(tiny_engines.params))
 
 
 def _preset_on_tiny(make_cfg, preset, folder, *extra):
@@ -155,7 +142,7 @@ def _preset_on_tiny(make_cfg, preset, folder, *extra):
 
 @pytest.mark.vllm
 def test_paper_rsd_original_runs_with_a_skywork_standin(skywork_standin, make_cfg, tmp_path):
-    """On the session's engines and the module's Skywork stand-in (one more engine, see skywork_standin)."""
+    """On the session's engines and its Skywork stand-in (see skywork_standin)."""
     from gsi.run import run
 
     folder, engines = skywork_standin

