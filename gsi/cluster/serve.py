@@ -63,20 +63,28 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def server_command(cfg, role: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The api_server command line and environment for `role` under `cfg`."""
+def served_temperature(cfg, role: str, plan) -> float | None:
+    """The temperature `role`'s server runs at (set inside the engine, gsi.engines.worker), or None for a PRM on
+    the pooling runner: the policies at generation.temperature, a verifier PRM at its own distribution."""
+    if role != "reward":
+        return float(cfg.generation.temperature)
+    return VERIFIER_TEMPERATURE if ADAPTERS[plan.adapter].runner == "generate" else None
+
+
+def server_command(cfg, role: str, host: str, port: int, plan=None) -> tuple[list[str], dict[str, str]]:
+    """The api_server command line and environment for `role` under `cfg` (`plan`: validate's, if already made)."""
     hw = cfg.hardware
     if str(getattr(hw.placement, "value", hw.placement)) == "remote":
         raise SystemExit("gsi.cluster.serve: hardware=remote describes clients; serve with the hardware the server runs on "
                          "(hardware=gpu1, cpu, ...)")
-    plan = validate(cfg, check_devices=False)
+    plan = plan or validate(cfg, check_devices=False)
     spec = engine_specs(cfg, plan, roles=[role])[0]
     kw = dict(spec.kwargs)
     kw.pop("device_ids", None)  # a server uses the GPUs its job sees (CUDA_VISIBLE_DEVICES)
     pooler = kw.pop("pooler_config", None)
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model, "--host", host,
            "--port", str(port), "--enable-scale-out", "--enable-prompt-tokens-details"]
-    if role != "reward" or ADAPTERS[plan.adapter].runner == "generate":
+    if served_temperature(cfg, role, plan) is not None:
         kw["worker_extension_cls"] = "gsi.engines.worker.TemperatureExtension"
     for key, value in kw.items():
         if isinstance(value, bool):
@@ -141,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     host = own.get("host", "127.0.0.1")
     port = int(own.get("port", DEFAULT_PORTS[role]))
     cfg = compose_config(*overrides)
-    cmd, env = server_command(cfg, role, host, port)
+    plan = validate(cfg, check_devices=False)
+    cmd, env = server_command(cfg, role, host, port, plan)
     if dry:
         print(" ".join(f"{k}={v}" for k, v in env.items()), " ".join(cmd))
         return 0
@@ -156,10 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         wait_until_up(proc, local_url)
-        if role != "reward":
-            set_temperature(local_url, float(cfg.generation.temperature))
-        elif ADAPTERS[validate(cfg, check_devices=False).adapter].runner == "generate":
-            set_temperature(local_url, VERIFIER_TEMPERATURE)  # a verifier PRM reads its own distribution
+        temperature = served_temperature(cfg, role, plan)
+        if temperature is not None:
+            set_temperature(local_url, temperature)
         print(f"GSI_{role.upper()}_URL={url}", flush=True)
         if own.get("url_file"):
             path = Path(own["url_file"])
