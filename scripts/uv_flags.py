@@ -20,35 +20,31 @@ FLAGS = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "fi
          "constraint": "--constraint"}
 
 
-def pip_config() -> list[tuple[str, str]]:
-    """(option, value) for every setting pip reads, in pip's order (files, then environment)."""
+# Where pip reads an option, strongest first: a PIP_* variable, the [install] section, the [global] section (each
+# section already merged over pip's config files by pip). `pip config list` prints them sorted, not in this order.
+PRECEDENCE = (":env:", "install", "global")
+
+
+def pip_config() -> dict[str, str]:
+    """option -> the value pip install uses, for every option set in pip's files or environment."""
     out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
-    settings = []
+    found: dict[tuple[str, str], str] = {}
     for line in out.splitlines():
         key, sep, value = line.partition("=")
-        if sep:
-            settings.append((key.rsplit(".", 1)[-1], ast.literal_eval(value)))
-    return settings
+        section, _, option = key.rpartition(".")
+        if sep and section in PRECEDENCE:
+            found[section, option] = ast.literal_eval(value)
+    return {option: next(found[s, option] for s in PRECEDENCE if (s, option) in found) for _, option in found}
 
 
-def uv_flags(settings: list[tuple[str, str]]) -> list[str]:
-    flags, seen = ["--index-strategy", "unsafe-best-match"], set()
-    last_index = [v for o, v in settings if o == "index-url"][-1:]  # pip keeps the last one (environment over files)
-    settings = [(o, v) for o, v in settings if o != "index-url"] + [("index-url", v) for v in last_index]
-    for option, value in settings:
-        if option not in FLAGS:
-            continue
-        for item in value.split():
-            if (option, item) not in seen:
-                seen.add((option, item))
-                flags += [FLAGS[option], item]
+def uv_flags(settings: dict[str, str]) -> list[str]:
+    flags = ["--index-strategy", "unsafe-best-match"]
+    for option, flag in FLAGS.items():
+        for item in settings.get(option, "").split():
+            flags += [flag, item]
     return flags
-
-
-def cert(settings: list[tuple[str, str]]) -> str:
-    return next((value for option, value in reversed(settings) if option == "cert"), "")
 
 
 if __name__ == "__main__":
     settings = pip_config()
-    print(cert(settings) if sys.argv[1:] == ["cert"] else "\n".join(uv_flags(settings)))
+    print(settings.get("cert", "") if sys.argv[1:] == ["cert"] else "\n".join(uv_flags(settings)))

@@ -319,9 +319,12 @@ def time_limit_sweep(cluster: LocalSlurm, root: Path) -> dict:
         try:
             deadline = time.monotonic() + 300
             while proc.poll() is None and time.monotonic() < deadline:
-                out = cluster.run("squeue", "-h", f"--name={name}", "-o", "%i|%T|%r", check=False).stdout.split()
-                for line in out:
-                    jid, state, reason = line.split("|")
+                out = cluster.run("squeue", "-h", f"--name={name}", "-o", "%i|%T|%r", check=False).stdout
+                for line in out.splitlines():
+                    fields = line.strip().split("|")
+                    if len(fields) != 3:  # not a job line: squeue's error text while slurmctld is busy; poll again
+                        continue
+                    jid, state, reason = fields
                     if state == "PENDING" and reason == "BeginTime":  # SLURM's two-minute hold after a requeue
                         cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now")
                         restarts.add(jid)
