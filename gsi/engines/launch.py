@@ -1,7 +1,8 @@
 """Starting and stopping the in-process engines: one `vllm.LLM` per `EngineSpec` (gsi.engines.specs).
 
 Engines start in parallel threads where the placement allows (gsi.engines.placement.start_parallel): each `LLM()`
-spends its time in its own engine-core and worker processes (spawned), so threads overlap. Close with
+spends its time in its own spawned engine-core process (on a GPU also in a worker process; on the CPU the
+model runs in the engine core: gsi.engines.specs), so threads overlap. Close with
 `shutdown_llms` (parallel, explicit: no interpreter-exit noise).
 
 Opt-in on the CPU, `GSI_VLLM_INPROCESS=1`: every engine core and worker runs inside this process
