@@ -15,9 +15,9 @@ import ast
 import subprocess
 import sys
 
-# pip option -> uv flag; pip's values for these are lists separated by whitespace
-FLAGS = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "find-links": "--find-links",
-         "constraint": "--constraint"}
+# pip's options that uv takes under the same name (`--<option>`); pip's values for these are lists separated by
+# whitespace
+OPTIONS = ("index-url", "extra-index-url", "find-links", "constraint")
 
 
 # Where pip reads an option, strongest first: a PIP_* variable, the [install] section, the [global] section (each
@@ -39,9 +39,9 @@ def pip_config() -> dict[str, str]:
 
 def uv_flags(settings: dict[str, str]) -> list[str]:
     flags = ["--index-strategy", "unsafe-best-match"]
-    for option, flag in FLAGS.items():
+    for option in OPTIONS:
         for item in settings.get(option, "").split():
-            flags += [flag, item]
+            flags += ["--" + option, item]
     return flags
 
 

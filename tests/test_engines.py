@@ -729,3 +729,14 @@ def test_qwen_and_skywork_prm_adapters_on_vllm(prm_standins):
             assert model.reward(reqs + [nxt]) == pytest.approx(cached, abs=1e-4), kind
         finally:
             model.prefix_caching = True
+
+
+@pytest.mark.vllm
+def test_cpu_engines_run_the_model_in_their_engine_core_process(tiny_engines):
+    """On the CPU an engine is one process (gsi.engines.specs: vLLM's UniProcExecutor by class path), not an engine
+    core with a worker process under it that imports torch and vLLM a second time."""
+    import psutil
+
+    cores = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::EngineCore")]
+    assert len(cores) >= 3  # the session's three tiny engines (others a test may hold are CPU engines too)
+    assert {core.pid: core.children() for core in cores} == {core.pid: [] for core in cores}

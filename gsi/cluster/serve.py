@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from gsi.config.schema import compose_config
+from gsi.engines.placement import cpu_threads_bind
 from gsi.engines.plan import validate
 from gsi.engines.rewards import ADAPTERS
 from gsi.engines.specs import engine_specs
@@ -99,7 +100,7 @@ def server_command(cfg, role: str, host: str, port: int, plan=None) -> tuple[lis
     env = {"VLLM_SERVER_DEV_MODE": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     if plan.placement == "cpu":
-        env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind()
     return cmd, env
 
 

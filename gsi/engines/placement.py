@@ -180,6 +180,12 @@ def cpu_inprocess() -> bool:
     return os.environ.get("GSI_VLLM_INPROCESS", "0") == "1"
 
 
+def cpu_threads_bind() -> str:
+    """vLLM's OpenMP thread binding for CPU engines: VLLM_CPU_OMP_THREADS_BIND if the user set it, else "nobind"
+    (vLLM's default binds every engine's worker to the same core; we let the OS schedule the three instead)."""
+    return os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+
 def prepare_process_env(placement: str) -> None:
     """Process-wide settings the engines read at start (same for all three, so threads do not race on them)."""
     if placement == "cpu":
@@ -187,8 +193,7 @@ def prepare_process_env(placement: str) -> None:
             log.warning("ignoring VLLM_CPU_KVCACHE_SPACE=%s: hardware.cpu_kvcache_gb sets each engine's KV cache",
                         os.environ["VLLM_CPU_KVCACHE_SPACE"])
             del os.environ["VLLM_CPU_KVCACHE_SPACE"]
-        # vLLM's default binds every engine's worker to the same core; let the OS schedule the three instead.
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind()
         if cpu_inprocess():
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from gsi.roles import ROLES
 from gsi.config.access import get as _get
-from gsi.engines.placement import memory_fractions, placement_devices
+from gsi.engines.placement import cpu_threads_bind, memory_fractions, placement_devices
 from gsi.engines.plan import Plan
 from gsi.engines.rewards import ADAPTERS
 from gsi.engines.worker import CUSTOM_MODELS
@@ -96,11 +96,11 @@ def engine_specs(cfg, plan: Plan, roles=ROLES) -> list[EngineSpec]:
         if placement == "cpu":
             kw["kv_cache_memory_bytes"] = int(float(_get(hw, "cpu_kvcache_gb", 1.0)) * (1 << 30))
             # The model runs in the engine-core process instead of in a worker process of its own: one spawned
-            # process less per engine to import torch and vLLM (the three tiny engines: 115 -> 71 CPU s, 56 -> 35 s
-            # to start on 2 cores). vLLM's CPU platform turns "uni" into "mp" because in process it could not bind
-            # the worker's OpenMP threads to cores; unbound (gsi.engines.placement's default) there is nothing to
+            # process less per engine to import torch and vLLM (the three tiny engines: 114-124 -> 67-83 CPU s,
+            # 65-72 -> 41-52 s to start on 2 cores; docs/benchmarks.md). vLLM's CPU platform turns "uni" into "mp"
+            # because in process it could not bind the worker's OpenMP threads to cores; unbound there is nothing to
             # bind, so the same executor, named by its class path, is used as it is.
-            if os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind") == "nobind":
+            if cpu_threads_bind() == "nobind":
                 kw["distributed_executor_backend"] = UNIPROC_EXECUTOR
             if kw.get("runner") != "pooling":
                 kw["enable_chunked_prefill"] = False  # seeded requests must not have their prefill split
