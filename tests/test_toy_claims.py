@@ -199,7 +199,7 @@ MEASURED = "measured on the v5 build (verifier PRM, AUC 1.00 on held-out twins) 
 
 
 @pytest.mark.parametrize("better,worse,overrides_better,overrides_worse,margin", [
-    ("bon_small", "greedy_small", BON_SMALL, GREEDY_SMALL, 0.15),  # v4: +11 points, a strict xfail; v5: +19
+    ("bon_small", "greedy_small", BON_SMALL, GREEDY_SMALL, 0.15),  # v4: +11 points (a strict xfail); v5: +15.0
     ("gsi", "rsd", ("method=gsi",), ("method=rsd",), 0.0),
     ("gsi", "bon_small", ("method=gsi",), BON_SMALL, 0.10),
     ("beam", "greedy_small", ("method=beam", "method.n=4", "method.width=2"), GREEDY_SMALL, 0.0),
