@@ -54,13 +54,16 @@ def main() -> int:
 
     # claim -> (runs it reads, rule on their records and a list of problem ids)
     claims = {
+        "soft BoN pi_S >= greedy pi_S + 15": (("bon_small", "greedy_small"),
+                                              lambda a, b, ids: t.more_accurate(a, b, 0.15, ids)),
         "GSI > RSD": (("gsi", "rsd"), lambda a, b, ids: t.more_accurate(a, b, 0.0, ids)),
         "GSI >= soft BoN pi_S + 10": (("gsi", "bon_small"), lambda a, b, ids: t.more_accurate(a, b, 0.10, ids)),
         "GSI ~ soft BoN pi_B, <= 40% pi_B tokens": (("gsi", "bon_big"), t.fewer_big_tokens),
         "DVTS > greedy pi_S": (("dvts", "greedy_small"), lambda a, b, ids: t.more_accurate(a, b, 0.0, ids)),
+        "beam > greedy pi_S": (("beam", "greedy_small"), lambda a, b, ids: t.more_accurate(a, b, 0.0, ids)),
         "weighted vote rises with n": (("pool",), lambda a, ids: t.rises_with_n(a, "weighted-last", seed, ids)),
         **{f"{m} acceptance falls ({k} {lo} -> {hi})": ((f"{m}_{k}_{lo}", f"{m}_{k}_{hi}"), t.acceptance_falls)
-           for m, k, lo, hi in t.THRESHOLDS},
+           for m, k, lo, hi in (getattr(p, "values", p) for p in t.THRESHOLDS)},  # a pytest.param's values
     }
     sizes = [int(x) for x in args.sizes.split(",")]
     print(f"power = share of {args.resamples} resamples ({args.pool_resamples} for the pool) in which the claim holds; "

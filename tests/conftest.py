@@ -23,6 +23,9 @@ Fixtures (all session-scoped; reuse them instead of starting engines or composin
   and their started vLLM engines (tests/prm_standins.py), started ONCE per session (two engines, in parallel) for
   test_engines and test_paper_settings, and closed after the last selected test that uses them (see RELEASED_EARLY).
 - test_slurm's `cluster_runs` (its SLURM jobs) is started at the session's first test (see STARTED_EARLY).
+- `toy_build` -> on a cold cache, the toy models' build (gsi.models.toy, ~5 min on one core) in a background process,
+  started at the session's first test when a `toy` test is selected (see STARTED_EARLY); the toy tests wait on its
+  lock when they need the models before it is done.
 
 The tiny models are built on first use into $GSI_CACHE_DIR (default ~/.cache/gsi); export GSI_CACHE_DIR to share
 one build between checkouts.
@@ -31,6 +34,8 @@ one build between checkouts.
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -91,6 +96,8 @@ _RELEASE: dict = {}
 # requeue): started at the session's first test instead of at their first user's, so that the tests before their
 # module run meanwhile. Each returns at once (its tests wait on what it returns). A fixture that skips or fails
 # here is left alone: pytest keeps the outcome and gives it to its own tests.
+# `toy_build` is started the same way when any `toy` test is selected (those tests do not name it: they wait on the
+# build's lock in gsi.models.tiny.build_once).
 STARTED_EARLY = ("cluster_runs",)
 _FIRST_USER: dict = {}
 
@@ -103,6 +110,8 @@ def pytest_collection_finish(session):
         for name in STARTED_EARLY:
             if name in getattr(item, "fixturenames", ()):
                 _FIRST_USER.setdefault(name, item)
+        if item.get_closest_marker("toy") is not None:
+            _FIRST_USER.setdefault("toy_build", item)
 
 
 @pytest.hookimpl(trylast=True)
@@ -120,6 +129,30 @@ def pytest_runtest_teardown(item, nextitem):
     for name, last in _LAST_USER.items():
         if item is last and name in _RELEASE:
             _RELEASE.pop(name)()
+
+
+@pytest.fixture(scope="session")
+def toy_build():
+    """On a cold cache, build the toy models in a background process (one torch thread, ~5 min) while the tests
+    before the toy ones run; its output goes to <cache>/toy-<version>.build.log. Returns the process (None when
+    the build is there or transformers is missing). At the session's end an unfinished build gets SIGINT, so that
+    it removes its temporary folder."""
+    from gsi.models.toy_recipe import toy_dir
+
+    base = toy_dir()
+    if (base / "COMPLETE").exists() or importlib.util.find_spec("transformers") is None:
+        yield None
+        return
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with open(base.parent / f"{base.name}.build.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gsi.models.toy"], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -91,8 +91,8 @@ MEANINGLESS = [
     (["dataset=arith", "dataset.min_ops=5", "dataset.max_ops=2"], "dataset.min_ops"),
     (["dataset=arith", "dataset.max_ops=50"], "dataset.max_ops"),  # a chain of 50 steps leaves 10..99
     (["dataset=arith", "dataset.min_ops=0"], "dataset.min_ops"),
-    (["dataset=arith", "dataset.n_problems=1000000"], "dataset.n_problems"),
-    (["dataset=arith", "dataset.n_problems=623", "dataset.min_ops=2", "dataset.max_ops=2"], "dataset.n_problems"),
+    (["dataset=arith", "dataset.n_problems=100000000"], "dataset.n_problems"),
+    (["dataset=arith", "dataset.n_problems=4939", "dataset.min_ops=2", "dataset.max_ops=2"], "dataset.n_problems"),
     (["dataset=arith", "dataset.n_problems=0"], "dataset.n_problems"),
     (["dataset=arith", "dataset.seed=18446744073709551616"], "dataset.seed"),
     (["generation.temperature=1e-300"], "generation.temperature"),
@@ -170,7 +170,7 @@ def test_good_configs_pass():
                                    "method.selection=weighted_majority", "method.aggregate=prod")) == []
     assert problems(compose_config("method=pf", "method.weighting=reward", "method.temperature=0.5")) == []
     assert problems(compose_config("method=rsd", "method.greedy=true")) == []  # n = n_big = 1
-    assert problems(compose_config("dataset=arith", "dataset.n_problems=622", "dataset.min_ops=2",
+    assert problems(compose_config("dataset=arith", "dataset.n_problems=4938", "dataset.min_ops=2",
                                    "dataset.max_ops=2", "seed=9223372036854775807", "beta=1e6",
                                    "generation.temperature=0.01", "grader.timeout=600")) == []  # edges accepted
 

@@ -1,25 +1,28 @@
 """`dataset=arith`: multi-step arithmetic generated from a seed, with worked solutions and a step checker.
 
-A problem applies one one-digit operation, repeated 2-6 times (the default range), to a two-digit start value
-("Compute 47+8+8+8."); its worked solution has one operation per step, steps separated by the step delimiter, and
-ends with the boxed answer:
+A problem adds (or subtracts) a one-digit operand, 2-6 times (the default range), to a two-digit start value, the
+operand drawn anew for every operation ("Compute 47+8+3+5."); its worked solution has one operation per step, steps
+separated by the step delimiter, and ends with the boxed answer:
 
     47+8=55
 
-    55+8=63
+    55+3=58
 
-    63+8=71
+    58+5=63
 
-    \\boxed{71}
+    \\boxed{63}
 
 Every value of the chain stays in 10..99, so many steps carry or borrow into the tens digit: an error is local to
-one step and `check_steps` (which also reads mixed chains such as "Compute 47+8-3.") says which step went wrong.
-Difficulty is the number of operations. (Mixed operations were tried first: the toy models could not learn to find
-the k-th operation in the problem within a CPU-minutes training budget.)
+one step and `check_steps` (which also reads mixed operators such as "Compute 47+8-3.") says which step went wrong.
+Difficulty is the number of operations: every step must find its own operand in the problem, so a model's
+chance of a whole solution falls with the length. (One operand repeated, toy v4, made the first step the only
+hard one: pi_B's accuracy did not fall with the length. Mixed operators as well as operands were too hard for
+the toy models within a CPU-minutes budget: 83% after 1,500 steps against 100% for one operator.)
 
-The problem space is split in two by a hash of the problem text: the held-out side (`split="test"`, the dataset)
-and the training side (`split="train"`, what gsi/models/toy.py trains on), so no seed ever gives a test problem
-that the toy models were trained on.
+The problem space is split in two by a hash of the problem's start and first operation ("Compute 47+8"): the
+held-out side (`split="test"`, the dataset) and the training side (`split="train"`, what gsi/models/toy.py trains
+on), so no seed ever gives a test problem that the toy models were trained on, and `capacity` can count the
+held-out problems without listing them.
 """
 
 from __future__ import annotations
@@ -70,18 +73,25 @@ class ArithProblem:
         return DELIMITER.join(self.steps())
 
 
+_FIRST_OP = re.compile(r"Compute \d+[+\-]\d+")
+
+
 def split_of(text: str) -> str:
-    """'train' or 'test': a fixed hash of the problem text, so the two sides never share a problem."""
-    return "test" if hashlib.sha256(text.encode()).digest()[0] % 2 else "train"
+    """'train' or 'test': a fixed hash of the problem's start and first operation ("Compute 47+8"), so the two
+    sides never share a problem (and every continuation of a start and first operation is on one side)."""
+    m = _FIRST_OP.match(text.strip())
+    key = m.group(0) if m else text
+    return "test" if hashlib.sha256(key.encode()).digest()[0] % 2 else "train"
 
 
 def random_problem(rng: random.Random, n_ops: int) -> ArithProblem:
-    """One operation (+v or -v, v a digit) applied n_ops times to a two-digit start, the chain within 10..99."""
+    """n_ops operations of one operator (+ or -), each with its own operand (a digit from 2), on a two-digit
+    start, the chain within 10..99."""
     while True:
-        start, v, o = rng.randint(LOW, HIGH), rng.randint(2, MAX_OPERAND), rng.choice("+-")
-        end = start + n_ops * v if o == "+" else start - n_ops * v
-        if LOW <= end <= HIGH:
-            return ArithProblem(start, ((o, v),) * n_ops)
+        start, o = rng.randint(LOW, HIGH), rng.choice("+-")
+        p = ArithProblem(start, tuple((o, rng.randint(2, MAX_OPERAND)) for _ in range(n_ops)))
+        if all(LOW <= x <= HIGH for x in p.values()):
+            return p
 
 
 def generate(n: int, *, seed: int, min_ops: int = 2, max_ops: int = 4, split: str = "test") -> list[ArithProblem]:
@@ -199,16 +209,22 @@ def _written(p: ArithProblem, rng: random.Random, wrong) -> tuple[list[str], lis
 
 def capacity(min_ops: int, max_ops: int) -> int:
     """How many distinct held-out (split "test") problems have min_ops..max_ops operations: every chain
-    random_problem can draw (start, operator, operand, length), counted (a few thousand; milliseconds)."""
-    count = 0
-    for k in range(min_ops, max_ops + 1):
+    random_problem can draw, counted without listing them (the split depends only on the start and the first
+    operation; the continuations from a value are counted by dynamic programming over the values; milliseconds)."""
+    # chains[k][x]: the chains of k more operations of one operator from value x that stay in LOW..HIGH
+    total = 0
+    for o, sign in (("+", 1), ("-", -1)):
+        chains = [{x: 1 for x in range(LOW, HIGH + 1)}]
+        for _ in range(max_ops - 1):
+            prev = chains[-1]
+            chains.append({x: sum(prev.get(x + sign * v, 0) for v in range(2, MAX_OPERAND + 1))
+                           for x in range(LOW, HIGH + 1)})
         for start in range(LOW, HIGH + 1):
             for v in range(2, MAX_OPERAND + 1):
-                for o in "+-":
-                    end = start + k * v if o == "+" else start - k * v
-                    if LOW <= end <= HIGH and split_of(ArithProblem(start, ((o, v),) * k).text) == "test":
-                        count += 1
-    return count
+                first = start + sign * v
+                if LOW <= first <= HIGH and split_of(f"Compute {start}{o}{v}") == "test":
+                    total += sum(chains[k - 1][first] for k in range(min_ops, max_ops + 1))
+    return total
 
 
 def load_problems(cfg: Any) -> tuple[list[Problem], str]:

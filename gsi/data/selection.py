@@ -32,18 +32,19 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 def select(problems: Sequence[Problem], offset: int = 0, limit: int | None = None,
            shard: str | None = None) -> list[Problem]:
-    """offset/limit pick a contiguous slice; then shard 'i/k' takes every k-th item of it starting at i."""
+    """offset/limit pick a contiguous slice; then shard 'i/k' takes every k-th item of it starting at i. (A
+    range in, a range out: gsi.config.validate checks a selection of millions of generated problems that way.)"""
     offset = int(offset or 0)
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got offset={offset}")
     if limit is not None and int(limit) < 0:
         raise ValueError(f"limit must be >= 0 or None, got limit={limit}")
-    sl = list(problems[offset:]) if limit is None else list(problems[offset : offset + int(limit)])
+    sl = problems[offset:] if limit is None else problems[offset : offset + int(limit)]
     sh = parse_shard(shard)
-    if sh is None:
-        return sl
-    i, k = sh
-    return sl[i::k]
+    if sh is not None:
+        i, k = sh
+        sl = sl[i::k]
+    return sl if isinstance(sl, range) else list(sl)
 
 
 def load_problems(cfg: Any, shard: str | None = None) -> list[Problem]:

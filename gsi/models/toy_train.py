@@ -89,7 +89,7 @@ def build(base: Path) -> None:
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     tmp = Path(tempfile.mkdtemp(prefix=".toy-build-", dir=base.parent))
-    print(f"building the toy models into {base} (once; 562 s measured on 2 cores shared at load 5-22)", flush=True)
+    print(f"building the toy models into {base} (once; 291 s measured on 2 idle cores)", flush=True)
     try:
         tok = build_tokenizer(tmp / "_tokenizer", extra_docs=tokenizer_docs())
         enc = Encoder(tok)
