@@ -1,4 +1,4 @@
-# The two commands of the README. Both set up .venv/ first (idempotent; with uv, 43 s the first time on a machine that installed it before).
+# The two commands of the README. Both set up .venv/ first (idempotent; with uv, ~30 s the first time on a machine that installed it before).
 PY := .venv/bin/python
 # Benchmarks: the local JSONL copy in ../shared/data when there is one (offline machines), else the dataset hub
 # (GSI_DATA_DIR unset). A GSI_DATA_DIR set in the environment wins; one that does not exist fails with a message
@@ -7,6 +7,11 @@ SHARED_DATA := $(abspath ../shared/data)
 ifneq ($(wildcard $(SHARED_DATA)/.),)
 export GSI_DATA_DIR ?= $(SHARED_DATA)
 endif
+
+# Python caches the bytecode of what it imports (in .venv and __pycache__/, once) even where the environment says
+# not to (PYTHONDONTWRITEBYTECODE=1 on these machines): otherwise every engine process and run.py compiles torch and
+# vLLM again, and setup would have to compile all 26k modules ahead (scripts/setup.sh).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test test-quick data-dir
 setup:

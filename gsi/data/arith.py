@@ -60,6 +60,11 @@ class ArithProblem:
         return out
 
     @property
+    def split(self) -> str:
+        """'train' or 'test' (`split_of` its start and first operation)."""
+        return split_of(self.start, *self.ops[0])
+
+    @property
     def answer(self) -> int:
         return self.values()[-1]
 
@@ -73,14 +78,11 @@ class ArithProblem:
         return DELIMITER.join(self.steps())
 
 
-_FIRST_OP = re.compile(r"Compute \d+[+\-]\d+")
-
-
-def split_of(text: str) -> str:
-    """'train' or 'test': a fixed hash of the problem's start and first operation ("Compute 47+8"), so the two
-    sides never share a problem (and every continuation of a start and first operation is on one side)."""
-    m = _FIRST_OP.match(text.strip())
-    key = m.group(0) if m else text
+def split_of(start: int, op: str, operand: int) -> str:
+    """'train' or 'test' for the problems that begin with this start and first operation: a fixed hash of
+    "Compute 47+8", so the two sides never share a problem (and every continuation of a start and first operation
+    is on one side, which is what lets `capacity` count the held-out side without listing it)."""
+    key = f"Compute {start}{op}{operand}"
     return "test" if hashlib.sha256(key.encode()).digest()[0] % 2 else "train"
 
 
@@ -108,7 +110,7 @@ def generate(n: int, *, seed: int, min_ops: int = 2, max_ops: int = 4, split: st
         if tries > 100 * n + 10_000:
             raise ValueError(f"cannot find {n} distinct {split} problems with {min_ops}..{max_ops} operations")
         p = random_problem(rng, rng.randint(min_ops, max_ops))
-        if p.text in seen or split_of(p.text) != split:
+        if p.text in seen or p.split != split:
             continue
         seen.add(p.text)
         out.append(p)
@@ -121,6 +123,11 @@ def parse_problem(text: str) -> ArithProblem:
         raise ValueError(f"not an arith problem: {text!r}")
     ops = tuple((o, int(v)) for o, v in re.findall(r"([+\-])(\d+)", m.group(2)))
     return ArithProblem(int(m.group(1)), ops)
+
+
+def is_answer_step(step: str) -> bool:
+    """Is this the boxed-answer step ("\\boxed{61}"), not one that computes?"""
+    return bool(_BOXED.match(step))
 
 
 def check_steps(problem: ArithProblem | str, steps: Sequence[str]) -> list[bool]:
@@ -222,7 +229,7 @@ def capacity(min_ops: int, max_ops: int) -> int:
         for start in range(LOW, HIGH + 1):
             for v in range(2, MAX_OPERAND + 1):
                 first = start + sign * v
-                if LOW <= first <= HIGH and split_of(f"Compute {start}{o}{v}") == "test":
+                if LOW <= first <= HIGH and split_of(start, o, v) == "test":
                     total += sum(chains[k - 1][first] for k in range(min_ops, max_ops + 1))
     return total
 

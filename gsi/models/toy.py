@@ -9,7 +9,8 @@ gsi/models/toy_train.py; measurements: gsi/models/toy_eval.py. Built once into G
     python -m gsi.models.toy                    # build (if needed), print paths, fingerprint and build time
     python -m gsi.models.toy --eval 200 --json  # one JSON object: greedy_small, greedy_big (and by number of
                                                  # operations), prm_auc_paired, prm_auc_samples,
-                                                 # prm_step_index_corr, build_s, fingerprint, ...
+                                                 # prm_step_index_corr(_computing), build_s, fingerprint,
+                                                 # ... (also `python -m gsi.engines.toy`, the same CLI)
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
     correct step at the same index: the index carries nothing); prm_auc_samples: its AUC against the checker on
     pi_S's own sampled steps (T = 0.7), with the one-sided Mann-Whitney p that correct steps do not score higher;
     prm_step_index_corr: Spearman's correlation of its score with the step index on the correct steps of pi_S's
-    samples (near 0 for a PRM that checks); build_s and fingerprint from the build.
+    samples, and prm_step_index_corr_computing the same without the boxed answers (near 0 for a PRM that checks;
+    the boxed step is a copy the verifier is surer of, and always last); build_s and fingerprint from the build.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -74,9 +76,7 @@ def evaluate(n: int = 200, seed: int = 0) -> dict:
     out["prm_auc_paired"] = auc(good + bad, [True] * n + [False] * n)
     out["prm_paired_wins"] = sum((g > b) + 0.5 * (g == b) for g, b in zip(good, bad)) / n
     # pi_S's own samples
-    a, npos, nneg, pvalue, index_corr = prm_auc(prm, small, enc, problems)
-    out.update(prm_auc_samples=a, prm_auc_samples_p=pvalue, steps_correct=npos, steps_wrong=nneg,
-               prm_step_index_corr=index_corr)
+    out.update(prm_auc(prm, small, enc, problems))
     info = json.loads((toy_dir() / "build.json").read_text())
     out.update(build_s=info["build_s"], fingerprint=info["fingerprint"])
     return out

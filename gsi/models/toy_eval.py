@@ -79,23 +79,33 @@ def auc(scores: list[float], labels: list[bool]) -> float:
     return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
-def prm_auc(prm, small, enc: Encoder, problems: list[arith.ArithProblem],
-            seed: int = 1) -> tuple[float, int, int, float, float]:
-    """The PRM's step verdicts against the checker's on pi_S's samples (T = 0.7): (AUC, correct steps, wrong steps,
-    one-sided Mann-Whitney p that correct steps do not score higher, Spearman's correlation of the score with the
-    step index over the correct steps)."""
+def prm_auc(prm, small, enc: Encoder, problems: list[arith.ArithProblem], seed: int = 1) -> dict:
+    """The PRM's step verdicts against the checker's on pi_S's samples (T = 0.7): prm_auc_samples (AUC),
+    steps_correct, steps_wrong, prm_auc_samples_p (one-sided Mann-Whitney p that correct steps do not score higher),
+    and Spearman's correlation of the score with the step index over the correct steps: prm_step_index_corr over
+    all of them, prm_step_index_corr_computing over the steps that compute ("55+3=58"), without the boxed answer.
+    The boxed step only copies the last value, so the verifier is surer of it than of any sum, and it is always the
+    last: over all steps that alone makes the score rise with the index."""
     from scipy.stats import mannwhitneyu, spearmanr
 
     sols = sample(small, enc, [p.text for p in problems], greedy=False, seed=seed)
-    scores, labels, index = [], [], []
+    scores, labels, index, computing = [], [], [], []
     for p, steps in zip(problems, sols):
         if not steps:
             continue
         scores += prm_scores(prm, enc, p.text, steps)
         labels += arith.check_steps(p, steps)
         index += range(len(steps))
+        computing += [not arith.is_answer_step(s) for s in steps]
     pos = [s for s, l in zip(scores, labels) if l]
     neg = [s for s, l in zip(scores, labels) if not l]
-    pvalue = float(mannwhitneyu(pos, neg, alternative="greater").pvalue) if pos and neg else float("nan")
-    corr = float(spearmanr([i for i, l in zip(index, labels) if l], pos).correlation) if len(pos) > 2 else float("nan")
-    return auc(scores, labels), len(pos), len(neg), pvalue, corr
+
+    def index_corr(keep: list[bool]) -> float:
+        xs = [(i, s) for i, s, l, k in zip(index, scores, labels, keep) if l and k]
+        return float(spearmanr(*zip(*xs)).correlation) if len(xs) > 2 else float("nan")
+
+    return {"prm_auc_samples": auc(scores, labels), "steps_correct": len(pos), "steps_wrong": len(neg),
+            "prm_auc_samples_p": float(mannwhitneyu(pos, neg, alternative="greater").pvalue) if pos and neg
+            else float("nan"),
+            "prm_step_index_corr": index_corr([True] * len(scores)),
+            "prm_step_index_corr_computing": index_corr(computing)}
