@@ -29,7 +29,7 @@ if pip_install uv && "$VENV/bin/uv" --version >/dev/null 2>&1; then
     if [ -n "$cert" ]; then export SSL_CERT_FILE="$cert"; fi
     # torch pinned with the rest: with this machine's find-links the CPU wheel (2.13.0+cpu) is the best match
     # No --compile-bytecode: compiling all 26k modules ahead took 35-50 s of a fresh clone's setup (4 s without); the
-    # Makefile lets Python cache the bytecode of what it imports instead (2.7k modules, once: +12 s on the first
+    # Makefile lets Python cache the bytecode of what it imports instead (~3k modules, once: +12 s on the first
     # `import vllm, transformers`). Where PYTHONDONTWRITEBYTECODE is set (this machine) and not lifted, every process
     # would compile torch and vLLM again (the suite took 40% longer): run through make, or unset it.
     "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "${uv_flags[@]}" "torch==2.13.0" -e ".[cpu,test]"
