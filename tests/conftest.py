@@ -93,8 +93,8 @@ _RELEASE: dict = {}
 
 
 # Fixtures whose work runs in the background, mostly waiting (SLURM jobs under slurmd: a job's time limit, a
-# requeue): started at the session's first test instead of at their first user's, so that the tests before their
-# module run meanwhile. Each returns at once (its tests wait on what it returns). A fixture that skips or fails
+# requeue): started at the session's first heavy test (is_heavy, below) instead of at their first user's, so that
+# the tests before their module run meanwhile. Each returns at once (its tests wait on what it returns). A fixture that skips or fails
 # here is left alone: pytest keeps the outcome and gives it to its own tests.
 # `toy_build` is started the same way when any `toy` test is selected (those tests do not name it: they wait on the
 # build's lock in gsi.models.tiny.build_once).
@@ -102,12 +102,32 @@ STARTED_EARLY = ("cluster_runs",)
 _FIRST_USER: dict = {}
 
 
+# What makes a test "heavy": it starts engines, SLURM jobs or the toy models, or shares a session fixture that does.
+HEAVY_MARKERS = ("vllm", "slurm", "toy")
+HEAVY_FIXTURES = ("tiny_engines", "prm_standins", "cluster_runs", "toy_build")
+HEAVY_GROUP = "heavy"
+
+
+def is_heavy(item) -> bool:
+    return (any(item.get_closest_marker(m) for m in HEAVY_MARKERS)
+            or any(f in getattr(item, "fixturenames", ()) for f in HEAVY_FIXTURES))
+
+
 def pytest_collection_modifyitems(session, config, items):
     """The `toy` tests run last, in their own order: on a cold cache they wait for `toy_build`, and the later they
     come, the more of the build runs beside the other tests instead of before an idle wait (cold `make test`: a
-    toy test in test_engines waited 308 s for the build when it ran in file order)."""
+    toy test in test_engines waited 308 s for the build when it ran in file order).
+
+    Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) the heavy tests form one group, run in this order by
+    one worker: one set of session engines, SLURM jobs and toy models per session, as without xdist, and never two
+    engine-starting tests at once (memory: test_remote's servers need 8 GiB free). The other worker runs the rest
+    (config, grading, table engines: one core each, mostly) beside them; alone, the suite kept a core idle ~40% of
+    the time."""
     items[:] = ([i for i in items if i.get_closest_marker("toy") is None]
                 + [i for i in items if i.get_closest_marker("toy") is not None])
+    for item in items:
+        if is_heavy(item):
+            item.add_marker(pytest.mark.xdist_group(HEAVY_GROUP))
 
 
 def pytest_collection_finish(session):
@@ -124,7 +144,9 @@ def pytest_collection_finish(session):
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_setup(item):
-    while _FIRST_USER:  # the session's first test: its setup has put the session on pytest's setup stack
+    if not is_heavy(item):  # under xdist, the worker that runs the heavy group starts them (one of each per session)
+        return
+    while _FIRST_USER:  # the first heavy test: its setup has put the session on pytest's setup stack
         name, user = _FIRST_USER.popitem()
         try:
             user._request.getfixturevalue(name)  # the user's own request, so its module's fixtures resolve
