@@ -34,6 +34,7 @@ one build between checkouts.
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -113,6 +114,7 @@ def is_heavy(item) -> bool:
             or any(f in getattr(item, "fixturenames", ()) for f in HEAVY_FIXTURES))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks
 def pytest_collection_modifyitems(session, config, items):
     """The `toy` tests run last, in their own order: on a cold cache they wait for `toy_build`, and the later they
     come, the more of the build runs beside the other tests instead of before an idle wait (cold `make test`: a
@@ -131,6 +133,15 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_collection_finish(session):
+    config = session.config
+    if hasattr(config, "workerinput") and config.getvalue("loadgroup"):  # an xdist worker under --dist loadgroup
+        lost = [i.nodeid for i in session.items if is_heavy(i) and not i.nodeid.endswith(f"@{HEAVY_GROUP}")]
+        if lost:  # the heavy tests would be spread over the workers: two engine sets, test_remote short of memory
+            msg = (f"pytest-xdist did not put {len(lost)} heavy tests in group {HEAVY_GROUP!r} (first: {lost[0]}): "
+                   "this pytest and pytest-xdist do not work together for --dist loadgroup (pytest-xdist#1386); "
+                   "install the versions pyproject.toml's test extra names (make setup)")
+            os.write(2, f"\n{msg}\n".encode())  # a worker's exception reaches the terminal only as xdist's crash
+            raise pytest.UsageError(msg)
     for item in session.items:  # the selected tests, in the order they run
         for name in RELEASED_EARLY:
             if name in getattr(item, "fixturenames", ()):
