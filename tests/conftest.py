@@ -27,6 +27,11 @@ Fixtures (all session-scoped; reuse them instead of starting engines or composin
   started at the session's first test when a `toy` test is selected (see STARTED_EARLY); the toy tests run last
   (pytest_collection_modifyitems) and wait on its lock when they need the models before it is done.
 
+`make test` runs pytest-xdist with two workers (`-n 2 --dist loadgroup`): every heavy test (is_heavy: marked vllm,
+slurm or toy, or using one of the fixtures above) is in one xdist group, run in this file's order by one worker, so
+the session fixtures above start once and never two engine-starting tests run at once; the other worker runs the
+light tests beside it at nice 19 (LIGHT_NICE). Plain `pytest` (no -n) runs everything in one process, as before.
+
 The tiny models are built on first use into $GSI_CACHE_DIR (default ~/.cache/gsi); export GSI_CACHE_DIR to share
 one build between checkouts.
 """
