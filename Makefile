@@ -22,16 +22,20 @@ setup:
 demo: setup
 	$(PY) -m experiments.toy_demo
 
+# pytest-xdist workers: the heavy tests (engines, SLURM, toy models) run in order on one, the rest on the others
+# (tests/conftest.py). Alone, pytest kept one of the two cores idle ~40% of the time.
+TEST_WORKERS ?= 2
+
 # The SLURM tests start a one-node cluster from Debian's packages (installed here; they skip without them). Every
 # run ends with its 25 slowest tests (pyproject.toml's --durations=25). What CI runs (.ci/run).
 test: setup
 	bash scripts/install_slurm.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The inner loop: no vLLM engine, no SLURM cluster, no toy model, none of the tests marked slow (unit tests,
 # table engines, config, grading). Not a substitute for `make test`, which runs them all.
 test-quick: setup
-	$(PY) -m pytest -q -m "not vllm and not slurm and not toy and not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not vllm and not slurm and not toy and not slow"
 
 # Where the benchmarks come from (what `make demo` and `make test` will use).
 data-dir:

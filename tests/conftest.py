@@ -27,13 +27,20 @@ Fixtures (all session-scoped; reuse them instead of starting engines or composin
   started at the session's first test when a `toy` test is selected (see STARTED_EARLY); the toy tests run last
   (pytest_collection_modifyitems) and wait on its lock when they need the models before it is done.
 
+`make test` runs pytest-xdist with two workers (`-n 2 --dist loadgroup`): every heavy test (is_heavy: marked vllm,
+slurm or toy, or using one of the fixtures above) is in one xdist group, run in this file's order by one worker, so
+the session fixtures above start once and never two engine-starting tests run at once; the other worker runs the
+light tests beside it at nice 19 (LIGHT_NICE). Plain `pytest` (no -n) runs everything in one process, as before.
+
 The tiny models are built on first use into $GSI_CACHE_DIR (default ~/.cache/gsi); export GSI_CACHE_DIR to share
 one build between checkouts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -93,8 +100,8 @@ _RELEASE: dict = {}
 
 
 # Fixtures whose work runs in the background, mostly waiting (SLURM jobs under slurmd: a job's time limit, a
-# requeue): started at the session's first test instead of at their first user's, so that the tests before their
-# module run meanwhile. Each returns at once (its tests wait on what it returns). A fixture that skips or fails
+# requeue): started at the session's first heavy test (is_heavy, below) instead of at their first user's, so that
+# the tests before their module run meanwhile. Each returns at once (its tests wait on what it returns). A fixture that skips or fails
 # here is left alone: pytest keeps the outcome and gives it to its own tests.
 # `toy_build` is started the same way when any `toy` test is selected (those tests do not name it: they wait on the
 # build's lock in gsi.models.tiny.build_once).
@@ -102,15 +109,49 @@ STARTED_EARLY = ("cluster_runs",)
 _FIRST_USER: dict = {}
 
 
+# What makes a test "heavy": it starts engines, SLURM jobs or the toy models, or shares a session fixture that does.
+HEAVY_MARKERS = ("vllm", "slurm", "toy")
+HEAVY_FIXTURES = ("tiny_engines", "prm_standins", "cluster_runs", "toy_build")
+HEAVY_GROUP = "heavy"
+# The heavy group runs its tests one after another, so it is the suite's critical path; the light tests fill the
+# time it leaves a core idle. At the same priority they slowed it 1.5-3x (x3 in docs/benchmarks.md: make test no
+# faster than without xdist); niced, their processes (and the ones they start) take only what it does not use.
+LIGHT_NICE = 19
+
+
+def is_heavy(item) -> bool:
+    return (any(item.get_closest_marker(m) for m in HEAVY_MARKERS)
+            or any(f in getattr(item, "fixturenames", ()) for f in HEAVY_FIXTURES))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks
 def pytest_collection_modifyitems(session, config, items):
     """The `toy` tests run last, in their own order: on a cold cache they wait for `toy_build`, and the later they
     come, the more of the build runs beside the other tests instead of before an idle wait (cold `make test`: a
-    toy test in test_engines waited 308 s for the build when it ran in file order)."""
+    toy test in test_engines waited 308 s for the build when it ran in file order).
+
+    Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) the heavy tests form one group, run in this order by
+    one worker: one set of session engines, SLURM jobs and toy models per session, as without xdist, and never two
+    engine-starting tests at once (memory: test_remote's servers need 8 GiB free). The other worker runs the rest
+    (config, grading, table engines: one core each, mostly) beside them; alone, the suite kept a core idle ~40% of
+    the time."""
     items[:] = ([i for i in items if i.get_closest_marker("toy") is None]
                 + [i for i in items if i.get_closest_marker("toy") is not None])
+    for item in items:
+        if is_heavy(item):
+            item.add_marker(pytest.mark.xdist_group(HEAVY_GROUP))
 
 
 def pytest_collection_finish(session):
+    config = session.config
+    if hasattr(config, "workerinput") and config.getvalue("loadgroup"):  # an xdist worker under --dist loadgroup
+        lost = [i.nodeid for i in session.items if is_heavy(i) and not i.nodeid.endswith(f"@{HEAVY_GROUP}")]
+        if lost:  # the heavy tests would be spread over the workers: two engine sets, test_remote short of memory
+            msg = (f"pytest-xdist did not put {len(lost)} heavy tests in group {HEAVY_GROUP!r} (first: {lost[0]}): "
+                   "this pytest and pytest-xdist do not work together for --dist loadgroup (pytest-xdist#1386); "
+                   "install the versions pyproject.toml's test extra names (make setup)")
+            os.write(2, f"\n{msg}\n".encode())  # a worker's exception reaches the terminal only as xdist's crash
+            raise pytest.UsageError(msg)
     for item in session.items:  # the selected tests, in the order they run
         for name in RELEASED_EARLY:
             if name in getattr(item, "fixturenames", ()):
@@ -124,7 +165,12 @@ def pytest_collection_finish(session):
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_setup(item):
-    while _FIRST_USER:  # the session's first test: its setup has put the session on pytest's setup stack
+    if not is_heavy(item):
+        if hasattr(item.config, "workerinput"):  # an xdist worker: light work yields the cores to the heavy group
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, 0, LIGHT_NICE)
+        return  # under xdist, the worker that runs the heavy group starts them (one of each per session)
+    while _FIRST_USER:  # the first heavy test: its setup has put the session on pytest's setup stack
         name, user = _FIRST_USER.popitem()
         try:
             user._request.getfixturevalue(name)  # the user's own request, so its module's fixtures resolve

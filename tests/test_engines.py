@@ -127,6 +127,21 @@ def test_real_gpu_count_is_checked(make_cfg, no_engine_start, monkeypatch):
     validate(make_cfg("model=tiny", "hardware=gpu3"))  # fits
 
 
+def test_cpu_engines_do_not_bind_threads_and_wait_passively_unless_the_user_says(monkeypatch):
+    from gsi.engines.placement import prepare_process_env
+
+    for key in ("VLLM_CPU_OMP_THREADS_BIND", "OMP_WAIT_POLICY", "VLLM_CPU_KVCACHE_SPACE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
+    prepare_process_env("cpu")
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "nobind" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in os.environ  # hardware.cpu_kvcache_gb sets each engine's
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    prepare_process_env("cpu")
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0-1" and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 def test_small_and_big_must_share_a_tokenizer(tiny_cfg, no_engine_start, tmp_path):
     from transformers import AutoTokenizer
 

@@ -49,20 +49,36 @@ def _clean_env(home: Path, tmp: Path) -> dict:
 def wandb_sweep(tmp_path_factory):
     """A Hydra multirun (2 jobs) with logger=wandb, offline, in a fresh process whose HOME and TMPDIR are empty
     folders: whatever wandb writes outside the run folders would land there. The job folders' paths are too long
-    for a Unix socket, as real sweep folders are."""
+    for a Unix socket, as real sweep folders are; TMPDIR is short (in /tmp, as on a cluster node), so the service's
+    private socket folder goes there (a test folder can be too deep for that: test_socket_folder_of_a_deep_tmpdir)."""
     base = tmp_path_factory.mktemp("wandb_sweep")
-    home, tmp = base / "home", base / "tmp"
+    home = base / "home"
     home.mkdir()
-    tmp.mkdir()
-    sweep_dir = base / "sweeps" / "2026-01-02" / "03-04-05_compare"
-    cmd = [PY, "-m", "experiments.synthetic", "-m", "model=tiny", "hardware=cpu", "method=gsi,rsd", "method.n=2",
-           "beta=4", "dataset.limit=12", "generation.max_steps=3", "logger=wandb", "logger.tags=[demo]",
-           f"hydra.sweep.dir={sweep_dir}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=_clean_env(home, tmp), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / "summary.json").exists())
-    assert len(jobs) == 2, list(sweep_dir.iterdir())
-    return {"jobs": jobs, "home": home, "tmp": tmp, "sweep_dir": sweep_dir, "log": proc.stdout + proc.stderr}
+    tmp = Path(tempfile.mkdtemp(prefix="gsi-t-", dir="/tmp"))
+    try:
+        sweep_dir = base / "sweeps" / "2026-01-02" / "03-04-05_compare"
+        cmd = [PY, "-m", "experiments.synthetic", "-m", "model=tiny", "hardware=cpu", "method=gsi,rsd", "method.n=2",
+               "beta=4", "dataset.limit=12", "generation.max_steps=3", "logger=wandb", "logger.tags=[demo]",
+               f"hydra.sweep.dir={sweep_dir}"]
+        proc = subprocess.run(cmd, cwd=REPO, env=_clean_env(home, tmp), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / "summary.json").exists())
+        assert len(jobs) == 2, list(sweep_dir.iterdir())
+        yield {"jobs": jobs, "home": home, "tmp": tmp, "sweep_dir": sweep_dir, "log": proc.stdout + proc.stderr}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_socket_folder_of_a_deep_tmpdir(monkeypatch):
+    """The private socket folder goes in the system temp folder when a socket path fits there, else in /tmp: a TMPDIR
+    inside a deep job or test folder (pytest-xdist's were) cannot hold wandb's sockets either."""
+    from gsi.reporting.tracking import _MAX_SOCKET_DIR, _socket_tmp_base
+
+    monkeypatch.setattr(tempfile, "tempdir", "/tmp/short")
+    assert _socket_tmp_base() == "/tmp/short"
+    deep = "/tmp/" + "d" * (_MAX_SOCKET_DIR - len("/tmp/"))
+    monkeypatch.setattr(tempfile, "tempdir", deep)
+    assert _socket_tmp_base() == "/tmp"
 
 
 @pytest.fixture(scope="module")
