@@ -22,9 +22,9 @@ Fixtures (all session-scoped; reuse them instead of starting engines or composin
 - `prm_standins` -> {"qwen_prm", "skywork_prm"}: tiny stand-ins of the PRM architectures with adapters of their own
   and their started vLLM engines (tests/prm_standins.py), started ONCE per session (two engines, in parallel) for
   test_engines and test_paper_settings, and closed after the last selected test that uses them (see RELEASED_EARLY).
-- test_slurm's `cluster_runs` (its SLURM jobs) is started at the session's first test (see STARTED_EARLY).
+- test_slurm's `cluster_runs` (its SLURM jobs) is started at the session's first heavy test (see STARTED_EARLY).
 - `toy_build` -> on a cold cache, the toy models' build (gsi.models.toy, ~5 min on one core) in a background process,
-  started at the session's first test when a `toy` test is selected (see STARTED_EARLY); the toy tests run last
+  started at the session's first heavy test when a `toy` test is selected (see STARTED_EARLY); the toy tests run last
   (pytest_collection_modifyitems) and wait on its lock when they need the models before it is done.
 
 `make test` runs pytest-xdist with two workers (`-n 2 --dist loadgroup`): every heavy test (is_heavy: marked vllm,
@@ -101,8 +101,8 @@ _RELEASE: dict = {}
 
 # Fixtures whose work runs in the background, mostly waiting (SLURM jobs under slurmd: a job's time limit, a
 # requeue): started at the session's first heavy test (is_heavy, below) instead of at their first user's, so that
-# the tests before their module run meanwhile. Each returns at once (its tests wait on what it returns). A fixture that skips or fails
-# here is left alone: pytest keeps the outcome and gives it to its own tests.
+# the tests before their module run meanwhile. Each returns at once (its tests wait on what it returns). A fixture
+# that skips or fails here is left alone: pytest keeps the outcome and gives it to its own tests.
 # `toy_build` is started the same way when any `toy` test is selected (those tests do not name it: they wait on the
 # build's lock in gsi.models.tiny.build_once).
 STARTED_EARLY = ("cluster_runs",)
