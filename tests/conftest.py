@@ -128,13 +128,9 @@ def is_heavy(item) -> bool:
 def pytest_collection_modifyitems(session, config, items):
     """The `toy` tests run last, in their own order: on a cold cache they wait for `toy_build`, and the later they
     come, the more of the build runs beside the other tests instead of before an idle wait (cold `make test`: a
-    toy test in test_engines waited 308 s for the build when it ran in file order).
-
-    Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) the heavy tests form one group, run in this order by
-    one worker: one set of session engines, SLURM jobs and toy models per session, as without xdist, and never two
-    engine-starting tests at once (memory: test_remote's servers need 8 GiB free). The other worker runs the rest
-    (config, grading, table engines: one core each, mostly) beside them; alone, the suite kept a core idle ~40% of
-    the time."""
+    toy test in test_engines waited 308 s for the build when it ran in file order). Then every heavy test gets the
+    xdist group that keeps them on one worker, in this order (the module docstring says why); memory is the bound:
+    test_remote's servers need 8 GiB free, which two engine sets at once would not leave."""
     items[:] = ([i for i in items if i.get_closest_marker("toy") is None]
                 + [i for i in items if i.get_closest_marker("toy") is not None])
     for item in items:
