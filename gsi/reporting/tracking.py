@@ -194,13 +194,15 @@ def _temp_dir_in(path: Path, service_dir: Path | None = None):
 # A Unix socket's path has at most 107 bytes; wandb's service puts "/wandb_symon-<pid>-<pid>-<13 digits>.sock"
 # (47 bytes at most) in its temp folder.
 _MAX_SOCKET_DIR = 107 - 47
+_SOCKET_PREFIX = "gsi-wandb-"
 
 
 def _socket_tmp_base() -> str:
     """Where the private socket folder is made: the system temp folder, or /tmp when that is itself too deep for a
     socket path (a TMPDIR inside a deep job or test folder)."""
     base = tempfile.gettempdir()
-    return base if len(base) + len("/gsi-wandb-") + 8 <= _MAX_SOCKET_DIR else "/tmp"
+    folder = os.path.join(base, _SOCKET_PREFIX + "X" * 8)  # mkdtemp adds 8 random characters
+    return base if len(folder) <= _MAX_SOCKET_DIR else "/tmp"
 
 
 def _repo_root() -> str | None:
@@ -265,7 +267,7 @@ class WandbTracker:
         if len(str(self.tmp.resolve())) > _MAX_SOCKET_DIR:
             # Too deep for a Unix socket (wandb would fall back to /tmp and leave it to chance): a private folder
             # in the system temp folder, for the service's sockets only, removed when the run closes.
-            self._private_tmp = self.service_tmp = Path(tempfile.mkdtemp(prefix="gsi-wandb-",
+            self._private_tmp = self.service_tmp = Path(tempfile.mkdtemp(prefix=_SOCKET_PREFIX,
                                                                          dir=_socket_tmp_base()))
         with _temp_dir_in(self.tmp, self.service_tmp):
             import wandb  # lazily: only logger=wandb pays for it
